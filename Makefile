@@ -1,0 +1,103 @@
+# The one command set of sf311. Everything lands under var/ (git-ignored) unless SF311_STATE_DIR says otherwise.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+UV_VERSION := 0.13.9
+STATE := $(or $(SF311_STATE_DIR),$(CURDIR)/var)
+JARS := $(STATE)/jars
+VENV := .venv
+AIRFLOW_VENV := .venv-airflow
+SF311 := $(VENV)/bin/sf311
+PYTEST := $(VENV)/bin/pytest
+MVN := mvn -B -q
+UV = $(shell command -v uv || echo $(HOME)/.local/bin/uv)
+
+.PHONY: help setup system-packages up down status test test-unit test-integration test-dags lint demo bench
+
+help:
+	@echo "make demo    run the whole pipeline on the embedded default"
+	@echo "make test    setup, start the stack, run every test, stop the stack"
+	@echo "make setup | up | down | status | lint | bench"
+
+## setup: Debian packages, both Python environments, the JVM jars. A second run downloads nothing.
+setup: system-packages $(VENV)/.installed $(AIRFLOW_VENV)/.installed \
+	$(JARS)/spark/.installed $(JARS)/kafka/.installed $(JARS)/registry/.installed
+
+system-packages:
+	@[ -x /usr/lib/postgresql/15/bin/postgres ] && command -v java >/dev/null && command -v mvn >/dev/null || { \
+	  echo "setup: installing Debian packages (postgresql, a JDK, maven)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	    postgresql openjdk-17-jdk-headless maven; }
+	@command -v uv >/dev/null || [ -x $(HOME)/.local/bin/uv ] || { \
+	  echo "setup: installing uv $(UV_VERSION)"; $(PYTHON) -m pip install -q --user uv==$(UV_VERSION); }
+
+$(VENV)/.installed: conf/requirements.lock pyproject.toml
+	@echo "setup: main Python environment ($(VENV))"
+	@[ -x $(VENV)/bin/python ] || $(UV) venv -q -p $(PYTHON) $(VENV)
+	$(UV) pip sync -q -p $(VENV)/bin/python conf/requirements.lock
+	$(UV) pip install -q -p $(VENV)/bin/python --no-deps -e .
+	@touch $@
+
+$(AIRFLOW_VENV)/.installed: conf/airflow-constraints.txt pyproject.toml
+	@echo "setup: Airflow environment ($(AIRFLOW_VENV))"
+	@[ -x $(AIRFLOW_VENV)/bin/python ] || $(UV) venv -q -p $(PYTHON) $(AIRFLOW_VENV)
+	$(UV) pip sync -q -p $(AIRFLOW_VENV)/bin/python conf/airflow-constraints.txt
+	$(UV) pip install -q -p $(AIRFLOW_VENV)/bin/python --no-deps -e .
+	@touch $@
+
+$(JARS)/spark/.installed: conf/maven/spark-jars.pom.xml
+	@echo "setup: Spark jars (Delta, Kafka source, Avro, JDBC) -> $(JARS)/spark"
+	@rm -rf $(JARS)/spark
+	$(MVN) -f $< dependency:copy-dependencies -DoutputDirectory=$(JARS)/spark
+	@touch $@
+
+$(JARS)/kafka/.installed: conf/maven/kafka-broker.pom.xml
+	@echo "setup: Kafka broker -> $(JARS)/kafka"
+	@rm -rf $(JARS)/kafka
+	$(MVN) -f $< dependency:copy-dependencies -DoutputDirectory=$(JARS)/kafka
+	@touch $@
+
+$(JARS)/registry/.installed: conf/maven/registry.pom.xml
+	@echo "setup: schema registry (Apicurio) -> $(JARS)/registry"
+	@rm -rf $(JARS)/registry
+	$(MVN) -f $< dependency:unpack -Dout=$(JARS)/registry
+	@touch $@
+
+up: setup
+	$(SF311) up
+
+down:
+	@[ -x $(SF311) ] && $(SF311) down || true
+
+status:
+	$(SF311) status
+
+## test: the unit tests, then the integration tests against the real stack, then the DAG tests
+## in the Airflow environment. The stack is stopped afterwards whatever the outcome.
+test: setup
+	@$(SF311) up && rc=0 || rc=$$?; \
+	if [ $$rc -eq 0 ]; then \
+	  $(PYTEST) tests/unit tests/integration || rc=$$?; \
+	  $(AIRFLOW_VENV)/bin/python -m pytest tests/dags || rc=$$?; \
+	fi; \
+	$(SF311) down; exit $$rc
+
+test-unit:
+	$(PYTEST) tests/unit
+
+test-integration:
+	$(PYTEST) tests/integration
+
+test-dags:
+	$(AIRFLOW_VENV)/bin/python -m pytest tests/dags
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+demo: up
+	$(SF311) status
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done

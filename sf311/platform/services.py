@@ -1,0 +1,565 @@
+"""The services of the local stack: how each is prepared, started and health-checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+import requests
+from psycopg import sql
+
+from sf311.platform.process import Launch, StackError, port_answers
+from sf311.settings import PROJECT_ROOT, Settings
+
+HTTP_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A host and port a service listens on."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def dsn_parts(dsn: str) -> tuple[str, int, str, str, str]:
+    """Return host, port, user, password and database of a postgresql:// URL."""
+    parts = urlsplit(dsn)
+    return (
+        parts.hostname or "127.0.0.1",
+        parts.port or 5432,
+        parts.username or "",
+        parts.password or "",
+        parts.path.lstrip("/"),
+    )
+
+
+def _url_endpoint(url: str, default_port: int) -> Endpoint:
+    parts = urlsplit(url)
+    return Endpoint(parts.hostname or "127.0.0.1", parts.port or default_port)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=HTTP_TIMEOUT).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+class Service:
+    """A service of the stack; subclasses fill in the specifics."""
+
+    name = ""
+    health_timeout = 90.0
+    stop_signal = signal.SIGTERM
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.state = settings.state_dir
+
+    def endpoints(self) -> list[Endpoint]:
+        """Return the addresses this service listens on."""
+        return []
+
+    def check_installed(self) -> None:
+        """Raise StackError when a binary or download this service needs is missing."""
+
+    def prepare(self) -> None:
+        """Do the one-off, idempotent work before the first start (init, format, migrate)."""
+
+    def launches(self) -> list[Launch]:
+        """Return the processes that make up this service."""
+        raise NotImplementedError
+
+    def healthy(self) -> bool:
+        """Return True when the service answers as it should."""
+        raise NotImplementedError
+
+    def after_start(self) -> None:
+        """Do the idempotent work that needs the running service (roles, topics)."""
+
+    def describe(self) -> str:
+        """Return a one-line address or detail for status output."""
+        return ", ".join(str(e) for e in self.endpoints())
+
+
+class Postgres(Service):
+    """PostgreSQL: its own cluster, the project databases, the owner and analyst roles."""
+
+    name = "postgres"
+    stop_signal = signal.SIGINT  # fast shutdown: roll back open transactions, then exit
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.host, self.port, self.owner, self.owner_pw, self.db = dsn_parts(
+            settings.postgres_dsn.get_secret_value()
+        )
+        self.data_dir = self.state / "postgres" / "data"
+        self.socket_dir = self.state / "run" / "pg"
+        self.bin = settings.postgres_bin_dir
+        self.os_user = "postgres" if os.geteuid() == 0 else None
+
+    def endpoints(self) -> list[Endpoint]:
+        return [Endpoint(self.host, self.port)]
+
+    def check_installed(self) -> None:
+        for tool in ("initdb", "postgres"):
+            if not (self.bin / tool).exists():
+                raise StackError(
+                    f"postgres: {self.bin / tool} not found: run `make setup` "
+                    "(apt-get install postgresql) or set SF311_POSTGRES_BIN_DIR"
+                )
+
+    def _own(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        if self.os_user:
+            shutil.chown(path, self.os_user, self.os_user)
+
+    def prepare(self) -> None:
+        self._own(self.data_dir.parent)
+        self._own(self.socket_dir)
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self._own(self.data_dir)
+        subprocess.run(
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ],
+            check=True,
+            capture_output=True,
+            user=self.os_user,
+        )
+
+    def launches(self) -> list[Launch]:
+        return [
+            Launch(
+                self.name,
+                [
+                    str(self.bin / "postgres"),
+                    "-D",
+                    str(self.data_dir),
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.socket_dir),
+                    "-c",
+                    f"listen_addresses={self.host}",
+                    "-c",
+                    "max_connections=200",
+                    "-c",
+                    "shared_buffers=256MB",
+                ],
+                user=self.os_user,
+                stop_signal=self.stop_signal,
+            )
+        ]
+
+    def superuser(self, dbname: str = "postgres") -> psycopg.Connection:
+        """Return an autocommit superuser connection over the cluster's unix socket."""
+        return psycopg.connect(
+            host=str(self.socket_dir),
+            port=self.port,
+            user="postgres",
+            dbname=dbname,
+            autocommit=True,
+            connect_timeout=3,
+        )
+
+    def healthy(self) -> bool:
+        try:
+            with self.superuser() as conn:
+                conn.execute("SELECT 1")
+            return True
+        except psycopg.OperationalError:
+            return False
+
+    def databases(self) -> list[str]:
+        """Return the databases the stack needs: warehouse, registry, MLflow and Airflow."""
+        names = [self.db, "registry"]
+        for dsn in (self.settings.mlflow_backend_dsn, self.settings.airflow_dsn):
+            names.append(dsn_parts(dsn.get_secret_value())[4])
+        return list(dict.fromkeys(names))
+
+    def after_start(self) -> None:
+        _, _, analyst, analyst_pw, _ = dsn_parts(self.settings.analyst_dsn.get_secret_value())
+        with self.superuser() as conn:
+            for role, password in ((self.owner, self.owner_pw), (analyst, analyst_pw)):
+                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])
+                verb = "ALTER" if exists.fetchone() else "CREATE"
+                conn.execute(
+                    sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(
+                        sql.SQL(verb), sql.Identifier(role), sql.Literal(password)
+                    )
+                )
+            for db in self.databases():
+                if not conn.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", [db]
+                ).fetchone():
+                    conn.execute(
+                        sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                            sql.Identifier(db), sql.Identifier(self.owner)
+                        )
+                    )
+        with self.superuser(self.db) as conn:
+            ident = {
+                "db": sql.Identifier(self.db),
+                "owner": sql.Identifier(self.owner),
+                "analyst": sql.Identifier(analyst),
+            }
+            for stmt in (
+                "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+                "GRANT CONNECT ON DATABASE {db} TO {analyst}",
+                "GRANT USAGE ON SCHEMA public TO {analyst}",
+                "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {analyst}",
+                "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+                "GRANT SELECT ON TABLES TO {analyst}",
+                "ALTER ROLE {analyst} SET default_transaction_read_only = on",
+            ):
+                conn.execute(sql.SQL(stmt).format(**ident))
+
+
+class Kafka(Service):
+    """Apache Kafka 4.x, KRaft, one combined broker and controller."""
+
+    name = "kafka"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        first = settings.kafka_bootstrap_servers.split(",")[0].strip()
+        host, _, port = first.rpartition(":")
+        self.broker = Endpoint(host, int(port))
+        self.controller = Endpoint(host, settings.kafka_controller_port)
+        self.home = self.state / "kafka"
+        self.libs = self.state / "jars" / "kafka"
+
+    def endpoints(self) -> list[Endpoint]:
+        return [self.broker, self.controller]
+
+    def check_installed(self) -> None:
+        if not any(self.libs.glob("kafka_2.13-*.jar")):
+            raise StackError(f"kafka: no broker jars in {self.libs}: run `make setup`")
+        if not shutil.which("java"):
+            raise StackError("kafka: `java` not on PATH: install a JDK 17+ (make setup does)")
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return [
+            "java",
+            "-Xms256m",
+            "-Xmx512m",
+            f"-Dlog4j2.configurationFile={self.settings.conf_dir / 'kafka' / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.state / 'logs' / 'kafka'}",
+            "-cp",
+            f"{self.libs}/*",
+            main,
+            *args,
+        ]
+
+    def prepare(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": str(self.controller),
+            "listeners": f"PLAINTEXT://{self.broker},CONTROLLER://{self.controller}",
+            "advertised.listeners": f"PLAINTEXT://{self.broker},CONTROLLER://{self.controller}",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.home / "data"),
+            "num.partitions": str(self.settings.kafka_partitions),
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+            "log.retention.hours": "-1",
+        }
+        (self.home / "server.properties").write_text(
+            "".join(f"{k}={v}\n" for k, v in props.items())
+        )
+        if (self.home / "data" / "meta.properties").exists():
+            return
+        cluster_id = (
+            subprocess.run(
+                self._java("kafka.tools.StorageTool", "random-uuid"),
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        subprocess.run(
+            self._java(
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-g",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.home / "server.properties"),
+            ),
+            check=True,
+            capture_output=True,
+        )
+
+    def launches(self) -> list[Launch]:
+        return [Launch(self.name, self._java("kafka.Kafka", str(self.home / "server.properties")))]
+
+    def healthy(self) -> bool:
+        if not port_answers(self.broker.host, self.broker.port):
+            return False
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap_servers})
+        try:
+            return bool(admin.list_topics(timeout=3).brokers)
+        except Exception:  # noqa: BLE001 - any client error means "not ready yet"
+            return False
+
+    def after_start(self) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap_servers})
+        existing = admin.list_topics(timeout=10).topics
+        wanted = [
+            NewTopic(topic, num_partitions=self.settings.kafka_partitions, replication_factor=1)
+            for topic in (self.settings.kafka_topic, self.settings.kafka_dlq_topic)
+            if topic not in existing
+        ]
+        for topic, future in (admin.create_topics(wanted) if wanted else {}).items():
+            try:
+                future.result(timeout=30)
+            except Exception as err:
+                raise StackError(f"kafka: cannot create topic {topic}: {err}") from err
+
+
+def find_java(min_version: int, preferred: Path | None = None) -> Path:
+    """Return a java binary of at least min_version, looking in JAVA_HOME-like folders."""
+    candidates = [preferred] if preferred else []
+    candidates += sorted(Path("/usr/lib/jvm").glob("*"), reverse=True)
+    for home in candidates:
+        release = home / "release"
+        if not release.exists() or not (home / "bin" / "java").exists():
+            continue
+        for line in release.read_text().splitlines():
+            if line.startswith("JAVA_VERSION="):
+                major = int(line.split("=", 1)[1].strip('"').split(".")[0])
+                if major >= min_version:
+                    return home / "bin" / "java"
+    raise StackError(
+        f"registry: needs Java {min_version}+ and none was found in /usr/lib/jvm: "
+        "install one and set SF311_REGISTRY_JAVA_HOME to its folder"
+    )
+
+
+class Registry(Service):
+    """Apicurio Registry, serving Confluent's schema-registry API, stored in Postgres."""
+
+    name = "registry"
+    health_timeout = 120.0
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.http = _url_endpoint(settings.schema_registry_url, 8081)
+        self.management = Endpoint(self.http.host, settings.registry_management_port)
+        self.home = self.state / "jars" / "registry"
+
+    def endpoints(self) -> list[Endpoint]:
+        return [self.http, self.management]
+
+    def runner(self) -> Path:
+        """Return the registry's runnable jar, wherever the archive version put it."""
+        found = sorted(self.home.rglob("quarkus-run.jar"))
+        if not found:
+            raise StackError(f"registry: no quarkus-run.jar under {self.home}: run `make setup`")
+        return found[0]
+
+    def check_installed(self) -> None:
+        self.runner()
+        find_java(21, self.settings.registry_java_home)
+
+    def launches(self) -> list[Launch]:
+        host, port, user, password, _ = dsn_parts(self.settings.postgres_dsn.get_secret_value())
+        env = {
+            "QUARKUS_HTTP_HOST": self.http.host,
+            "QUARKUS_HTTP_PORT": str(self.http.port),
+            "QUARKUS_MANAGEMENT_HOST": self.management.host,
+            "QUARKUS_MANAGEMENT_PORT": str(self.management.port),
+            "APICURIO_STORAGE_KIND": "sql",
+            "APICURIO_STORAGE_SQL_KIND": "postgresql",
+            "APICURIO_DATASOURCE_URL": f"jdbc:postgresql://{host}:{port}/registry",
+            "APICURIO_DATASOURCE_USERNAME": user,
+            "APICURIO_DATASOURCE_PASSWORD": password,
+        }
+        java = find_java(21, self.settings.registry_java_home)
+        return [
+            Launch(
+                self.name,
+                [str(java), "-Xms128m", "-Xmx512m", "-jar", str(self.runner())],
+                env=env,
+                cwd=self.runner().parent,
+            )
+        ]
+
+    def healthy(self) -> bool:
+        return _http_ok(f"{self.settings.schema_registry_url.rstrip('/')}/subjects")
+
+
+class Mlflow(Service):
+    """The MLflow tracking server: runs and registry in Postgres, artifacts in the state folder."""
+
+    name = "mlflow"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.http = _url_endpoint(settings.mlflow_tracking_uri, 5000)
+        self.binary = Path(sys.executable).parent / "mlflow"
+
+    def endpoints(self) -> list[Endpoint]:
+        return [self.http]
+
+    def check_installed(self) -> None:
+        if not self.binary.exists():
+            raise StackError(f"mlflow: {self.binary} not found: run `make setup`")
+
+    def launches(self) -> list[Launch]:
+        dsn = self.settings.mlflow_backend_dsn.get_secret_value()
+        backend = "postgresql+psycopg://" + dsn.split("://", 1)[1]
+        return [
+            Launch(
+                self.name,
+                [
+                    str(self.binary),
+                    "server",
+                    "--backend-store-uri",
+                    backend,
+                    "--artifacts-destination",
+                    str(self.state / "mlflow" / "artifacts"),
+                    "--host",
+                    self.http.host,
+                    "--port",
+                    str(self.http.port),
+                    "--workers",
+                    "1",
+                ],
+            )
+        ]
+
+    def healthy(self) -> bool:
+        return _http_ok(f"{self.settings.mlflow_tracking_uri.rstrip('/')}/health")
+
+
+class Airflow(Service):
+    """Airflow 3: api-server, scheduler and dag-processor, LocalExecutor, metadata in Postgres."""
+
+    name = "airflow"
+    health_timeout = 150.0
+    components = ("api-server", "scheduler", "dag-processor")
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.home = self.state / "airflow"
+        self.http = Endpoint("127.0.0.1", settings.airflow_port)
+        self.binary = settings.airflow_venv / "bin" / "airflow"
+
+    def endpoints(self) -> list[Endpoint]:
+        return [self.http]
+
+    def check_installed(self) -> None:
+        if not self.binary.exists():
+            raise StackError(f"airflow: {self.binary} not found: run `make setup`")
+
+    def _secret(self) -> str:
+        path = self.home / "jwt_secret"
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def env(self) -> dict[str, str]:
+        """Return the environment every Airflow process of the stack runs with."""
+        dsn = self.settings.airflow_dsn.get_secret_value()
+        return {
+            **self.settings.as_env(),
+            "PATH": f"{self.binary.parent}:{os.environ.get('PATH', '')}",
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(self.settings.airflow_parallelism),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{self.http}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://"
+            + dsn.split("://", 1)[1],
+            "AIRFLOW__API__HOST": self.http.host,
+            "AIRFLOW__API__PORT": str(self.http.port),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API_AUTH__JWT_SECRET": self._secret(),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        }
+
+    def prepare(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            [str(self.binary), "db", "migrate"],
+            env={**os.environ, **self.env()},
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+            raise StackError(f"airflow: `airflow db migrate` failed:\n{tail}")
+
+    def launches(self) -> list[Launch]:
+        return [
+            Launch(f"airflow-{c}", [str(self.binary), c], env=self.env()) for c in self.components
+        ]
+
+    def healthy(self) -> bool:
+        try:
+            answer = requests.get(f"http://{self.http}/api/v2/monitor/health", timeout=HTTP_TIMEOUT)
+        except requests.RequestException:
+            return False
+        if answer.status_code != 200:
+            return False
+        report = answer.json()
+        return all(
+            report.get(part, {}).get("status") == "healthy"
+            for part in ("metadatabase", "scheduler", "dag_processor")
+        )
+
+    def admin_password(self) -> str:
+        """Return the generated password of the `admin` user of Airflow's simple auth manager."""
+        path = self.home / "simple_auth_manager_passwords.json.generated"
+        return json.loads(path.read_text())["admin"]
+
+
+def all_services(settings: Settings) -> list[Service]:
+    """Return every service of the local stack in start order."""
+    return [cls(settings) for cls in (Postgres, Kafka, Registry, Mlflow, Airflow)]

@@ -1,0 +1,184 @@
+"""One typed settings object for every address, path and credential (env prefix SF311_)."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SPARK_MASTER = re.compile(r"local(\[(\d+|\*)(,\d+)?\])?|spark://\S+|yarn|k8s://\S+")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Resolved configuration; built once at an entry point and passed down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SF311_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # Where the local stack keeps data, logs, pids and downloaded jars.
+    state_dir: Path = PROJECT_ROOT / "var"
+    conf_dir: Path = PROJECT_ROOT / "conf"
+
+    # Spark: local[2] here, spark://host:7077, yarn or k8s://... on a cluster.
+    spark_master: str = "local[2]"
+    spark_jars_dir: Path | None = None
+    lake_path: str | None = None
+    checkpoint_path: str | None = None
+    stream_trigger: str = "10 seconds"
+    # Streaming job: "availableNow" as stream_trigger (or `sf311 stream --once`) runs to the end.
+    stream_max_offsets_per_trigger: int = Field(200_000, ge=1)
+    stream_starting_offsets: str = "earliest"
+    stream_pg_retry_seconds: float = Field(600.0, ge=0)
+    spark_submit: Path = PROJECT_ROOT / ".venv" / "bin" / "spark-submit"
+
+    # Kafka and the Confluent-compatible schema registry.
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_controller_port: int = Field(9093, ge=1, le=65535)
+    kafka_topic: str = "sf311.cases"
+    kafka_dlq_topic: str = "sf311.cases.dlq"
+    kafka_partitions: int = Field(2, ge=1)
+    schema_registry_url: str = "http://127.0.0.1:8081/apis/ccompat/v7"
+    schemas_dir: Path = PROJECT_ROOT / "schemas"
+    registry_management_port: int = Field(9001, ge=1, le=65535)
+    registry_java_home: Path | None = None
+
+    # PostgreSQL: the warehouse owner, the read-only analyst, the local superuser.
+    postgres_dsn: SecretStr = SecretStr("postgresql://sf311:sf311@127.0.0.1:5432/sf311")
+    analyst_dsn: SecretStr = SecretStr("postgresql://analyst:analyst@127.0.0.1:5432/sf311")
+    postgres_bin_dir: Path = Path("/usr/lib/postgresql/15/bin")
+
+    # MLflow tracking server (backend store in Postgres, artifacts under state_dir).
+    mlflow_tracking_uri: str = "http://127.0.0.1:5000"
+    mlflow_backend_dsn: SecretStr = SecretStr("postgresql://sf311:sf311@127.0.0.1:5432/mlflow")
+    model_name: str = "sf311-resolution"
+
+    # Airflow 3 in its own virtualenv.
+    airflow_venv: Path = PROJECT_ROOT / ".venv-airflow"
+    airflow_port: int = Field(8080, ge=1, le=65535)
+    airflow_dsn: SecretStr = SecretStr("postgresql://sf311:sf311@127.0.0.1:5432/airflow")
+    airflow_parallelism: int = Field(4, ge=1)
+
+    # Socrata (SODA) source.
+    socrata_domain: str = "data.sfgov.org"
+    socrata_dataset: str = "vw6y-z8j6"
+    socrata_app_token: SecretStr | None = None
+    socrata_scheme: Literal["https", "http"] = "https"
+    socrata_page_size: int = Field(50_000, ge=1, le=50_000)
+    socrata_overlap_seconds: int = Field(600, ge=0)
+    socrata_timeout_seconds: float = Field(30.0, gt=0)
+    socrata_max_attempts: int = Field(6, ge=1)
+    socrata_backoff_seconds: float = Field(1.0, ge=0)
+    socrata_backoff_max_seconds: float = Field(60.0, ge=0)
+    ingest_schedule: str = "*/15 * * * *"
+    kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    kafka_linger_ms: int = Field(50, ge=0)
+
+    # Prediction API and dashboard.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    api_url: str = "http://127.0.0.1:8000"
+    dashboard_port: int = Field(8501, ge=1, le=65535)
+
+    @field_validator("spark_master")
+    @classmethod
+    def _known_master(cls, value: str) -> str:
+        if not SPARK_MASTER.fullmatch(value):
+            raise ValueError("must be local[N], spark://HOST:PORT, yarn or k8s://URL")
+        return value
+
+    @field_validator("postgres_dsn", "analyst_dsn", "mlflow_backend_dsn", "airflow_dsn")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr) -> SecretStr:
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            raise ValueError("must look like postgresql://USER:PASSWORD@HOST:PORT/DB")
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError("must be HOST:PORT[,HOST:PORT...]")
+        return value
+
+    @cached_property
+    def jars_dir(self) -> Path:
+        """Return the folder of Spark's extra jars."""
+        return self.spark_jars_dir or self.state_dir / "jars" / "spark"
+
+    @cached_property
+    def lake_root(self) -> str:
+        """Return the root of the Delta tables (a local folder or an object-store URL)."""
+        return self.lake_path or str(self.state_dir / "lake")
+
+    @cached_property
+    def checkpoint_root(self) -> str:
+        """Return the root of the streaming checkpoints."""
+        return self.checkpoint_path or str(self.state_dir / "checkpoints")
+
+    def table_path(self, name: str) -> str:
+        """Return the storage path of a lakehouse table such as 'silver.cases'."""
+        layer, _, table = name.partition(".")
+        return f"{self.lake_root.rstrip('/')}/{layer}/{table}"
+
+    def as_env(self) -> dict[str, str]:
+        """Return SF311_* variables that rebuild these settings in a child process."""
+        env = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"SF311_{name.upper()}"] = str(value)
+        return env
+
+    def masked(self) -> dict[str, Any]:
+        """Return the settings as JSON-ready values with secrets masked."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = _mask_url(value.get_secret_value())
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        return out
+
+
+def _mask_url(secret: str) -> str:
+    parts = urlsplit(secret)
+    if parts.password:
+        return secret.replace(f":{parts.password}@", ":***@", 1)
+    return "***" if secret else ""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Return Settings from the environment, or raise SettingsError naming the bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            field = ".".join(str(p) for p in e["loc"])
+            problems.append(f"SF311_{field.upper()}: {e['msg']}")
+        raise SettingsError("bad setting: " + "; ".join(problems)) from None
+
+
+def settings_json(settings: Settings) -> str:
+    """Return the resolved settings as indented JSON, secrets masked."""
+    return json.dumps(settings.masked(), indent=2, sort_keys=True)
