@@ -11,9 +11,10 @@ AIRFLOW_VENV := .venv-airflow
 SF311 := $(VENV)/bin/sf311
 PYTEST := $(VENV)/bin/pytest
 MVN := mvn -B -q
+DAG_TEST_ENV := AIRFLOW_HOME=$(STATE)/airflow-tests AIRFLOW__CORE__LOAD_EXAMPLES=False
 UV = $(shell command -v uv || echo $(HOME)/.local/bin/uv)
 
-.PHONY: help setup system-packages up down status test test-unit test-integration test-dags lint demo bench
+.PHONY: help setup system-packages up down status test test-unit test-integration test-dags lint demo bench dashboard
 
 help:
 	@echo "make demo    run the whole pipeline on the embedded default"
@@ -25,10 +26,11 @@ setup: system-packages $(VENV)/.installed $(AIRFLOW_VENV)/.installed \
 	$(JARS)/spark/.installed $(JARS)/kafka/.installed $(JARS)/registry/.installed
 
 system-packages:
-	@[ -x /usr/lib/postgresql/15/bin/postgres ] && command -v java >/dev/null && command -v mvn >/dev/null || { \
-	  echo "setup: installing Debian packages (postgresql, a JDK, maven)"; \
+	@[ -x /usr/lib/postgresql/15/bin/postgres ] && [ -x /usr/bin/chromium ] && command -v java >/dev/null \
+	  && command -v mvn >/dev/null || { \
+	  echo "setup: installing Debian packages (postgresql, a JDK, maven, chromium)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-	    postgresql openjdk-17-jdk-headless maven; }
+	    postgresql openjdk-17-jdk-headless maven chromium; }
 	@command -v uv >/dev/null || [ -x $(HOME)/.local/bin/uv ] || { \
 	  echo "setup: installing uv $(UV_VERSION)"; $(PYTHON) -m pip install -q --user uv==$(UV_VERSION); }
 
@@ -79,7 +81,7 @@ test: setup
 	@$(SF311) up && rc=0 || rc=$$?; \
 	if [ $$rc -eq 0 ]; then \
 	  $(PYTEST) tests/unit tests/integration || rc=$$?; \
-	  $(AIRFLOW_VENV)/bin/python -m pytest tests/dags || rc=$$?; \
+	  $(DAG_TEST_ENV) $(AIRFLOW_VENV)/bin/python -m pytest tests/dags || rc=$$?; \
 	fi; \
 	$(SF311) down; exit $$rc
 
@@ -90,11 +92,14 @@ test-integration:
 	$(PYTEST) tests/integration
 
 test-dags:
-	$(AIRFLOW_VENV)/bin/python -m pytest tests/dags
+	$(DAG_TEST_ENV) $(AIRFLOW_VENV)/bin/python -m pytest tests/dags
 
 lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+dashboard:
+	$(SF311) dashboard
 
 demo: up
 	$(SF311) status

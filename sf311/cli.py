@@ -77,6 +77,26 @@ def _soda_server(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(settings: Settings, args: argparse.Namespace) -> int:
+    from sf311.model.job import train_and_register
+    from sf311.spark import build_spark
+
+    train_and_register(settings, build_spark(settings, "sf311-train"))
+    return 0
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from sf311.api import serve
+
+    return serve(settings)
+
+
+def _dashboard(settings: Settings, args: argparse.Namespace) -> int:
+    from sf311.dashboard.serve import run
+
+    return run(settings, host=args.host, port=args.port)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     """Return the argument parser and the function behind each subcommand."""
     parser = argparse.ArgumentParser(prog="sf311", description=__doc__)
@@ -126,6 +146,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     p.add_argument("--retry-after", type=int, default=1, help="Retry-After of 429 answers")
     p.add_argument("--seed", type=int, default=0)
     commands["soda-server"] = _soda_server
+
+    sub.add_parser("train", help="train on silver.cases, register in MLflow, maybe promote")
+    commands["train"] = _train
+    sub.add_parser("serve", help="serve the prediction API (follows the MLflow champion)")
+    commands["serve"] = _serve
+
+    p = sub.add_parser("dashboard", help="serve the Streamlit dashboard (analyst role + API)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default SF311_DASHBOARD_PORT)")
+    commands["dashboard"] = _dashboard
 
     return parser, commands
 

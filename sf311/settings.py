@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = "http://127.0.0.1:5000"
     mlflow_backend_dsn: SecretStr = SecretStr("postgresql://sf311:sf311@127.0.0.1:5432/mlflow")
     model_name: str = "sf311-resolution"
+    # The API checks the champion alias this often and swaps in a new version without restart.
+    model_poll_seconds: float = Field(30.0, gt=0)
+    # `sf311 train` holds out the newest cases (this many days) and trains on the rest.
+    model_test_days: int = Field(90, ge=1)
+    model_train_days: int = Field(3 * 365, ge=30)
 
     # Airflow 3 in its own virtualenv.
     airflow_venv: Path = PROJECT_ROOT / ".venv-airflow"
@@ -76,12 +81,13 @@ class Settings(BaseSettings):
     socrata_app_token: SecretStr | None = None
     socrata_scheme: Literal["https", "http"] = "https"
     socrata_page_size: int = Field(50_000, ge=1, le=50_000)
-    socrata_overlap_seconds: int = Field(600, ge=0)
+    socrata_overlap_seconds: int = Field(3600, ge=0)
     socrata_timeout_seconds: float = Field(30.0, gt=0)
     socrata_max_attempts: int = Field(6, ge=1)
     socrata_backoff_seconds: float = Field(1.0, ge=0)
     socrata_backoff_max_seconds: float = Field(60.0, ge=0)
     ingest_schedule: str = "*/15 * * * *"
+    ingest_workers: int = Field(0, ge=0)
     kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     kafka_linger_ms: int = Field(50, ge=0)
 
@@ -90,6 +96,9 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     api_url: str = "http://127.0.0.1:8000"
     dashboard_port: int = Field(8501, ge=1, le=65535)
+    # Basemap of the dashboard's maps: a folium tiles name or URL template; "none" draws no
+    # basemap (the data layers still show), for browsers that reach only loopback.
+    dashboard_tiles: str = "OpenStreetMap"
 
     @field_validator("spark_master")
     @classmethod

@@ -1,0 +1,203 @@
+"""Socrata (SODA) pages of SF 311 cases, keyset-paged on (updated_datetime, service_request_id)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from sodapy import Socrata
+
+from sf311.ingest import IngestError
+from sf311.ingest.normalize import SOURCE_ZONE, parse_int
+from sf311.ingest.watermark import Watermark
+from sf311.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ORDER = "updated_datetime ASC, service_request_id ASC"
+_TRANSIENT = (
+    requests.Timeout,
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.JSONDecodeError,
+)
+
+
+class ExtractError(IngestError):
+    """The Socrata source failed for good (bounded retries exhausted or a non-retryable answer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of raw rows and the keyset position of its last row."""
+
+    rows: list[dict[str, Any]]
+    last: Watermark | None
+
+
+def socrata_client(settings: Settings) -> Socrata:
+    """Return a sodapy client for the configured domain, scheme, app token and timeout."""
+    token = settings.socrata_app_token.get_secret_value() if settings.socrata_app_token else None
+    adapter = None
+    if settings.socrata_scheme == "http":
+        # sodapy builds https:// URLs unless an adapter is mounted under another prefix.
+        adapter = {"prefix": "http://", "adapter": requests.adapters.HTTPAdapter()}
+    return Socrata(
+        settings.socrata_domain,
+        token,
+        session_adapter=adapter,
+        timeout=settings.socrata_timeout_seconds,
+    )
+
+
+def to_floating(moment: datetime) -> datetime:
+    """Return a naive Los Angeles local datetime; naive input is taken as already local."""
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(SOURCE_ZONE).replace(tzinfo=None)
+
+
+def soql_time(moment: datetime) -> str:
+    """Return a SoQL floating timestamp literal body, e.g. 2023-11-28T05:46:59.000."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
+def keyset_where(start: Watermark | None, until: datetime | None) -> str | None:
+    """Return the $where selecting rows after `start` (exclusive) and before `until`."""
+    clauses = []
+    if start is not None:
+        ts = soql_time(start.updated_datetime)
+        clauses.append(
+            f"(updated_datetime > '{ts}' OR (updated_datetime = '{ts}'"
+            f" AND service_request_id > {start.service_request_id}))"
+        )
+    if until is not None:
+        clauses.append(f"updated_datetime < '{soql_time(until)}'")
+    return " AND ".join(clauses) or None
+
+
+def _retry_after(response: requests.Response | None) -> float | None:
+    value = response.headers.get("Retry-After") if response is not None else None
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def get_page(
+    client: Socrata,
+    settings: Settings,
+    params: dict[str, Any],
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> list[dict[str, Any]]:
+    """Return one page of rows, retrying 429, 5xx, timeouts and broken connections.
+
+    Waits follow exponential backoff with full jitter, at least Retry-After (capped at
+    socrata_backoff_max_seconds), for at most socrata_max_attempts attempts.
+    """
+    rng = rng or random.Random()
+    attempts = settings.socrata_max_attempts
+    last_error = ""
+    for attempt in range(1, attempts + 1):
+        retry_after = None
+        try:
+            rows = client.get(settings.socrata_dataset, **params)
+            if not isinstance(rows, list):
+                raise ExtractError(f"unexpected SODA answer: {str(rows)[:200]}")
+            return rows
+        except requests.HTTPError as err:
+            status = err.response.status_code if err.response is not None else 0
+            if status != 429 and status < 500:
+                raise ExtractError(f"SODA answered {err}; not retrying") from err
+            retry_after = _retry_after(err.response)
+            last_error = f"HTTP {status}"
+        except _TRANSIENT as err:
+            last_error = f"{type(err).__name__}: {err}"
+        if attempt == attempts:
+            break
+        cap = settings.socrata_backoff_max_seconds
+        delay = rng.uniform(0, min(cap, settings.socrata_backoff_seconds * 2 ** (attempt - 1)))
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, cap))
+        log.warning("SODA attempt %d/%d failed (%s); retrying in %.2fs",
+                    attempt, attempts, last_error, delay)  # fmt: skip
+        sleep(delay)
+    raise ExtractError(
+        f"SODA {settings.socrata_domain}/{settings.socrata_dataset} failed after "
+        f"{attempts} attempts; last error: {last_error}"
+    )
+
+
+def _key(row: dict[str, Any]) -> Watermark | None:
+    rid = parse_int(row.get("service_request_id"))
+    updated = row.get("updated_datetime")
+    if rid is None or not isinstance(updated, str):
+        return None
+    try:
+        return Watermark(datetime.fromisoformat(updated), rid)
+    except ValueError:
+        return None
+
+
+def _params(position: Watermark | None, until: datetime | None, limit: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"order": ORDER, "limit": limit}
+    where = keyset_where(position, until)
+    if where:
+        params["where"] = where
+    return params
+
+
+def iter_pages(
+    client: Socrata,
+    settings: Settings,
+    start: Watermark | None,
+    until: datetime | None = None,
+    page_size: int | None = None,
+) -> Iterator[Page]:
+    """Yield pages of rows after `start` and before `until` (floating local), in keyset order.
+
+    The next page is fetched in a background thread while the caller handles this one.
+    """
+    limit = page_size or settings.socrata_page_size
+    position = start
+    with ThreadPoolExecutor(1, thread_name_prefix="soda-prefetch") as pool:
+        future = pool.submit(get_page, client, settings, _params(position, until, limit))
+        while True:
+            rows = future.result()
+            last = next((k for k in map(_key, reversed(rows)) if k is not None), None)
+            full = len(rows) >= limit
+            if full:
+                if last is None or (position is not None and last <= position):
+                    raise ExtractError(f"cannot page past a full page without a key at {position}")
+                future = pool.submit(get_page, client, settings, _params(last, until, limit))
+            yield Page(rows, last)
+            if not full:
+                return
+            position = last
+
+
+def start_position(
+    stored: Watermark | None, since: datetime | None, overlap: timedelta
+) -> Watermark | None:
+    """Return where a run starts: the earlier of the stored watermark and `since`, minus overlap."""
+    candidates = [m for m in (stored, Watermark(since, 0) if since else None) if m is not None]
+    if not candidates:
+        return None
+    first = min(candidates)
+    if not overlap:
+        return first
+    return Watermark(first.updated_datetime - overlap, 0)

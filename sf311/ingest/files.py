@@ -1,0 +1,208 @@
+"""Rows of SF 311 files (DataSF Export CSV, API-named CSV, JSON array or JSON lines), streamed."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import chain, islice
+from pathlib import Path
+from typing import IO, Any, cast
+
+from tqdm import tqdm
+
+# DataSF's "Export CSV" headers -> API field names; other headers pass through unchanged.
+DISPLAY_NAMES = {
+    "CaseID": "service_request_id",
+    "Opened": "requested_datetime",
+    "Closed": "closed_date",
+    "Updated": "updated_datetime",
+    "Status": "status_description",
+    "Status Notes": "status_notes",
+    "Responsible Agency": "agency_responsible",
+    "Category": "service_name",
+    "Request Type": "service_subtype",
+    "Request Details": "service_details",
+    "Address": "address",
+    "Street": "street",
+    "Supervisor District": "supervisor_district",
+    "Neighborhood": "neighborhoods_sffind_boundaries",
+    "Analysis Neighborhood": "analysis_neighborhood",
+    "Police District": "police_district",
+    "Latitude": "lat",
+    "Longitude": "long",
+    "Point": "point",
+    "Point Geom": "point_geom",
+    "Source": "source",
+    "Media URL": "media_url",
+    "BOS_2012": "bos_2012",
+    "data_as_of": "data_as_of",
+    "data_loaded_at": "data_loaded_at",
+}
+
+# The key under which a JSON line that is no JSON object is passed on, to be dead-lettered.
+UNPARSEABLE = "_unparseable_line"
+_CHUNK = 1 << 20
+_SEPARATORS = re.compile(r"[\s,]*")
+
+
+class _Counted(io.RawIOBase):
+    """A binary reader that moves a progress bar by the bytes it hands out."""
+
+    def __init__(self, raw: IO[bytes], bar: tqdm) -> None:
+        self._raw = raw
+        self._bar = bar
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self._bar.update(n)
+        return n or 0
+
+
+def _open_text(path: Path, bar: tqdm) -> IO[str]:
+    raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed through the wrapper
+    counted = io.BufferedReader(_Counted(raw, bar), buffer_size=_CHUNK)
+    binary = cast(IO[bytes], gzip.GzipFile(fileobj=counted) if path.suffix == ".gz" else counted)
+    return io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
+
+
+def csv_row(header: list[str], values: list[str]) -> dict[str, str]:
+    """Return one CSV record as a dict; a ragged line keeps its cells (surplus ones numbered)."""
+    if len(values) == len(header):
+        return dict(zip(header, values, strict=True))
+    row = dict(zip(header, values, strict=False))
+    row.update({f"_column_{i}": v for i, v in enumerate(values[len(header) :], len(header))})
+    return row
+
+
+def _csv_cells(text: IO[str]) -> tuple[list[str], Iterator[list[str]]]:
+    reader = csv.reader(text)
+    header = [DISPLAY_NAMES.get(h.strip(), h.strip()) for h in next(reader, [])]
+    return header, (values for values in reader if values)
+
+
+def _json_array(text: IO[str]) -> Iterator[dict[str, Any]]:
+    decoder = json.JSONDecoder()
+    buffer, pos, eof = "", 0, False
+    while True:
+        pos = _SEPARATORS.match(buffer, pos).end()  # type: ignore[union-attr]
+        if pos < len(buffer) and buffer[pos] == "]":
+            return
+        item, end = None, 0
+        if pos < len(buffer):
+            try:
+                item, end = decoder.raw_decode(buffer, pos)
+            except json.JSONDecodeError:
+                if eof:
+                    raise
+        # An item that fails or ends at the buffer's edge may be cut short: read on.
+        if end == 0 or (end == len(buffer) and not eof):
+            if eof:
+                raise ValueError("JSON array is not closed")
+            more = text.read(_CHUNK)
+            eof = not more
+            buffer, pos = buffer[pos:] + more, 0
+            continue
+        yield item  # type: ignore[misc]
+        pos = end
+
+
+def _json_items(text: IO[str]) -> tuple[str, Iterator[Any]]:
+    """Return ('lines', raw JSON lines) or ('rows', parsed items of a JSON array)."""
+    first = text.read(1)
+    while first.isspace():
+        first = text.read(1)
+    if first == "[":
+        return "rows", _json_array(text)
+    lines = chain([first + text.readline()], text)
+    return "lines", (line for line in lines if line.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class RawBatch:
+    """Rows not yet turned into dicts: JSON lines, CSV cells (with header) or parsed rows."""
+
+    kind: str
+    items: list[Any]
+    header: list[str] | None = None
+
+
+def json_line(line: str) -> dict[str, Any]:
+    """Return the object on one JSON line, or {UNPARSEABLE: line} so it is dead-lettered."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return {UNPARSEABLE: line[:10_000]}
+    return value if isinstance(value, dict) else {UNPARSEABLE: line[:10_000]}
+
+
+def rows_of(batch: RawBatch) -> list[dict[str, Any]]:
+    """Return the row dicts of a RawBatch (parsing happens here, e.g. in a worker process)."""
+    if batch.kind == "lines":
+        return [json_line(line) for line in batch.items]
+    if batch.kind == "cells":
+        header = batch.header or []
+        return [csv_row(header, values) for values in batch.items]
+    return batch.items
+
+
+def _kind(path: Path) -> str:
+    kind = path.name.removesuffix(".gz").rsplit(".", 1)[-1].lower()
+    if kind not in ("csv", "json", "jsonl", "ndjson"):
+        raise ValueError(f"unknown file type {path.name}: expected .csv, .json, .jsonl or .ndjson")
+    return kind
+
+
+def _progress(path: Path, progress: bool | None) -> tqdm:
+    # disable=None hides the bar when stderr is not a terminal (CI, Airflow logs).
+    return tqdm(
+        total=path.stat().st_size,
+        unit="B",
+        unit_scale=True,
+        desc=path.name,
+        disable=None if progress is None else not progress,
+        file=sys.stderr,
+        mininterval=0.5,
+    )
+
+
+def read_batches(path: Path, size: int, progress: bool | None = None) -> Iterator[RawBatch]:
+    """Yield a file's rows in RawBatches of `size`, read but not yet parsed into dicts."""
+    path = Path(path)
+    kind = _kind(path)
+    with _progress(path, progress) as bar, _open_text(path, bar) as text:
+        header = None
+        if kind == "csv":
+            header, items = _csv_cells(text)
+            batch_kind = "cells"
+        else:
+            batch_kind, items = _json_items(text)
+        while chunk := list(islice(items, size)):
+            yield RawBatch(batch_kind, chunk, header)
+
+
+def read_rows(path: Path, progress: bool | None = None) -> Iterator[dict[str, Any]]:
+    """Yield the raw rows of a CSV/JSON/JSON-lines file (optionally .gz) with API field names."""
+    path = Path(path)
+    kind = _kind(path)
+    with _progress(path, progress) as bar, _open_text(path, bar) as text:
+        if kind == "csv":
+            header, cells = _csv_cells(text)
+            for values in cells:
+                yield csv_row(header, values)
+            return
+        json_kind, items = _json_items(text)
+        if json_kind == "rows":
+            yield from items
+            return
+        for line in items:
+            yield json_line(line)

@@ -1,0 +1,121 @@
+"""CaseProducer's bookkeeping: checkpoints report only after everything before them is acked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import sf311.ingest.produce as produce
+from sf311.ingest.normalize import DeadLetter, normalize
+from sf311.ingest.records import CaseEncoder, latest_schema_path, load_schema
+from sf311.settings import Settings
+
+SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
+
+
+class FakeKafkaError:
+    def __str__(self) -> str:
+        return "broker said no"
+
+
+class FakeMessage:
+    def __init__(self, topic: str, key: bytes | None) -> None:
+        self._topic, self._key = topic, key
+
+    def topic(self) -> str:
+        return self._topic
+
+    def key(self) -> bytes | None:
+        return self._key
+
+
+class FakeProducer:
+    """Holds delivery callbacks until the test acknowledges (or fails) chosen messages."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+        self.sent: list[tuple[str, bytes | None, bytes, object]] = []
+        self.flushed = False
+
+    def produce(self, topic, value, key, on_delivery) -> None:
+        self.sent.append((topic, key, value, on_delivery))
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        self.flushed = True
+        return 0
+
+    def deliver(self, index: int, fail: bool = False) -> None:
+        topic, key, _, callback = self.sent[index]
+        callback(FakeKafkaError() if fail else None, FakeMessage(topic, key))
+
+
+@pytest.fixture
+def producer(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(produce, "Producer", FakeProducer)
+    acked: list[object] = []
+    encoder = CaseEncoder(load_schema(latest_schema_path(SCHEMAS)), 7)
+    case_producer = produce.CaseProducer(Settings(), encoder, on_acked=acked.append)
+    return case_producer, case_producer._producer, acked
+
+
+def case(rid: int) -> dict:
+    return normalize(
+        {"service_request_id": str(rid), "requested_datetime": "2023-01-01T00:00:00"}, "file"
+    )
+
+
+def test_config_is_idempotent_acks_all_and_batched() -> None:
+    config = produce.producer_config(Settings())
+    assert config["enable.idempotence"] is True and config["acks"] == "all"
+    assert config["compression.type"] != "none" and config["linger.ms"] > 0
+
+
+def test_checkpoint_waits_for_every_earlier_record(producer) -> None:
+    cp, fake, acked = producer
+    cp.send(case(1))
+    cp.send(case(2))
+    cp.checkpoint("page-1")
+    cp.send(case(3))
+    cp.checkpoint("page-2")
+    fake.deliver(2)  # page 2 acknowledged first
+    cp.poll()
+    assert acked == []
+    fake.deliver(0)
+    cp.poll()
+    assert acked == []
+    fake.deliver(1)
+    cp.poll()
+    assert acked == ["page-2"]  # only the newest fully acknowledged mark is reported
+    assert [k for _, k, _, _ in fake.sent] == [b"1", b"2", b"3"]
+
+
+def test_a_failed_delivery_blocks_later_checkpoints_and_close_raises(producer) -> None:
+    cp, fake, acked = producer
+    cp.send(case(1))
+    cp.checkpoint("page-1")
+    cp.send(case(2))
+    cp.checkpoint("page-2")
+    fake.deliver(0, fail=True)
+    fake.deliver(1)
+    with pytest.raises(produce.ProduceError, match="1 record\\(s\\) not acknowledged"):
+        cp.close()
+    assert acked == []
+
+
+def test_dead_letters_go_to_the_dlq_as_json(producer) -> None:
+    cp, fake, _ = producer
+    raw = {"service_request_id": "x1", "requested_datetime": ""}
+    cp.send_dead(DeadLetter("missing requested_datetime", raw), "file")
+    topic, key, value, _ = fake.sent[0]
+    assert topic == Settings().kafka_dlq_topic and key == b"x1"
+    assert json.loads(value) == {
+        "reason": "missing requested_datetime",
+        "origin": "file",
+        "record": raw,
+    }
+    assert cp.dead_lettered == 1 and cp.produced == 0
