@@ -1,0 +1,279 @@
+"""Benchmark of the streaming job: Kafka -> bronze -> silver -> Postgres on the local stack.
+
+1. Backfill: N generated cases (10 % of them later versions of earlier ids) are produced to a
+   fresh topic, then one availableNow run loads them; rows/s per stage (from the job's own
+   stream_batches ledger) and end to end.
+2. Steady: a producer sends R events/s for S seconds while the job runs with a short
+   processingTime trigger; freshness = commit time in Postgres - Kafka timestamp, p50/p95.
+
+Everything lands in a throwaway topic, Postgres schema and lake folder, removed afterwards.
+Usage: .venv/bin/python bench/stream.py [--rows 1000000 | --full] [--rate 1000 --steady-seconds 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import statistics
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from sf311.ingest.generate import CaseGenerator
+from sf311.ingest.normalize import normalize
+from sf311.ingest.records import CaseEncoder, latest_schema_path, load_schema, register_schema
+from sf311.lakehouse.stream import run_stream, start_stream
+from sf311.settings import Settings, load_settings
+from sf311.spark import build_spark
+from sf311.warehouse.migrate import migrate
+
+RESULTS = Path(__file__).resolve().parent / "results"
+POOL = 20_000
+FULL_ROWS = 6_600_000
+
+
+def _cases_pool(size: int) -> list[dict[str, Any]]:
+    gen = CaseGenerator(seed=1)
+    pool = []
+    for i in range(size):
+        case = normalize(gen.case(i, size), "generator")
+        if isinstance(case, dict):
+            pool.append(case)
+    return pool
+
+
+class Feed:
+    """Encodes generated cases with fresh ids; every 10th is a later version of an earlier id."""
+
+    def __init__(self, encoder: CaseEncoder, first_id: int = 50_000_000) -> None:
+        self.encoder = encoder
+        self.pool = _cases_pool(POOL)
+        self.first_id = first_id
+        self.next = 0
+        self.rng = random.Random(3)
+        self.ids: set[int] = set()
+
+    def message(self) -> tuple[bytes, bytes]:
+        """Return the (key, value) of the next case version."""
+        i = self.next
+        self.next += 1
+        case = dict(self.pool[i % len(self.pool)])
+        if i % 10 == 9:
+            sid = self.first_id + self.rng.randrange(i)
+            base = case["updated_datetime"] or case["requested_datetime"]
+            case["updated_datetime"] = base + 86_400_000 * (1 + i // len(self.pool))
+        else:
+            sid = self.first_id + i
+        case["service_request_id"] = sid
+        self.ids.add(sid)
+        return str(sid).encode(), self.encoder.encode(case)
+
+
+def _producer(settings: Settings) -> Producer:
+    return Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "linger.ms": 50,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 500_000,
+            "compression.type": "lz4",
+        }
+    )
+
+
+def _send(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
+    while True:
+        try:
+            producer.produce(topic, value, key)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
+def produce_backfill(settings: Settings, feed: Feed, rows: int) -> float:
+    """Produce `rows` messages as fast as possible; return messages/s."""
+    producer = _producer(settings)
+    t0 = time.monotonic()
+    for n in range(rows):
+        key, value = feed.message()
+        _send(producer, settings.kafka_topic, key, value)
+        if n % 10_000 == 0:
+            producer.poll(0)
+    assert producer.flush(300) == 0, "messages not delivered"
+    return rows / (time.monotonic() - t0)
+
+
+def produce_steady(settings: Settings, feed: Feed, rate: int, seconds: float) -> int:
+    """Produce `rate` messages/s for `seconds`, in 100 ms ticks; return the count sent."""
+    producer = _producer(settings)
+    per_tick = max(1, rate // 10)
+    sent = 0
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        tick = start + (sent // per_tick + 1) * 0.1
+        for _ in range(per_tick):
+            key, value = feed.message()
+            _send(producer, settings.kafka_topic, key, value)
+            sent += 1
+        producer.poll(0)
+        time.sleep(max(0.0, tick - time.monotonic()))
+    assert producer.flush(60) == 0
+    return sent
+
+
+def _ledger(conn: psycopg.Connection, since: datetime | None = None) -> list[dict[str, Any]]:
+    cur = conn.execute(
+        "SELECT batch_id, rows_in, rows_quarantined, bronze_seconds, silver_seconds,"
+        " extract(epoch FROM committed_at - started_at) AS total_seconds,"
+        " lag_p50_seconds, lag_p95_seconds FROM stream_batches"
+        " WHERE %(since)s::timestamptz IS NULL OR kafka_ts_min >= %(since)s ORDER BY batch_id",
+        {"since": since},
+    )
+    names = [d.name for d in cur.description]
+    return [dict(zip(names, map(_num, row), strict=True)) for row in cur.fetchall()]
+
+
+def _num(value: Any) -> Any:
+    return float(value) if value is not None and not isinstance(value, int) else value
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def backfill(spark, settings: Settings, feed: Feed, rows: int, dsn: str) -> dict[str, Any]:
+    """Return the backfill figures: produce rate, per-stage and end-to-end rows/s."""
+    produce_rate = produce_backfill(settings, feed, rows)
+    t0 = time.monotonic()
+    run_stream(spark, settings, once=True)
+    wall = time.monotonic() - t0
+    with psycopg.connect(dsn) as conn:
+        batches = _ledger(conn)
+        loaded = conn.execute("SELECT count(*) FROM cases").fetchone()[0]
+    bronze_s = sum(b["bronze_seconds"] for b in batches)
+    silver_s = sum(b["silver_seconds"] for b in batches)
+    warehouse_s = sum(
+        b["total_seconds"] - b["bronze_seconds"] - b["silver_seconds"] for b in batches
+    )
+    consumed = sum(b["rows_in"] for b in batches)
+    return {
+        "rows": rows,
+        "rows_consumed": consumed,
+        "rows_quarantined": sum(b["rows_quarantined"] for b in batches),
+        "distinct_ids": len(feed.ids),
+        "postgres_rows": loaded,
+        "batches": len(batches),
+        "produce_rows_per_s": round(produce_rate),
+        "bronze_rows_per_s": round(consumed / bronze_s),
+        "silver_rows_per_s": round(consumed / silver_s),
+        "warehouse_rows_per_s": round(consumed / warehouse_s),
+        "end_to_end_rows_per_s": round(consumed / wall),
+        "end_to_end_seconds": round(wall, 1),
+    }
+
+
+def steady(spark, settings: Settings, feed: Feed, rate: int, seconds: float, dsn: str) -> dict:
+    """Return the freshness figures of a steady `rate` events/s stream."""
+    query = start_stream(spark, settings)
+    try:
+        time.sleep(5)
+        since = datetime.now(UTC)
+        sent_box: list[int] = []
+        producer = threading.Thread(
+            target=lambda: sent_box.append(produce_steady(settings, feed, rate, seconds))
+        )
+        producer.start()
+        producer.join()
+        deadline = time.monotonic() + 120
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                batches = _ledger(conn, since)
+                if sum(b["rows_in"] for b in batches) >= sent_box[0]:
+                    break
+                time.sleep(1)
+    finally:
+        query.stop()
+    p50s = [b["lag_p50_seconds"] for b in batches]
+    p95s = [b["lag_p95_seconds"] for b in batches]
+    return {
+        "rate_per_s": rate,
+        "seconds": seconds,
+        "sent": sent_box[0],
+        "consumed": sum(b["rows_in"] for b in batches),
+        "batches": len(batches),
+        "batch_seconds_median": round(statistics.median(b["total_seconds"] for b in batches), 2),
+        "freshness_p50_s": round(statistics.median(p50s), 2),
+        "freshness_p95_s": round(_pct(p95s, 0.95), 2),
+    }
+
+
+def main() -> None:
+    """Run the benchmark, print its figures and write them to bench/results/stream.json."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--full", action="store_true", help=f"{FULL_ROWS:,} rows")
+    parser.add_argument("--max-offsets", type=int, default=200_000, help="rows per micro-batch")
+    parser.add_argument("--rate", type=int, default=1000, help="steady events/s")
+    parser.add_argument("--steady-seconds", type=float, default=300)
+    parser.add_argument("--steady-trigger", default="0 seconds")
+    args = parser.parse_args()
+    rows = FULL_ROWS if args.full else args.rows
+
+    base = load_settings()
+    tag = uuid.uuid4().hex[:8]
+    schema = f"bench_stream_{tag}"
+    lake = base.state_dir / "bench" / f"stream-{tag}"
+    owner_dsn = base.postgres_dsn.get_secret_value()
+    dsn = f"{owner_dsn}{'&' if '?' in owner_dsn else '?'}options=" + quote(
+        f"-c search_path={schema}"
+    )
+    settings = load_settings(
+        kafka_topic=f"sf311.bench.stream.{tag}",
+        lake_path=str(lake / "lake"),
+        checkpoint_path=str(lake / "checkpoints"),
+        postgres_dsn=dsn,
+        stream_max_offsets_per_trigger=args.max_offsets,
+    )
+    admin = AdminClient({"bootstrap.servers": base.kafka_bootstrap_servers})
+    topic = NewTopic(settings.kafka_topic, num_partitions=base.kafka_partitions)
+    for future in admin.create_topics([topic]).values():
+        future.result()
+    reader = load_schema(latest_schema_path(base.schemas_dir))
+    schema_id = register_schema(base.schema_registry_url, f"{settings.kafka_topic}-value", reader)
+    with psycopg.connect(owner_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    migrate(dsn)
+    spark = build_spark(settings, app_name="sf311-bench-stream")
+    results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds")}
+    try:
+        feed = Feed(CaseEncoder(reader, schema_id))
+        results["backfill"] = backfill(spark, settings, feed, rows, dsn)
+        print(json.dumps(results["backfill"], indent=2))
+        if args.steady_seconds > 0:
+            fast = settings.model_copy(update={"stream_trigger": args.steady_trigger})
+            results["steady"] = steady(spark, fast, feed, args.rate, args.steady_seconds, dsn)
+            print(json.dumps(results["steady"], indent=2))
+    finally:
+        spark.stop()
+        for future in admin.delete_topics([settings.kafka_topic]).values():
+            future.result()
+        with psycopg.connect(owner_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        shutil.rmtree(lake, ignore_errors=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "stream.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

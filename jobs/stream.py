@@ -1,0 +1,21 @@
+"""spark-submit entry point of the streaming job: `spark-submit jobs/stream.py [--once]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sf311.lakehouse.stream import run_job
+from sf311.settings import load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the Kafka -> bronze -> silver -> Postgres job and return its exit code."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--once", action="store_true", help="trigger(availableNow): run to the end")
+    args = parser.parse_args(argv)
+    return run_job(load_settings(), once=args.once)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Kafka -> bronze and silver Delta tables (Spark Structured Streaming)."""

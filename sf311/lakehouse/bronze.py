@@ -1,0 +1,51 @@
+"""bronze.cases_raw: every Kafka message as received, append-only, partitioned by ingest date."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+TABLE = "bronze.cases_raw"
+
+COLUMNS = [
+    "key",
+    "value",
+    "topic",
+    "partition",
+    "offset",
+    "kafka_timestamp",
+    "schema_id",
+    "case",
+    "decode_error",
+    "batch_id",
+    "ingested_at",
+    "ingest_date",
+]
+
+
+def bronze_rows(decoded: DataFrame, batch_id: int, ingested_at: datetime) -> DataFrame:
+    """Return decoded Kafka messages in the bronze.cases_raw shape, stamped with the batch."""
+    stamp = F.lit(ingested_at).cast("timestamp")
+    return (
+        decoded.withColumnRenamed("timestamp", "kafka_timestamp")
+        .withColumn("batch_id", F.lit(batch_id).cast("long"))
+        .withColumn("ingested_at", stamp)
+        .withColumn("ingest_date", F.to_date(stamp))
+        .select(*COLUMNS)
+    )
+
+
+def write_bronze(rows: DataFrame, path: str, app_id: str, batch_id: int) -> None:
+    """Append one batch to bronze; Delta skips it when (app_id, batch_id) already committed."""
+    (
+        rows.write.format("delta")
+        .mode("append")
+        .partitionBy("ingest_date")
+        # A newer reader schema adds fields to the `case` struct; bronze follows it.
+        .option("mergeSchema", "true")
+        .option("txnAppId", app_id)
+        .option("txnVersion", batch_id)
+        .save(path)
+    )

@@ -1,0 +1,175 @@
+"""silver.cases (one row per case, newest version wins) and silver.cases_quarantine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+TABLE = "silver.cases"
+QUARANTINE_TABLE = "silver.cases_quarantine"
+
+MISSING_ID = "missing_id"
+BAD_REQUESTED = "bad_requested_datetime"
+BAD_UPDATED = "bad_updated_datetime"
+BAD_CLOSED = "bad_closed_date"
+CLOSED_BEFORE_OPENED = "closed_before_opened"
+
+KAFKA_COLUMNS = ["kafka_partition", "kafka_offset", "kafka_timestamp", "schema_id"]
+LINEAGE_COLUMNS = ["batch_id", "ingested_at"]
+
+QUARANTINE_COLUMNS = [
+    "reason",
+    "service_request_id",
+    "schema_id",
+    "key",
+    "value",
+    "topic",
+    "partition",
+    "offset",
+    "kafka_timestamp",
+    "batch_id",
+    "ingested_at",
+    "ingest_date",
+]
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Validation thresholds: the earliest plausible instant and how far ahead of as_of."""
+
+    earliest: datetime = datetime(2000, 1, 1)
+    max_ahead: timedelta = timedelta(days=1)
+
+
+def _bad_instant(col: Column, earliest: datetime, latest: datetime) -> Column:
+    return (col < F.lit(earliest)) | (col > F.lit(latest))
+
+
+def validate(bronze: DataFrame, as_of: datetime, rules: Rules = Rules()) -> DataFrame:
+    """Return bronze rows with `reason`: null for a valid case, else why it is rejected."""
+    case = F.col("case")
+    latest = as_of + rules.max_ahead
+    requested = case["requested_datetime"]
+    updated = case["updated_datetime"]
+    closed = case["closed_date"]
+    reason = (
+        F.when(F.col("decode_error").isNotNull(), F.col("decode_error"))
+        .when(case["service_request_id"].isNull(), F.lit(MISSING_ID))
+        .when(case["service_request_id"] <= 0, F.lit(MISSING_ID))
+        .when(requested.isNull(), F.lit(BAD_REQUESTED))
+        .when(_bad_instant(requested, rules.earliest, latest), F.lit(BAD_REQUESTED))
+        .when(_bad_instant(updated, rules.earliest, latest), F.lit(BAD_UPDATED))
+        .when(_bad_instant(closed, rules.earliest, latest), F.lit(BAD_CLOSED))
+        .when(closed < requested, F.lit(CLOSED_BEFORE_OPENED))
+    )
+    return bronze.withColumn("reason", reason)
+
+
+def quarantine_rows(validated: DataFrame) -> DataFrame:
+    """Return the rejected rows in the silver.cases_quarantine shape, raw bytes kept."""
+    return (
+        validated.where(F.col("reason").isNotNull())
+        .withColumn("service_request_id", F.col("case.service_request_id"))
+        .select(*QUARANTINE_COLUMNS)
+    )
+
+
+def curated_rows(validated: DataFrame) -> DataFrame:
+    """Return valid cases flattened, with resolution_hours, one row per id (newest wins)."""
+    valid = validated.where(F.col("reason").isNull())
+    flat = valid.select(
+        "case.*",
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        "kafka_timestamp",
+        "schema_id",
+        *LINEAGE_COLUMNS,
+    )
+    # A case never updated was last changed when it closed, or else when it opened; a
+    # non-null version instant keeps the "newest wins" guards total.
+    flat = flat.withColumn(
+        "updated_datetime",
+        F.coalesce("updated_datetime", "closed_date", "requested_datetime"),
+    )
+    seconds = F.col("closed_date").cast("double") - F.col("requested_datetime").cast("double")
+    flat = flat.withColumn(
+        "resolution_hours", F.when(F.col("closed_date").isNotNull(), seconds / 3600.0)
+    )
+    # Same id -> same Kafka partition (key = id), so the offset breaks ties in arrival order.
+    newest = Window.partitionBy("service_request_id").orderBy(
+        F.col("updated_datetime").desc(), F.col("kafka_offset").desc()
+    )
+    return flat.withColumn("_n", F.row_number().over(newest)).where("_n = 1").drop("_n")
+
+
+def _create_if_missing(spark: SparkSession, rows: DataFrame, path: str) -> DeltaTable:
+    if DeltaTable.isDeltaTable(spark, path):
+        return DeltaTable.forPath(spark, path)
+    return (
+        DeltaTable.createIfNotExists(spark)
+        .location(path)
+        .addColumns(rows.schema)
+        # Updates then mark replaced rows in a deletion vector instead of rewriting files.
+        .property("delta.enableDeletionVectors", "true")
+        .execute()
+    )
+
+
+def merge_silver(
+    spark: SparkSession,
+    rows: DataFrame,
+    path: str,
+    app_id: str,
+    batch_id: int,
+    id_range: tuple[int, int] | None = None,
+) -> str:
+    """Upsert curated rows into silver.cases where the source is newer; return the action.
+
+    id_range, the (min, max) service_request_id of rows, spares a Spark job when known."""
+    table = _create_if_missing(spark, rows, path)
+    if table.detail().select("numFiles").first()[0] == 0:
+        # An empty table has nothing to match: a plain append is the same result, far cheaper,
+        # and txnAppId/txnVersion keep it idempotent.
+        (
+            rows.write.format("delta")
+            .mode("append")
+            .option("txnAppId", app_id)
+            .option("txnVersion", batch_id)
+            .save(path)
+        )
+        return "append"
+    if id_range is None:
+        bounds = rows.agg(F.min("service_request_id"), F.max("service_request_id")).first()
+        id_range = (bounds[0], bounds[1])
+    if id_range[0] is None:
+        return "empty"
+    # The id range lets Delta skip files by their min/max statistics.
+    condition = (
+        "t.service_request_id = s.service_request_id"
+        f" AND t.service_request_id BETWEEN {int(id_range[0])} AND {int(id_range[1])}"
+    )
+    (
+        table.alias("t")
+        .merge(rows.alias("s"), condition)
+        .withSchemaEvolution()
+        .whenMatchedUpdateAll(condition="s.updated_datetime > t.updated_datetime")
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+    return "merge"
+
+
+def append_quarantine(rows: DataFrame, path: str, app_id: str, batch_id: int) -> None:
+    """Append one batch's rejected rows; Delta skips it when (app_id, batch_id) committed."""
+    (
+        rows.write.format("delta")
+        .mode("append")
+        .partitionBy("ingest_date")
+        .option("txnAppId", app_id)
+        .option("txnVersion", batch_id)
+        .save(path)
+    )

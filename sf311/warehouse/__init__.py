@@ -1,0 +1,1 @@
+"""The PostgreSQL warehouse: SQL migrations, the cases table, analyst views, stream metrics."""

@@ -1,0 +1,155 @@
+"""Table `cases` and its ledger `stream_batches`: idempotent upserts of streaming batches."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+
+log = logging.getLogger(__name__)
+
+# Column order of the CSV text a batch hands over; it matches migration 0001 minus loaded_at.
+CASE_COLUMNS = [
+    "service_request_id",
+    "requested_datetime",
+    "updated_datetime",
+    "closed_date",
+    "status_description",
+    "status_notes",
+    "agency_responsible",
+    "service_name",
+    "service_subtype",
+    "service_details",
+    "address",
+    "street",
+    "supervisor_district",
+    "neighborhood",
+    "analysis_neighborhood",
+    "police_district",
+    "lat",
+    "long",
+    "location_issue",
+    "source",
+    "media_url",
+    "bos_2012",
+    "data_as_of",
+    "data_loaded_at",
+    "extra",
+    "origin",
+    "resolution_hours",
+    "kafka_timestamp",
+    "batch_id",
+]
+
+
+@dataclass(frozen=True)
+class BatchLoad:
+    """One micro-batch for the warehouse: curated rows as CSV text plus the batch's figures."""
+
+    query_id: str
+    batch_id: int
+    csv_chunks: Sequence[str]
+    rows_in: int
+    rows_valid: int
+    rows_quarantined: int
+    rows_curated: int
+    kafka_ts_min: datetime | None
+    kafka_ts_max: datetime | None
+    # Kafka timestamps at the 5th and 50th percentile: lag p95 and p50 once committed.
+    kafka_ts_p05: datetime | None
+    kafka_ts_p50: datetime | None
+    bronze_seconds: float
+    silver_seconds: float
+    started_at: datetime
+
+
+def _upsert_sql() -> sql.Composed:
+    cols = sql.SQL(", ").join(map(sql.Identifier, CASE_COLUMNS))
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+        for c in CASE_COLUMNS
+        if c != "service_request_id"
+    )
+    return sql.SQL(
+        "INSERT INTO cases ({cols}) SELECT {cols} FROM cases_stage "
+        "ON CONFLICT (service_request_id) DO UPDATE SET {updates}, loaded_at = now() "
+        "WHERE cases.updated_datetime < EXCLUDED.updated_datetime"
+    ).format(cols=cols, updates=updates)
+
+
+def load_batch(conn: psycopg.Connection, batch: BatchLoad) -> int | None:
+    """Upsert one batch and record it in the ledger, atomically; return rows changed, or None
+    when the ledger shows the batch was already loaded."""
+    with conn.transaction():
+        seen = conn.execute(
+            "SELECT 1 FROM stream_batches WHERE query_id = %s AND batch_id = %s",
+            [batch.query_id, batch.batch_id],
+        ).fetchone()
+        if seen:
+            return None
+        conn.execute("CREATE TEMP TABLE cases_stage (LIKE cases INCLUDING DEFAULTS) ON COMMIT DROP")
+        copy_sql = sql.SQL("COPY cases_stage ({}) FROM STDIN (FORMAT csv)").format(
+            sql.SQL(", ").join(map(sql.Identifier, CASE_COLUMNS))
+        )
+        with conn.cursor() as cur:
+            with cur.copy(copy_sql) as copy:
+                for chunk in batch.csv_chunks:
+                    copy.write(chunk)
+            cur.execute(_upsert_sql())
+            changed = cur.rowcount
+        conn.execute(
+            "INSERT INTO stream_batches (query_id, batch_id, rows_in, rows_valid,"
+            " rows_quarantined, rows_curated, rows_upserted, kafka_ts_min, kafka_ts_max,"
+            " lag_p50_seconds, lag_p95_seconds, bronze_seconds, silver_seconds, started_at,"
+            " committed_at)"
+            " SELECT %(query_id)s, %(batch_id)s, %(rows_in)s, %(rows_valid)s,"
+            " %(rows_quarantined)s, %(rows_curated)s, %(changed)s, %(ts_min)s, %(ts_max)s,"
+            " extract(epoch FROM now_ - %(ts_p50)s::timestamptz),"
+            " extract(epoch FROM now_ - %(ts_p05)s::timestamptz),"
+            " %(bronze_s)s, %(silver_s)s, %(started_at)s, now_"
+            " FROM (SELECT clock_timestamp() AS now_) AS t",
+            {
+                "query_id": batch.query_id,
+                "batch_id": batch.batch_id,
+                "rows_in": batch.rows_in,
+                "rows_valid": batch.rows_valid,
+                "rows_quarantined": batch.rows_quarantined,
+                "rows_curated": batch.rows_curated,
+                "changed": changed,
+                "ts_min": batch.kafka_ts_min,
+                "ts_max": batch.kafka_ts_max,
+                "ts_p50": batch.kafka_ts_p50,
+                "ts_p05": batch.kafka_ts_p05,
+                "bronze_s": batch.bronze_seconds,
+                "silver_s": batch.silver_seconds,
+                "started_at": batch.started_at,
+            },
+        )
+    return changed
+
+
+def load_batch_retrying(
+    dsn: str,
+    batch: BatchLoad,
+    retry_seconds: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int | None:
+    """Return load_batch's result, reconnecting with backoff while Postgres is unreachable
+    for up to retry_seconds; the ledger makes a retry after an unknown commit outcome safe."""
+    deadline = time.monotonic() + retry_seconds
+    delay = 0.5
+    while True:
+        try:
+            with psycopg.connect(dsn, connect_timeout=5) as conn:
+                return load_batch(conn, batch)
+        except psycopg.OperationalError as err:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("postgres unavailable (%s); retrying in %.1f s", err, delay)
+            sleep(delay)
+            delay = min(delay * 2, 5.0)

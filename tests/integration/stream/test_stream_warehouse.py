@@ -1,0 +1,116 @@
+"""The warehouse on the real Postgres: migrations, grants, the guarded upsert and its ledger."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from sf311.lakehouse.stream import csv_chunks, warehouse_csv
+from sf311.warehouse.cases import CASE_COLUMNS, BatchLoad, load_batch
+from sf311.warehouse.migrate import MigrationError, load_migrations, migrate
+
+T = datetime(2019, 5, 1, 12, tzinfo=UTC)
+
+
+def test_migrate_is_re_runnable_and_refuses_edited_history(schema_dsn, tmp_path):
+    assert migrate(schema_dsn) == []
+    with psycopg.connect(schema_dsn) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+    assert versions == [m.version for m in load_migrations()]
+    for m in load_migrations():
+        (tmp_path / f"{m.version:04d}_{m.name}.sql").write_text(m.sql + "\n-- edited\n")
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        migrate(schema_dsn, tmp_path)
+
+
+def test_analyst_reads_views_and_cannot_write(schema_dsn, analyst_dsn):
+    with psycopg.connect(analyst_dsn, autocommit=True) as conn:
+        for view in ("open_backlog", "daily_volume", "resolution_times", "recent_cases",
+                     "stream_freshness", "cases", "stream_batches"):  # fmt: skip
+            conn.execute(f"SELECT * FROM {view} LIMIT 1").fetchall()
+        # The role is read-only by default, but it may switch that off: grants must hold alone.
+        conn.execute("SET default_transaction_read_only = off")
+        for statement in (
+            "DELETE FROM cases",
+            "INSERT INTO stream_batches (query_id, batch_id) VALUES ('x', 1)",
+            "UPDATE schema_migrations SET name = 'x'",
+            "TRUNCATE cases",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+
+
+def _batch(chunks: list[str], batch_id: int, query_id: str = "q") -> BatchLoad:
+    return BatchLoad(
+        query_id=query_id, batch_id=batch_id, csv_chunks=chunks, rows_in=3, rows_valid=2,
+        rows_quarantined=1, rows_curated=2, kafka_ts_min=T, kafka_ts_max=T, kafka_ts_p05=T,
+        kafka_ts_p50=T, bronze_seconds=0.1, silver_seconds=0.2, started_at=T,
+    )  # fmt: skip
+
+
+def _spark_type(column: str) -> str:
+    if column in ("service_request_id", "batch_id"):
+        return "long"
+    if column in ("supervisor_district", "bos_2012"):
+        return "int"
+    if column in ("lat", "long", "resolution_hours"):
+        return "double"
+    if column.endswith(("datetime", "_date", "_at", "_of", "timestamp")):
+        return "timestamp"
+    return "string"
+
+
+def _curated(spark, rows):
+    schema = ", ".join(f"{c} {_spark_type(c)}" for c in CASE_COLUMNS)
+    return spark.createDataFrame([tuple(r.get(c) for c in CASE_COLUMNS) for r in rows], schema)
+
+
+def test_csv_round_trips_nulls_empties_quotes_and_newlines(schema_dsn, spark):
+    nasty = 'say "hi",\nthen\\leave; \u00e9\u00e8 \t end'
+    rows = [
+        {"service_request_id": 1, "requested_datetime": T, "updated_datetime": T,
+         "kafka_timestamp": T, "batch_id": 0, "status_notes": nasty, "address": "",
+         "lat": 37.123456789012, "supervisor_district": 3, "resolution_hours": 1e-7},
+        {"service_request_id": 2, "requested_datetime": T, "updated_datetime": T,
+         "kafka_timestamp": T, "batch_id": 0, "status_notes": "nul\u0000byte"},
+    ]  # fmt: skip
+    chunks = csv_chunks(warehouse_csv(_curated(spark, rows)))
+    with psycopg.connect(schema_dsn) as conn:
+        assert load_batch(conn, _batch(chunks, 0)) == 2
+        got = conn.execute(
+            "SELECT status_notes, address, lat, supervisor_district, resolution_hours, "
+            "requested_datetime, closed_date FROM cases ORDER BY 1 DESC"
+        ).fetchall()
+    assert got[0] == (nasty, "", 37.123456789012, 3, 1e-7, T, None)
+    assert got[1][:2] == ("nulbyte", None)
+
+
+def test_upsert_keeps_newer_rows_and_a_replayed_batch_changes_nothing(schema_dsn, spark):
+    def chunks(*versions):
+        rows = [
+            {"service_request_id": sid, "requested_datetime": T, "updated_datetime": upd,
+             "kafka_timestamp": T, "batch_id": b, "status_notes": note}
+            for sid, upd, note, b in versions
+        ]  # fmt: skip
+        return csv_chunks(warehouse_csv(_curated(spark, rows)))
+
+    later = T.replace(hour=15)
+    first = chunks((1, later, "new", 0), (2, T, "old", 0))
+    second = chunks((1, T, "stale", 1), (2, later, "newer", 1), (3, T, "third", 1))
+    with psycopg.connect(schema_dsn) as conn:
+        assert load_batch(conn, _batch(first, 0)) == 2
+        assert load_batch(conn, _batch(second, 1)) == 2
+        assert load_batch(conn, _batch(second, 1)) is None
+        assert load_batch(conn, _batch(first, 0)) is None
+        assert load_batch(conn, _batch(first, 0, query_id="another")) == 0
+        got = conn.execute(
+            "SELECT service_request_id, status_notes, batch_id FROM cases ORDER BY 1"
+        ).fetchall()
+        ledger = conn.execute(
+            "SELECT query_id, batch_id, rows_upserted, lag_p50_seconds > 0 FROM stream_batches "
+            "ORDER BY committed_at"
+        ).fetchall()
+    assert got == [(1, "new", 0), (2, "newer", 1), (3, "third", 1)]
+    assert ledger == [("q", 0, 2, True), ("q", 1, 2, True), ("another", 0, 0, True)]

@@ -1,0 +1,80 @@
+"""Wiring of the streaming job: triggers, checkpoints, spark-submit, migrations, entry points."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from sf311.cli import build_parser
+from sf311.lakehouse.stream import checkpoint_location, trigger_options
+from sf311.lakehouse.submit import JOB, spark_submit_command
+from sf311.settings import load_settings
+from sf311.warehouse.migrate import MigrationError, load_migrations
+
+
+@pytest.mark.parametrize(
+    ("trigger", "once", "expected"),
+    [
+        ("10 seconds", False, {"processingTime": "10 seconds"}),
+        ("10 seconds", True, {"availableNow": True}),
+        ("availableNow", False, {"availableNow": True}),
+        ("available_now", False, {"availableNow": True}),
+    ],
+)
+def test_one_setting_switches_between_processing_time_and_available_now(trigger, once, expected):
+    assert trigger_options(trigger, once) == expected
+
+
+def test_each_query_checkpoints_under_the_configured_root():
+    settings = load_settings(checkpoint_path="s3a://bucket/checkpoints/")
+    assert checkpoint_location(settings) == "s3a://bucket/checkpoints/sf311_cases"
+
+
+def test_spark_submit_command_runs_the_job_file_with_jars_conf_and_once(tmp_path):
+    (tmp_path / "delta-spark_2.13-4.4.0.jar").touch()
+    (tmp_path / "spark-avro_2.13-4.2.0.jar").touch()
+    settings = load_settings(spark_jars_dir=tmp_path, spark_master="spark://h:7077")
+    cmd = spark_submit_command(settings, once=True)
+    assert cmd[0] == str(settings.spark_submit)
+    assert cmd[cmd.index("--master") + 1] == "spark://h:7077"
+    assert cmd[cmd.index("--jars") + 1].split(",") == [
+        str(tmp_path / "delta-spark_2.13-4.4.0.jar"),
+        str(tmp_path / "spark-avro_2.13-4.2.0.jar"),
+    ]
+    assert cmd[-2:] == [str(JOB), "--once"]
+    assert spark_submit_command(settings, once=False)[-1] == str(JOB)
+
+
+def test_job_entry_point_imports_and_exposes_main():
+    spec = importlib.util.spec_from_file_location("stream_job", JOB)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert callable(module.main)
+
+
+def test_cli_has_stream_and_db_migrate():
+    parser, commands = build_parser()
+    assert parser.parse_args(["stream", "--once"]).once is True
+    assert parser.parse_args(["db", "migrate"]).command == "db"
+    assert {"stream", "db"} <= set(commands)
+
+
+def test_repository_migrations_are_numbered_without_gaps():
+    names = [f"{m.version:04d}_{m.name}" for m in load_migrations()]
+    assert names[0] == "0001_cases"
+    assert [m.version for m in load_migrations()] == list(range(1, len(names) + 1))
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (["0001_a.sql", "0003_c.sql"], "without gaps"),
+        (["0001_a.sql", "2_b.sql"], "named NNNN_name.sql"),
+    ],
+)
+def test_malformed_migration_folders_are_refused(tmp_path, files, message):
+    for name in files:
+        (tmp_path / name).write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match=message):
+        load_migrations(tmp_path)

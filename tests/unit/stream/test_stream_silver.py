@@ -1,0 +1,136 @@
+"""Validation, quarantine, newest-wins curation and the guarded MERGE into silver.cases."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pyspark.testing import assertDataFrameEqual
+
+from sf311.lakehouse import bronze, decode, silver
+
+AS_OF = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def ts(day: int, hour: int = 0) -> datetime:
+    return datetime(2019, 3, day, hour, tzinfo=UTC)
+
+
+@pytest.fixture
+def to_bronze(messages, wire):
+    """Return a function: framed values -> bronze rows of batch 3, v1 registered as id 1."""
+
+    def build(values):
+        decoded = decode.decode(decode.frame(messages(values)), {1: wire.v1_text}, wire.v1_text)
+        return bronze.bronze_rows(decoded, 3, AS_OF)
+
+    return build
+
+
+def test_validate_names_the_reason_of_each_bad_row(to_bronze, wire):
+    v1 = wire.v1
+    values = [
+        wire.frame(1, v1, wire.case(1)),
+        b"garbage",
+        wire.frame(1, v1, wire.case(0)),
+        wire.frame(1, v1, wire.case(3, requested_datetime=datetime(1970, 1, 1, tzinfo=UTC))),
+        wire.frame(1, v1, wire.case(4, updated_datetime=AS_OF + timedelta(days=3))),
+        wire.frame(1, v1, wire.case(5, closed_date=datetime(1999, 1, 1, tzinfo=UTC))),
+        wire.frame(1, v1, wire.case(6, requested_datetime=ts(5), closed_date=ts(4))),
+        wire.frame(1, v1, wire.case(7, requested_datetime=ts(5), closed_date=ts(5))),
+        wire.frame(2, v1, wire.case(8)),
+    ]
+    rows = silver.validate(to_bronze(values), AS_OF).orderBy("offset").collect()
+    assert [r.reason for r in rows] == [
+        None,
+        decode.NOT_FRAMED,
+        silver.MISSING_ID,
+        silver.BAD_REQUESTED,
+        silver.BAD_UPDATED,
+        silver.BAD_CLOSED,
+        silver.CLOSED_BEFORE_OPENED,
+        None,
+        decode.UNKNOWN_SCHEMA_ID,
+    ]
+
+
+def test_quarantine_keeps_raw_bytes_and_the_valid_rows_still_curate(to_bronze, wire):
+    bad = wire.frame(1, wire.v1, wire.case(6, requested_datetime=ts(5), closed_date=ts(4)))
+    values = [wire.frame(1, wire.v1, wire.case(1)), bad, b"\x00\x00"]
+    validated = silver.validate(to_bronze(values), AS_OF)
+    quarantined = silver.quarantine_rows(validated).orderBy("offset").collect()
+    assert [(q.reason, q.service_request_id, bytes(q.value)) for q in quarantined] == [
+        (silver.CLOSED_BEFORE_OPENED, 6, bad),
+        (decode.NOT_FRAMED, None, b"\x00\x00"),
+    ]
+    assert quarantined[0].batch_id == 3
+    assert [r.service_request_id for r in silver.curated_rows(validated).collect()] == [1]
+
+
+def test_curated_rows_keep_the_newest_version_and_derive_resolution_hours(to_bronze, wire, spark):
+    v1 = wire.v1
+    values = [
+        wire.frame(1, v1, wire.case(1, updated_datetime=ts(2))),
+        wire.frame(1, v1, wire.case(1, updated_datetime=ts(9), closed_date=ts(3, 5),
+                                    requested_datetime=ts(1), status_description="Closed")),
+        wire.frame(1, v1, wire.case(1, updated_datetime=ts(4))),
+        wire.frame(1, v1, wire.case(2, updated_datetime=ts(6), status_notes="first")),
+        wire.frame(1, v1, wire.case(2, updated_datetime=ts(6), status_notes="second")),
+        wire.frame(1, v1, wire.case(3, updated_datetime=None, requested_datetime=ts(1),
+                                    closed_date=ts(1, 12))),
+    ]  # fmt: skip
+    curated = silver.curated_rows(silver.validate(to_bronze(values), AS_OF))
+    got = curated.select(
+        "service_request_id", "updated_datetime", "status_notes", "resolution_hours", "kafka_offset"
+    )
+    expected = spark.createDataFrame(
+        [(1, ts(9), None, 53.0, 1), (2, ts(6), "second", None, 4), (3, ts(1, 12), None, 12.0, 5)],
+        "service_request_id long, updated_datetime timestamp, status_notes string, "
+        "resolution_hours double, kafka_offset long",
+    )
+    assertDataFrameEqual(got, expected)
+
+
+def _silver_ids(spark, path):
+    return {
+        r.service_request_id: (r.updated_datetime.replace(tzinfo=UTC), r.status_notes)
+        for r in spark.read.format("delta").load(path).collect()
+    }
+
+
+def test_merge_applies_only_newer_versions_and_replays_change_nothing(
+    to_bronze, wire, spark, tmp_path
+):
+    path = str(tmp_path / "silver")
+    v1 = wire.v1
+
+    def curated(*records):
+        values = [wire.frame(1, v1, r) for r in records]
+        return silver.curated_rows(silver.validate(to_bronze(values), AS_OF))
+
+    first = curated(wire.case(1, updated_datetime=ts(5), status_notes="v5"),
+                    wire.case(2, updated_datetime=ts(5), status_notes="v5"))  # fmt: skip
+    assert silver.merge_silver(spark, first, path, "app", 0) == "append"
+    assert silver.merge_silver(spark, first, path, "app", 0) == "merge"
+
+    second = curated(wire.case(1, updated_datetime=ts(4), status_notes="older"),
+                     wire.case(2, updated_datetime=ts(6), status_notes="v6"),
+                     wire.case(3, updated_datetime=ts(1), status_notes="new"))  # fmt: skip
+    assert silver.merge_silver(spark, second, path, "app", 1) == "merge"
+    expected = {1: (ts(5), "v5"), 2: (ts(6), "v6"), 3: (ts(1), "new")}
+    assert _silver_ids(spark, path) == expected
+
+    silver.merge_silver(spark, second, path, "app", 1)
+    silver.merge_silver(spark, first, path, "app", 0)
+    assert _silver_ids(spark, path) == expected
+    assert spark.read.format("delta").load(path).count() == 3
+
+
+def test_append_quarantine_is_idempotent_per_batch(to_bronze, spark, tmp_path):
+    path = str(tmp_path / "quarantine")
+    rows = silver.quarantine_rows(silver.validate(to_bronze([b"x", b"y"]), AS_OF))
+    for _ in range(2):
+        silver.append_quarantine(rows, path, "app", 7)
+    assert spark.read.format("delta").load(path).count() == 2
+    silver.append_quarantine(rows, path, "app", 8)
+    assert spark.read.format("delta").load(path).count() == 4
