@@ -1,0 +1,159 @@
+"""Prediction API: resolution time of a 311 case, with an 80 % interval and the model version.
+
+The routes only validate and call sf311.model.service; serving/app.py is the ASGI door.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import FastAPI, HTTPException, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sf311.model.features import LOCAL_TZ
+from sf311.model.service import ModelService, mlflow_service
+from sf311.settings import Settings
+
+MAX_BATCH = 10_000
+INTERVAL = 0.8
+log = logging.getLogger(__name__)
+_ZONE = ZoneInfo(LOCAL_TZ)
+Text = Annotated[str | None, Field(default=None, max_length=200)]
+
+
+class CaseIn(BaseModel):
+    """A case as known when it is opened; other fields of a full record are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    requested_datetime: datetime = Field(
+        description="When the case was opened; without an offset it is San Francisco local time"
+    )
+    service_name: str = Field(min_length=1, max_length=200, description="Category")
+    service_subtype: Text = None
+    agency_responsible: Text = None
+    neighborhood: Text = None
+    supervisor_district: int | None = Field(default=None, ge=0, le=99)
+    police_district: Text = None
+    source: Text = None
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    long: float | None = Field(default=None, ge=-180, le=180)
+
+    @field_validator("requested_datetime")
+    @classmethod
+    def _local_if_naive(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=_ZONE)
+
+
+class BatchIn(BaseModel):
+    """Up to 10,000 cases scored in one call."""
+
+    cases: list[CaseIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class PredictionOut(BaseModel):
+    """Predicted hours to close and the 80 % interval around it."""
+
+    predicted_hours: float
+    lower_hours: float
+    upper_hours: float
+    interval: float = INTERVAL
+    model_version: str
+    unseen: list[str] = Field(description="features whose value training never saw")
+
+
+class BatchOut(BaseModel):
+    """One prediction per case, in request order."""
+
+    model_version: str
+    predictions: list[PredictionOut]
+
+
+def _score(service: ModelService, cases: list[CaseIn]) -> list[PredictionOut]:
+    try:
+        model, pred, unseen = service.predict([c.model_dump() for c in cases])
+    except LookupError as err:
+        raise HTTPException(status_code=503, detail=str(err)) from None
+    hours, low, high = pred.hours.tolist(), pred.lower_hours.tolist(), pred.upper_hours.tolist()
+    return [
+        PredictionOut(
+            predicted_hours=hours[i],
+            lower_hours=low[i],
+            upper_hours=high[i],
+            model_version=model.version,
+            unseen=unseen[i],
+        )
+        for i in range(len(cases))
+    ]
+
+
+def _json(body: BaseModel) -> Response:
+    return Response(content=body.model_dump_json(), media_type="application/json")
+
+
+async def _follow_champion(service: ModelService, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            if await run_in_threadpool(service.refresh) and service.model is not None:
+                log.info("now serving model version %s", service.model.version)
+        except Exception:  # the registry being briefly down must not stop the poller
+            log.exception("champion check failed; keeping version in service")
+
+
+def create_app(settings: Settings, service: ModelService | None = None) -> FastAPI:
+    """Return the prediction API; without `service` it follows the MLflow champion."""
+    service = service or mlflow_service(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await run_in_threadpool(service.refresh)
+        except Exception:
+            log.exception("no champion loaded at start; will keep checking")
+        poller = asyncio.create_task(_follow_champion(service, settings.model_poll_seconds))
+        yield
+        poller.cancel()
+
+    app = FastAPI(title="sf311 resolution-time API", version="1", lifespan=lifespan)
+
+    # Answers are serialized once by pydantic; returning a Response skips FastAPI's second pass.
+    @app.post("/predict", response_model=PredictionOut)
+    async def predict(case: CaseIn) -> Response:
+        return _json(_score(service, [case])[0])
+
+    @app.post("/predict/batch", response_model=BatchOut)
+    def predict_batch(batch: BatchIn) -> Response:
+        predictions = _score(service, batch.cases)
+        return _json(BatchOut(model_version=predictions[0].model_version, predictions=predictions))
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        model = service.model
+        if model is None:
+            raise HTTPException(status_code=503, detail="no champion model loaded")
+        return {"status": "ok", "model_version": model.version}
+
+    @app.get("/model")
+    async def model_info() -> dict[str, Any]:
+        model = service.model
+        if model is None:
+            raise HTTPException(status_code=503, detail="no champion model loaded")
+        return {"version": model.version, **model.info}
+
+    return app
+
+
+def serve(settings: Settings) -> int:
+    """Run the API under uvicorn on settings.api_host:api_port until stopped; return 0."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+    return 0

@@ -1,0 +1,1 @@
+"""Resolution-time model: features, training, export and JVM-free scoring."""

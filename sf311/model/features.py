@@ -1,0 +1,136 @@
+"""Features and target of the resolution-time model, shared by training (Spark) and serving.
+
+Only what is known when a case is opened is a feature: never status, notes, closed_date or
+updated_datetime. The Spark and the pure-Python versions below must agree value for value;
+tests/unit/model/test_model_features.py holds them to it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+LOCAL_TZ = "America/Los_Angeles"
+CATEGORICAL: tuple[str, ...] = (
+    "service_name",
+    "service_subtype",
+    "agency_responsible",
+    "neighborhood",
+    "supervisor_district",
+    "police_district",
+    "source",
+)
+NUMERIC: tuple[str, ...] = ("hour", "day_of_week", "month", "lat", "long")
+FEATURES: tuple[str, ...] = CATEGORICAL + NUMERIC
+# Columns a request must carry; everything else on the case is ignored.
+INPUT_COLUMNS: tuple[str, ...] = (
+    "requested_datetime",
+    "service_name",
+    "service_subtype",
+    "agency_responsible",
+    "neighborhood",
+    "supervisor_district",
+    "police_district",
+    "source",
+    "lat",
+    "long",
+)
+MISSING = "(missing)"
+# Trees need a number; 0.0 lies far outside San Francisco, so a split isolates it.
+NO_COORDINATE = 0.0
+LABEL = "label"
+MAX_HOURS_DEFAULT = 2 * 365 * 24.0
+_ZONE = ZoneInfo(LOCAL_TZ)
+
+
+def _category(col: Column) -> Column:
+    text = F.trim(col.cast("string"))
+    return F.when(text.isNull() | (text == ""), F.lit(MISSING)).otherwise(text)
+
+
+def _coordinate(col: Column) -> Column:
+    value = col.cast("double")
+    return F.when(value.isNull() | F.isnan(value), F.lit(NO_COORDINATE)).otherwise(value)
+
+
+def with_features(cases: DataFrame) -> DataFrame:
+    """Return `cases` with the model's feature columns added (categoricals as clean strings)."""
+    local = F.from_utc_timestamp(F.col("requested_datetime"), LOCAL_TZ)
+    return cases.withColumns(
+        {
+            **{c: _category(F.col(c)) for c in CATEGORICAL},
+            # Spark counts Sunday as 1; Monday = 0 matches Python's weekday().
+            "hour": F.hour(local).cast("double"),
+            "day_of_week": ((F.dayofweek(local) + 5) % 7).cast("double"),
+            "month": F.month(local).cast("double"),
+            "lat": _coordinate(F.col("lat")),
+            "long": _coordinate(F.col("long")),
+        }
+    )
+
+
+def with_label(cases: DataFrame, max_hours: float = MAX_HOURS_DEFAULT) -> DataFrame:
+    """Return `cases` with `hours`, `label` = log1p(hours) and `label_status` (ok or why not)."""
+    hours = (
+        F.unix_micros(F.col("closed_date")) - F.unix_micros(F.col("requested_datetime"))
+    ) / F.lit(3.6e9)
+    status = (
+        F.when(F.col("closed_date").isNull(), "open")
+        .when(hours < 0, "negative")
+        .when(hours >= max_hours, "too_long")
+        .otherwise("ok")
+    )
+    return cases.withColumns({"hours": hours, "label_status": status}).withColumn(
+        LABEL, F.when(F.col("label_status") == "ok", F.log1p("hours"))
+    )
+
+
+def labelled(cases: DataFrame, max_hours: float = MAX_HOURS_DEFAULT) -> DataFrame:
+    """Return the closed cases with a usable duration, with features and label."""
+    return with_features(with_label(cases, max_hours)).where(F.col("label_status") == "ok")
+
+
+def label_counts(cases: DataFrame, max_hours: float = MAX_HOURS_DEFAULT) -> dict[str, int]:
+    """Return how many cases are ok, open, negative or too_long."""
+    rows = with_label(cases, max_hours).groupBy("label_status").count().collect()
+    return {r["label_status"]: int(r["count"]) for r in rows}
+
+
+def _clean_category(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or MISSING
+
+
+def _clean_coordinate(value: Any) -> float:
+    if value is None:
+        return NO_COORDINATE
+    number = float(value)
+    return NO_COORDINATE if math.isnan(number) else number
+
+
+def local_time_parts(requested: datetime) -> tuple[float, float, float]:
+    """Return (hour, day_of_week Monday=0, month) of an instant in San Francisco local time."""
+    if requested.tzinfo is None:
+        # A naive value is an instant in UTC, as in silver.cases.
+        requested = requested.replace(tzinfo=UTC)
+    local = requested.astimezone(_ZONE)
+    return float(local.hour), float(local.weekday()), float(local.month)
+
+
+def record_features(case: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the FEATURES of one case record: categoricals as strings, the rest as floats."""
+    out: dict[str, Any] = {c: _clean_category(case.get(c)) for c in CATEGORICAL}
+    out["hour"], out["day_of_week"], out["month"] = local_time_parts(case["requested_datetime"])
+    out["lat"] = _clean_coordinate(case.get("lat"))
+    out["long"] = _clean_coordinate(case.get("long"))
+    return out

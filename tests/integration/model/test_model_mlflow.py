@@ -1,0 +1,64 @@
+"""Training, registration and the champion alias on the real MLflow server, then the API."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+
+from sf311.api import create_app
+from sf311.model import dataset
+from sf311.model.registry import ALIAS, log_and_register
+from sf311.model.service import mlflow_service
+from sf311.model.train import TrainConfig, fit_and_evaluate
+
+pytestmark = pytest.mark.integration
+
+CASE = {"requested_datetime": "2018-03-01T10:00:00-08:00", "service_name": "Category 3"}
+
+
+@pytest.fixture(scope="module")
+def trained(spark, settings):
+    cases = dataset.synthetic_silver_cases(3000, seed=11)
+    test_start = cases["requested_datetime"].iloc[2400].to_pydatetime()
+    df = dataset.to_spark(spark, cases).cache()
+    good = TrainConfig(test_start=test_start, num_trees=10, max_depth=6, calibration_days=90)
+    poor = TrainConfig(test_start=test_start, num_trees=1, max_depth=1, calibration_days=90)
+    return fit_and_evaluate(df, good), good, fit_and_evaluate(df, poor), poor
+
+
+def test_alias_moves_only_for_a_better_model_and_the_api_follows_it(settings, trained) -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    good_result, good, poor_result, poor = trained
+    local = settings.model_copy(
+        update={"model_name": f"sf311-resolution-test-{uuid.uuid4().hex[:8]}"}
+    )
+    first = log_and_register(local, good_result, good)
+    assert first.promoted and first.champion_version is None
+
+    second = log_and_register(local, poor_result, poor)
+    assert not second.promoted
+    assert second.champion_version == first.version
+    assert second.champion_mae_log == pytest.approx(good_result.metrics["mae_log"], abs=1e-9)
+    assert second.challenger_mae_log > second.champion_mae_log
+
+    mlflow.set_tracking_uri(local.mlflow_tracking_uri)
+    client = MlflowClient()
+    assert client.get_model_version_by_alias(local.model_name, ALIAS).version == first.version
+    run = client.get_run(second.run_id)
+    assert run.data.tags["champion_decision"] == "kept"
+    assert {"champion_mae_log", "challenger_mae_log", "mae_log"} <= set(run.data.metrics)
+
+    service = mlflow_service(local)
+    with TestClient(create_app(local, service)) as api:
+        assert api.get("/model").json()["version"] == first.version
+        assert api.post("/predict", json=CASE).json()["model_version"] == first.version
+        client.set_registered_model_alias(local.model_name, ALIAS, second.version)
+        assert service.refresh()
+        body = api.post("/predict", json=CASE).json()
+        assert body["model_version"] == second.version
+        assert body["lower_hours"] <= body["predicted_hours"] <= body["upper_hours"]
+    client.delete_registered_model(local.model_name)
