@@ -45,10 +45,10 @@ def sf311_stream() -> None:
     @task
     def stream_available_now() -> int:
         """Return spark-submit's exit code after one availableNow run of the streaming job."""
-        from sf311.lakehouse.submit import run_spark_submit
         from sf311.settings import load_settings
+        from sf311.submit import run_spark_submit
 
-        return run_spark_submit(load_settings(), once=True)
+        return run_spark_submit(load_settings(), "stream", "--once")
 
     migrate_warehouse() >> stream_available_now()
 

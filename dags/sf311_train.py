@@ -35,10 +35,10 @@ def sf311_train() -> None:
     @task
     def train_and_register() -> int:
         """Return spark-submit's exit code after one run of jobs/train.py."""
-        from sf311.model.submit import run_spark_submit
         from sf311.settings import load_settings
+        from sf311.submit import run_spark_submit
 
-        return run_spark_submit(load_settings())
+        return run_spark_submit(load_settings(), "train")
 
     train_and_register()
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib.util
 
 from sf311.cli import build_parser
-from sf311.model.submit import JOB, spark_submit_command
+from sf311.submit import job_file, spark_submit_command
+
+JOB = job_file("train")
 
 
 def test_spark_submit_runs_the_train_job_with_project_conf(settings) -> None:
-    cmd = spark_submit_command(settings)
+    cmd = spark_submit_command(settings, "train")
     assert cmd[0] == str(settings.spark_submit)
     assert cmd[-1] == str(JOB) and JOB.name == "train.py" and JOB.is_file()
     assert cmd[cmd.index("--master") + 1] == settings.spark_master

@@ -8,9 +8,11 @@ import pytest
 
 from sf311.cli import build_parser
 from sf311.lakehouse.stream import checkpoint_location, trigger_options
-from sf311.lakehouse.submit import JOB, spark_submit_command
 from sf311.settings import load_settings
+from sf311.submit import job_file, spark_submit_command
 from sf311.warehouse.migrate import MigrationError, load_migrations
+
+JOB = job_file("stream")
 
 
 @pytest.mark.parametrize(
@@ -35,7 +37,7 @@ def test_spark_submit_command_runs_the_job_file_with_jars_conf_and_once(tmp_path
     (tmp_path / "delta-spark_2.13-4.4.0.jar").touch()
     (tmp_path / "spark-avro_2.13-4.2.0.jar").touch()
     settings = load_settings(spark_jars_dir=tmp_path, spark_master="spark://h:7077")
-    cmd = spark_submit_command(settings, once=True)
+    cmd = spark_submit_command(settings, "stream", "--once")
     assert cmd[0] == str(settings.spark_submit)
     assert cmd[cmd.index("--master") + 1] == "spark://h:7077"
     assert cmd[cmd.index("--jars") + 1].split(",") == [
@@ -43,7 +45,7 @@ def test_spark_submit_command_runs_the_job_file_with_jars_conf_and_once(tmp_path
         str(tmp_path / "spark-avro_2.13-4.2.0.jar"),
     ]
     assert cmd[-2:] == [str(JOB), "--once"]
-    assert spark_submit_command(settings, once=False)[-1] == str(JOB)
+    assert spark_submit_command(settings, "stream")[-1] == str(JOB)
 
 
 def test_job_entry_point_imports_and_exposes_main():

@@ -1,0 +1,39 @@
+"""spark-submit commands of the jobs in jobs/, for schedulers (Airflow) that launch them.
+
+No pyspark import here: the Airflow environment calls this without Spark installed."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from sf311.settings import PROJECT_ROOT, Settings
+
+JOBS = PROJECT_ROOT / "jobs"
+
+
+def job_file(job: str) -> Path:
+    """Return the entry-point file of a job named after it, e.g. 'stream' -> jobs/stream.py."""
+    return JOBS / f"{job}.py"
+
+
+def spark_submit_command(settings: Settings, job: str, *args: str) -> list[str]:
+    """Return the spark-submit argv that runs jobs/<job>.py with the project's jars and conf."""
+    # The JVM starts before the job's SparkSession builder runs, so jars and driver settings
+    # must be on the command line rather than only in build_spark().
+    jars = sorted(str(j) for j in settings.jars_dir.glob("*.jar"))
+    return [
+        str(settings.spark_submit),
+        "--master", settings.spark_master,
+        "--name", f"sf311-{job}",
+        "--properties-file", str(settings.conf_dir / "spark-defaults.conf"),
+        "--jars", ",".join(jars),
+        str(job_file(job)),
+        *args,
+    ]  # fmt: skip
+
+
+def run_spark_submit(settings: Settings, job: str, *args: str) -> int:
+    """Run a job through spark-submit; return 0 or raise CalledProcessError."""
+    subprocess.run(spark_submit_command(settings, job, *args), check=True)
+    return 0
