@@ -24,23 +24,20 @@ import numpy as np
 import pandas as pd
 
 from sf311.model import dataset
-from sf311.model.features import FEATURES, LOCAL_TZ, labelled, record_features
+from sf311.model.features import (
+    FEATURES,
+    INPUT_COLUMNS,
+    LOCAL_TZ,
+    labelled,
+    record_features,
+)
 from sf311.settings import PROJECT_ROOT, load_settings
 
 CSV = PROJECT_ROOT.parent / "shared" / "data" / "sf311" / "cases_10k_2008_2019.csv"
 OUT = PROJECT_ROOT / "bench" / "results" / "serve.json"
 TEST_START = datetime(2018, 7, 1, tzinfo=ZoneInfo(LOCAL_TZ))
-REQUEST_FIELDS = [
-    "service_name",
-    "service_subtype",
-    "agency_responsible",
-    "neighborhood",
-    "supervisor_district",
-    "police_district",
-    "source",
-    "lat",
-    "long",
-]
+# The request carries requested_datetime separately, in the API's own format.
+REQUEST_FIELDS = [c for c in INPUT_COLUMNS if c != "requested_datetime"]
 
 
 def run_server(scorer_dir: Path, port: int) -> None:
