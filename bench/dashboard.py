@@ -100,7 +100,8 @@ def browser_times(env: dict[str, str], port: int, label: str) -> dict[str, float
             time.sleep(5)
             for page, drawn in DRAWN.items():
                 start = time.perf_counter()
-                browser.navigate(f"{url}/{page}")
+                # The default page (overview) lives at "/": Streamlit ignores its url_path.
+                browser.navigate(f"{url}/{'' if page == 'overview' else page}")
                 browser.wait_for(drawn, timeout=120, poll=0.05)
                 out[page] = round(time.perf_counter() - start, 3)
                 print(f"browser {page:9s} drawn after {out[page]:6.2f} s")

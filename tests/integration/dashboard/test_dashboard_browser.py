@@ -77,7 +77,7 @@ def test_browser_shows_map_charts_and_metrics(dashboard_url, settings: Settings,
         browser.screenshot(shots / "charts.png")
         assert state["exceptions"] == 0
 
-        browser.navigate(f"{dashboard_url}/overview")
+        browser.navigate(f"{dashboard_url}/")  # the default page: Streamlit ignores its url_path
         state = browser.wait_for(lambda s: len(s["metrics"]) >= 9 and s["plots"] >= 1)
         browser.screenshot(shots / "overview.png")
         browser.navigate(f"{dashboard_url}/predict")
