@@ -20,8 +20,9 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from sf311.model import dataset
+from sf311.model.columns import CATEGORICAL, NUMERIC
 from sf311.model.export import export_pipeline
-from sf311.model.features import CATEGORICAL, LOCAL_TZ, NUMERIC, record_features
+from sf311.model.features import LOCAL_TZ, record_features
 from sf311.model.scorer import Scorer
 from sf311.model.train import TrainConfig, fit_and_evaluate, regression_metrics
 from sf311.settings import PROJECT_ROOT, load_settings

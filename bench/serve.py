@@ -24,13 +24,8 @@ import numpy as np
 import pandas as pd
 
 from sf311.model import dataset
-from sf311.model.features import (
-    FEATURES,
-    INPUT_COLUMNS,
-    LOCAL_TZ,
-    labelled,
-    record_features,
-)
+from sf311.model.columns import FEATURES, INPUT_COLUMNS
+from sf311.model.features import LOCAL_TZ, labelled, record_features
 from sf311.settings import PROJECT_ROOT, load_settings
 
 CSV = PROJECT_ROOT.parent / "shared" / "data" / "sf311" / "cases_10k_2008_2019.csv"

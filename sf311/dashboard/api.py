@@ -9,19 +9,10 @@ from typing import Any
 
 import requests
 
-# Request fields the model reads (sf311.model.features.INPUT_COLUMNS); others are not sent.
-CASE_FIELDS: tuple[str, ...] = (
-    "requested_datetime",
-    "service_name",
-    "service_subtype",
-    "agency_responsible",
-    "neighborhood",
-    "supervisor_district",
-    "police_district",
-    "source",
-    "lat",
-    "long",
-)
+from sf311.model.columns import INPUT_COLUMNS
+
+# Request fields the model reads; others are not sent.
+CASE_FIELDS = INPUT_COLUMNS
 _HOURS_KEYS = ("predicted_hours", "hours", "prediction")
 _LOWER_KEYS = ("lower_hours", "interval_lower", "p10_hours", "lower")
 _UPPER_KEYS = ("upper_hours", "interval_upper", "p90_hours", "upper")

@@ -16,31 +16,9 @@ from zoneinfo import ZoneInfo
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from sf311.model.columns import CATEGORICAL
+
 LOCAL_TZ = "America/Los_Angeles"
-CATEGORICAL: tuple[str, ...] = (
-    "service_name",
-    "service_subtype",
-    "agency_responsible",
-    "neighborhood",
-    "supervisor_district",
-    "police_district",
-    "source",
-)
-NUMERIC: tuple[str, ...] = ("hour", "day_of_week", "month", "lat", "long")
-FEATURES: tuple[str, ...] = CATEGORICAL + NUMERIC
-# Columns a request must carry; everything else on the case is ignored.
-INPUT_COLUMNS: tuple[str, ...] = (
-    "requested_datetime",
-    "service_name",
-    "service_subtype",
-    "agency_responsible",
-    "neighborhood",
-    "supervisor_district",
-    "police_district",
-    "source",
-    "lat",
-    "long",
-)
 MISSING = "(missing)"
 # Trees need a number; 0.0 lies far outside San Francisco, so a split isolates it.
 NO_COORDINATE = 0.0

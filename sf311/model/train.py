@@ -14,14 +14,8 @@ from pyspark.ml.regression import GBTRegressor, RandomForestRegressor
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sf311.model.features import (
-    FEATURES,
-    LABEL,
-    MAX_HOURS_DEFAULT,
-    NUMERIC,
-    label_counts,
-    labelled,
-)
+from sf311.model.columns import FEATURES, NUMERIC
+from sf311.model.features import LABEL, MAX_HOURS_DEFAULT, label_counts, labelled
 
 # Neighborhood (66 values) is left to lat/long: as a categorical it overfits the forest.
 MODEL_CATEGORICAL: tuple[str, ...] = (

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from pyspark.sql import types as T
 
+from sf311.model.columns import FEATURES
 from sf311.model.features import (
-    FEATURES,
     MISSING,
     NO_COORDINATE,
     label_counts,

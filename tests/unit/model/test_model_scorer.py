@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from sf311.model import dataset
+from sf311.model.columns import FEATURES
 from sf311.model.export import export_pipeline
-from sf311.model.features import FEATURES, labelled, record_features
+from sf311.model.features import labelled, record_features
 from sf311.model.scorer import Scorer
 from sf311.model.train import TrainConfig, build_pipeline, with_recency_weight
 
