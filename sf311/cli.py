@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from sf311.logs import configure_logging
 from sf311.settings import Settings, SettingsError, load_settings, settings_json
 
 Command = Callable[[Settings, argparse.Namespace], int]
@@ -31,6 +32,13 @@ def _stream(settings: Settings, args: argparse.Namespace) -> int:
     from sf311.lakehouse.stream import run_job
 
     return run_job(settings, once=args.once)
+
+
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from sf311.lakehouse.replay import run_replay
+
+    print(f"replayed from bronze: {run_replay(settings).summary()}")
+    return 0
 
 
 def _db_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -57,7 +65,8 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
 def _generate(settings: Settings, args: argparse.Namespace) -> int:
     from sf311.ingest.generate import write_cases
 
-    write_cases(args.out, rows=args.rows, seed=args.seed)
+    end = {} if args.end is None else {"end": args.end}
+    write_cases(args.out, rows=args.rows, seed=args.seed, days=args.days, **end)
     return 0
 
 
@@ -97,6 +106,12 @@ def _dashboard(settings: Settings, args: argparse.Namespace) -> int:
     return run(settings, host=args.host, port=args.port)
 
 
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from sf311.demo import run_demo
+
+    return run_demo(settings)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     """Return the argument parser and the function behind each subcommand."""
     parser = argparse.ArgumentParser(prog="sf311", description=__doc__)
@@ -118,6 +133,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     p = sub.add_parser("stream", help="run the Kafka -> bronze -> silver -> Postgres job")
     p.add_argument("--once", action="store_true", help="trigger(availableNow): stop at the end")
     commands["stream"] = _stream
+    sub.add_parser(
+        "replay",
+        help="rebuild silver and Postgres cases from bronze (stop the stream job first)",
+    )
+    commands["replay"] = _replay
 
     db = sub.add_parser("db", help="warehouse database").add_subparsers(dest="db", required=True)
     db.add_parser("migrate", help="apply pending SQL migrations (re-runnable)")
@@ -134,6 +154,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     p.add_argument("--rows", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help=".json, .jsonl or .csv file; JSON lines on stdout")
+    p.add_argument("--end", type=datetime.fromisoformat, help="newest case (LA local time)")
+    p.add_argument("--days", type=int, help="span of the cases (default: ~3,000 a day)")
     commands["generate"] = _generate
 
     p = sub.add_parser("soda-server", help="serve a file as a SODA dataset on 127.0.0.1")
@@ -157,6 +179,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     p.add_argument("--port", type=int, help="port (default SF311_DASHBOARD_PORT)")
     commands["dashboard"] = _dashboard
 
+    sub.add_parser("demo", help="run the whole pipeline on generated data (make demo)")
+    commands["demo"] = _demo
+
     return parser, commands
 
 
@@ -169,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as err:
         print(f"sf311: {err}", file=sys.stderr)
         return 2
+    configure_logging(settings)
     return commands[args.command](settings, args)
 
 

@@ -30,17 +30,23 @@ class Settings(BaseSettings):
     # Where the local stack keeps data, logs, pids and downloaded jars.
     state_dir: Path = PROJECT_ROOT / "var"
     conf_dir: Path = PROJECT_ROOT / "conf"
+    # Every sf311 process logs to stderr: "json" lines for collectors, "logfmt" for people.
+    log_format: Literal["json", "logfmt"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Spark: local[2] here, spark://host:7077, yarn or k8s://... on a cluster.
     spark_master: str = "local[2]"
     spark_jars_dir: Path | None = None
     lake_path: str | None = None
     checkpoint_path: str | None = None
-    stream_trigger: str = "10 seconds"
+    # A short trigger keeps freshness (Kafka -> Postgres) within seconds at a steady rate.
+    stream_trigger: str = "1 second"
     # Streaming job: "availableNow" as stream_trigger (or `sf311 stream --once`) runs to the end.
     stream_max_offsets_per_trigger: int = Field(200_000, ge=1)
     stream_starting_offsets: str = "earliest"
     stream_pg_retry_seconds: float = Field(600.0, ge=0)
+    # The job compacts bronze and silver every this many micro-batches (0: never).
+    stream_compact_every: int = Field(200, ge=0)
     spark_submit: Path = PROJECT_ROOT / ".venv" / "bin" / "spark-submit"
 
     # Kafka and the Confluent-compatible schema registry.
@@ -87,6 +93,13 @@ class Settings(BaseSettings):
     socrata_backoff_seconds: float = Field(1.0, ge=0)
     socrata_backoff_max_seconds: float = Field(60.0, ge=0)
     ingest_schedule: str = "*/15 * * * *"
+    # `make demo`: generated cases served by a local SODA server, unless socrata_live pulls
+    # the last demo_days from the real Socrata domain (needs internet).
+    socrata_live: bool = False
+    demo_rows: int = Field(100_000, ge=1_000)
+    demo_days: int = Field(365, ge=30)
+    demo_live_days: int = Field(7, ge=1)
+    demo_soda_port: int = Field(8765, ge=1, le=65535)
     ingest_workers: int = Field(0, ge=0)
     kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     kafka_linger_ms: int = Field(50, ge=0)

@@ -1,0 +1,122 @@
+"""Benchmark results: one JSON file per benchmark in bench/results/, and their summary table."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure, the data size it was measured on and its target, if any."""
+
+    name: str
+    value: float
+    unit: str
+    rows: int | None = None
+    target: float | None = None
+    better: Literal["higher", "lower"] = "higher"
+
+    def met(self) -> bool | None:
+        """Return whether the figure reaches its target, or None when it has none."""
+        if self.target is None:
+            return None
+        return self.value >= self.target if self.better == "higher" else self.value <= self.target
+
+
+def machine() -> dict[str, Any]:
+    """Return the cores, memory, CPU model and load of this machine, to quote beside figures."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return {
+        "cores": os.cpu_count(),
+        "memory_gb": round(pages / 2**30, 1),
+        "cpu": cpu,
+        "load_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def write_results(
+    bench: str,
+    figures: list[Figure],
+    details: dict[str, Any],
+    scale: list[dict[str, Any]] | None = None,
+    results_dir: Path = RESULTS_DIR,
+) -> Path:
+    """Write bench/results/<bench>.json (figures, machine, details, scale); return its path."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "bench": bench,
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "figures": [asdict(f) | {"met": f.met()} for f in figures],
+        "details": details,
+    }
+    if scale is not None:
+        doc["scale"] = scale
+    path = results_dir / f"{bench}.json"
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    for f in figures:
+        target = "" if f.target is None else f"  (target {_number(f.target)} {f.unit})"
+        print(f"  {f.name}: {_number(f.value)} {f.unit}{target}")
+    return path
+
+
+def _number(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def summary_markdown(docs: list[dict[str, Any]]) -> str:
+    """Return summary.md: a table of every figure with target and size, then scale curves."""
+    lines = [
+        "# Benchmark summary",
+        "",
+        "Written by `make bench` (bench/summary.py) from the JSON files beside it.",
+        "",
+        "| benchmark | figure | value | target | met | rows | machine | when |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for doc in sorted(docs, key=lambda d: d["bench"]):
+        m = doc["machine"]
+        where = f"{m['cores']} cores, {m['memory_gb']:g} GB, load {m['load_1m']:g}"
+        for f in doc["figures"]:
+            target = "-" if f["target"] is None else f"{'≥' if f['better'] == 'higher' else '≤'} "
+            if f["target"] is not None:
+                target += f"{_number(f['target'])} {f['unit']}"
+            met = {True: "yes", False: "**no**", None: "-"}[f["met"]]
+            rows = "-" if f["rows"] is None else f"{f['rows']:,}"
+            lines.append(
+                f"| {doc['bench']} | {f['name']} | {_number(f['value'])} {f['unit']} | {target} "
+                f"| {met} | {rows} | {where} | {doc['when'][:16]} |"
+            )
+    curves = [(doc["bench"], doc["scale"]) for doc in docs if doc.get("scale")]
+    for bench, points in curves:
+        lines += [
+            "",
+            f"## Scale curve: {bench}",
+            "",
+            "| rows | seconds | rows/s | seconds per 100k rows |",
+            "|---|---|---|---|",
+        ]
+        for p in sorted(points, key=lambda p: p["rows"]):
+            lines.append(
+                f"| {p['rows']:,} | {p['seconds']:.1f} | {p['rows'] / p['seconds']:,.0f} "
+                f"| {p['seconds'] / p['rows'] * 100_000:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
