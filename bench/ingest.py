@@ -1,35 +1,45 @@
-"""Ingest throughput: raw-produce floor, file -> Kafka and SODA -> Kafka on generated cases.
+"""Ingest throughput: per-stage CPU, raw-produce floor, file -> Kafka and SODA -> Kafka.
 
-    .venv/bin/python bench/ingest.py --rows 200000
+    .venv/bin/python bench/ingest.py                   # 200,000 generated rows, a few minutes
+    .venv/bin/python bench/ingest.py --rows 1000000    # the issue's 1 M run
 
-Needs the stack (`make up`). Writes bench/results/ingest.json. Topics it creates are deleted.
+Needs the stack (`make up`). Writes bench/results/ingest.json through sf311.benchmarks.
+Topics it creates are deleted. On a shared machine compare each figure with the raw-produce
+floor of the same run (the `*_vs_floor` ratios), not across runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 import uuid
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
+import orjson
 import requests
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from sf311.benchmarks import Figure, write_results
 from sf311.ingest.files import read_rows
 from sf311.ingest.generate import write_cases
 from sf311.ingest.normalize import DeadLetter, normalize
 from sf311.ingest.produce import ensure_topics, producer_config
-from sf311.ingest.run import case_encoder, ingest_file, ingest_socrata
+from sf311.ingest.records import CaseEncoder
+from sf311.ingest.run import case_encoder, ingest_file, ingest_socrata, rare_collections
+from sf311.ingest.wire import RowEncoder
 from sf311.settings import Settings, load_settings
 
-RESULTS = Path(__file__).resolve().parent / "results"
+STAGE_ROWS = 50_000
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds() -> float:
@@ -39,6 +49,41 @@ def cpu_seconds() -> float:
         resource.getrusage(resource.RUSAGE_CHILDREN),
     )
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def process_cpu(pid: int) -> float:
+    """Return CPU seconds used so far by a running process (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def stage_costs(path: Path, encoder: CaseEncoder, rows: int) -> dict[str, float]:
+    """Return CPU microseconds per record of each ingest stage, best of 3 interleaved rounds.
+
+    Rounds run every stage in turn, so load from neighbours drifts over all stages alike.
+    """
+    with path.open() as fh:
+        lines = list(islice(fh, rows))
+    raw = [orjson.loads(line) for line in lines]
+    cases = [c for c in (normalize(r, "file") for r in raw) if not isinstance(c, DeadLetter)]
+    stages = {
+        "parse_json_us": lambda: [json.loads(line) for line in lines],
+        "parse_orjson_us": lambda: [orjson.loads(line) for line in lines],
+        "normalize_us": lambda: [normalize(r, "file") for r in raw],
+        "encode_us": lambda: [encoder.encode(c) for c in cases],
+        "key_us": lambda: [str(c["service_request_id"]).encode() for c in cases],
+        "fused_normalize_encode_us": lambda: RowEncoder(encoder, "file").messages(raw),
+    }
+    best = dict.fromkeys(stages, float("inf"))
+    # Under the same cycle-collector setting as the ingest loops.
+    with rare_collections():
+        for _ in range(3):
+            for name, work in stages.items():
+                gc.collect()
+                start = time.process_time()
+                work()
+                best[name] = min(best[name], time.process_time() - start)
+    return {name: round(seconds / len(lines) * 1e6, 2) for name, seconds in best.items()}
 
 
 def raw_produce_floor(settings: Settings, rows: int, sample: list[bytes]) -> float:
@@ -77,22 +122,21 @@ def soda_server(path: Path, port: int) -> subprocess.Popen:
 
 
 def main() -> int:
-    """Run the three measurements and write bench/results/ingest.json.
+    """Run the measurements and write bench/results/ingest.json.
 
-    Besides records per wall-clock second, each figure is also given per CPU-second used
-    (this process with librdkafka's threads, plus worker processes): on a shared machine
-    the wall-clock rate mostly measures the neighbours.
+    Besides records per wall-clock second, each run is also given per CPU-second used by the
+    client (this process with librdkafka's threads, plus worker processes) and as a ratio to
+    the raw-produce floor of the same run: on a shared machine those move less than rates.
     """
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--port", type=int, default=8799)
-    parser.add_argument("--workers", type=int, help="file ingest worker processes (0 = inline)")
+    parser.add_argument("--workers", type=int, default=2, help="file ingest worker processes")
+    parser.add_argument("--skip-soda", action="store_true")
     args = parser.parse_args()
 
     base = load_settings()
-    if args.workers is not None:
-        base = base.model_copy(update={"ingest_workers": args.workers})
     data_dir = base.state_dir / "bench"
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / f"cases_{args.rows}_{args.seed}.jsonl"
@@ -110,43 +154,67 @@ def main() -> int:
             update={"kafka_topic": topic, "kafka_dlq_topic": topic + ".dlq", **extra}
         )
 
-    figures: dict[str, float] = {}
+    rows = args.rows
+    runs: dict[str, dict[str, Any]] = {}
+
+    def record(name: str, read: int, seconds: float, cpu: float, **more: Any) -> None:
+        runs[name] = {
+            "rec_s": round(read / seconds),
+            "rec_per_client_cpu_s": round(read / cpu),
+            "seconds": round(seconds, 2),
+            "load_1m": round(os.getloadavg()[0], 2),
+            **more,
+        }
+        print(f"{name}: {read / seconds:,.0f} rec/s  {runs[name]}")
+
     try:
         floor_settings = fresh("floor")
         encoder = case_encoder(floor_settings)
+        stages = stage_costs(path, encoder, min(rows, STAGE_ROWS))
+        print("stage CPU us/record:", stages)
         sample = [
             encoder.encode(case)
             for _, row in zip(range(1000), read_rows(path, progress=False), strict=False)
             if not isinstance(case := normalize(row, "file"), DeadLetter)
         ]
-        cpu = cpu_seconds()
-        figures["raw_produce_floor_msg_s"] = raw_produce_floor(floor_settings, args.rows, sample)
-        figures["raw_produce_floor_msg_per_cpu_s"] = args.rows / (cpu_seconds() - cpu)
-        print(f"raw produce floor: {figures['raw_produce_floor_msg_s']:,.0f} msg/s")
-
-        start, cpu = time.perf_counter(), cpu_seconds()
-        counts = ingest_file(fresh("file"), path, progress=False)
-        figures["file_to_kafka_rec_s"] = counts.read / (time.perf_counter() - start)
-        figures["file_to_kafka_rec_per_cpu_s"] = counts.read / (cpu_seconds() - cpu)
-        print(f"file -> kafka: {figures['file_to_kafka_rec_s']:,.0f} rec/s ({counts.summary()})")
-
-        server = soda_server(path, args.port)
-        try:
-            soda = fresh(
-                "soda",
-                socrata_domain=f"127.0.0.1:{args.port}",
-                socrata_scheme="http",
-                socrata_timeout_seconds=300,
-            )
+        floor = {}
+        for compression in ("lz4", "none"):
+            settings = fresh(f"floor-{compression}", kafka_compression=compression)
             start, cpu = time.perf_counter(), cpu_seconds()
-            counts = ingest_socrata(soda)
-            rate = figures["soda_to_kafka_rec_s"] = counts.read / (time.perf_counter() - start)
-            # The server's own CPU is left out: on Socrata it is someone else's machine.
-            figures["soda_to_kafka_rec_per_client_cpu_s"] = counts.read / (cpu_seconds() - cpu)
-            print(f"soda -> kafka: {rate:,.0f} rec/s ({counts.summary()})")
-        finally:
-            server.terminate()
-            server.wait(30)
+            floor[compression] = raw_produce_floor(settings, rows, sample)
+            record(f"raw_produce_{compression}", rows, rows / floor[compression],
+                   cpu_seconds() - cpu)  # fmt: skip
+
+        for name, workers in (("file_inline", 0), ("file_workers", args.workers)):
+            if name == "file_workers" and workers < 1:
+                continue
+            settings = fresh(name, ingest_workers=workers)
+            start, cpu = time.perf_counter(), cpu_seconds()
+            counts = ingest_file(settings, path, progress=False)
+            record(name, counts.read, time.perf_counter() - start, cpu_seconds() - cpu,
+                   workers=workers, counts=counts.as_dict())  # fmt: skip
+
+        if not args.skip_soda:
+            server = soda_server(path, args.port)
+            try:
+                soda = fresh(
+                    "soda",
+                    socrata_domain=f"127.0.0.1:{args.port}",
+                    socrata_scheme="http",
+                    socrata_timeout_seconds=300,
+                )
+                server_cpu = process_cpu(server.pid)
+                start, cpu = time.perf_counter(), cpu_seconds()
+                counts = ingest_socrata(soda)
+                seconds = time.perf_counter() - start
+                # The server shares the 2 cores; on Socrata it is someone else's machine.
+                served = process_cpu(server.pid) - server_cpu
+                record("soda", counts.read, seconds, cpu_seconds() - cpu,
+                       server_cpu_s=round(served, 2), server_cpu_share=round(served / seconds, 2),
+                       page_size=soda.socrata_page_size, counts=counts.as_dict())  # fmt: skip
+            finally:
+                server.terminate()
+                server.wait(30)
     finally:
         admin = AdminClient({"bootstrap.servers": base.kafka_bootstrap_servers})
         existing = admin.list_topics(timeout=15).topics
@@ -154,22 +222,29 @@ def main() -> int:
         for future in admin.delete_topics(made, operation_timeout=30).values() if made else []:
             future.result()
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    result = {
-        "bench": "ingest",
-        "rows": args.rows,
-        "cpus": os.cpu_count(),
-        "load_average_at_end": os.getloadavg(),
-        "python": platform.python_version(),
+    lz4 = runs["raw_produce_lz4"]["rec_s"]
+    best_file = max(
+        (runs[n] for n in ("file_inline", "file_workers") if n in runs), key=lambda r: r["rec_s"]
+    )
+    for run in runs.values():
+        run["vs_floor_lz4"] = round(run["rec_s"] / lz4, 3)
+    figures = [
+        Figure("raw_produce_floor", lz4, "msg/s", rows=rows),
+        Figure("file_to_kafka", best_file["rec_s"], "rec/s", rows=rows, target=80_000),
+    ]
+    if "soda" in runs:
+        figures.append(Figure("soda_to_kafka", runs["soda"]["rec_s"], "rec/s", rows=rows,
+                              target=30_000))  # fmt: skip
+    details = {
+        "rows": rows,
         "compression": base.kafka_compression,
-        "file_workers": base.ingest_workers,
-        "page_size": base.socrata_page_size,
-        "figures": {k: round(v) for k, v in figures.items()},
-        "targets": {"file_to_kafka_rec_s": 80_000, "soda_to_kafka_rec_s": 30_000},
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "linger_ms": base.kafka_linger_ms,
+        "stage_cpu_us_per_record": stages,
+        "runs": runs,
+        "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
     }
-    (RESULTS / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_results("ingest", figures, details)
+    print(json.dumps(details, indent=2))
     return 0
 
 

@@ -14,6 +14,7 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import IO, Any, cast
 
+import orjson
 from tqdm import tqdm
 
 # DataSF's "Export CSV" headers -> API field names; other headers pass through unchanged.
@@ -139,9 +140,13 @@ class RawBatch:
 def json_line(line: str) -> dict[str, Any]:
     """Return the object on one JSON line, or {UNPARSEABLE: line} so it is dead-lettered."""
     try:
-        value = json.loads(line)
-    except ValueError:
-        return {UNPARSEABLE: line[:10_000]}
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        # orjson is strict JSON; the json module also takes NaN, huge ints and lone surrogates.
+        try:
+            value = json.loads(line)
+        except ValueError:
+            return {UNPARSEABLE: line[:10_000]}
     return value if isinstance(value, dict) else {UNPARSEABLE: line[:10_000]}
 
 

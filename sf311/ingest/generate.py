@@ -276,10 +276,19 @@ class CaseGenerator:
             yield self.case(index, rows)
 
 
-def write_cases(out: Path | None, rows: int, seed: int = 0) -> None:
-    """Write `rows` generated cases as a JSON array (.json), JSON lines (.jsonl/stdout) or CSV."""
-    # About 3,000 cases a day, today's rate, over at least a month.
-    cases = CaseGenerator(seed, days=max(30, math.ceil(rows / 3000))).cases(rows)
+def write_cases(
+    out: Path | None,
+    rows: int,
+    seed: int = 0,
+    end: datetime = DEFAULT_END,
+    days: int | None = None,
+) -> None:
+    """Write `rows` generated cases as a JSON array (.json), JSON lines (.jsonl/stdout) or CSV.
+
+    The cases span `days` up to `end` (floating Los Angeles time); by default about 3,000 a
+    day, today's rate, over at least a month."""
+    days = days or max(30, math.ceil(rows / 3000))
+    cases = CaseGenerator(seed, end=end, days=days).cases(rows)
     if out is None:
         _write_lines(cases, sys.stdout)
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -13,7 +13,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from sf311.ingest import IngestError
 from sf311.ingest.normalize import DeadLetter
-from sf311.ingest.records import CaseEncoder
 from sf311.settings import Settings
 
 
@@ -72,7 +71,7 @@ class _Group:
 
 
 class CaseProducer:
-    """Sends cases (Avro) and dead letters (JSON); reports checkpoints once fully acknowledged.
+    """Sends encoded cases and dead letters; reports checkpoints once fully acknowledged.
 
     Records are grouped by `checkpoint(mark)` calls; `on_acked(mark)` runs in the caller's
     thread once every record sent before that checkpoint, and before all earlier ones, has
@@ -82,13 +81,11 @@ class CaseProducer:
     def __init__(
         self,
         settings: Settings,
-        encoder: CaseEncoder,
         on_acked: Callable[[Any], None] | None = None,
         topic: str | None = None,
         dlq_topic: str | None = None,
     ) -> None:
         self._producer = Producer(producer_config(settings))
-        self._encode = encoder.encode
         self._topic = topic or settings.kafka_topic
         self._dlq_topic = dlq_topic or settings.kafka_dlq_topic
         self._on_acked = on_acked
@@ -98,7 +95,6 @@ class CaseProducer:
         self.dead_lettered = 0
         self.acked = 0
         self.failures: list[str] = []
-        self._since_poll = 0
 
     def _open_group(self) -> None:
         group = _Group()
@@ -114,38 +110,25 @@ class CaseProducer:
         group.pending -= 1
         self.acked += 1
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self._current.pending += 1
-        while True:
-            try:
-                self._producer.produce(topic, value, key, on_delivery=self._callback)
-                break
-            except BufferError:
-                # Local queue full: serve delivery reports until there is room.
-                self._producer.poll(0.1)
-        self._since_poll += 1
-        if self._since_poll >= 1000:
-            self._since_poll = 0
-            self._producer.poll(0)
-
-    def send(self, case: Mapping[str, Any]) -> None:
-        """Queue one case, keyed by service_request_id."""
-        self._produce(self._topic, str(case["service_request_id"]).encode(), self._encode(case))
-        self.produced += 1
-
-    def send_encoded(self, key: bytes, value: bytes) -> None:
-        """Queue one case already in wire format (encoded by a worker process)."""
-        self._produce(self._topic, key, value)
-        self.produced += 1
-
-    def send_dead(self, dead: DeadLetter, origin: str) -> None:
-        """Queue one dead letter (JSON with reason, origin and the raw row) on the DLQ topic."""
-        self.send_dead_encoded(*dead_letter_message(dead, origin))
-
-    def send_dead_encoded(self, key: bytes | None, value: bytes) -> None:
-        """Queue one dead letter already encoded by dead_letter_message."""
-        self._produce(self._dlq_topic, key, value)
-        self.dead_lettered += 1
+    def send_messages(
+        self, cases: list[tuple[bytes | None, bytes]], dead: list[tuple[bytes | None, bytes]]
+    ) -> None:
+        """Queue encoded cases and dead letters (from a RowEncoder), then serve delivery reports."""
+        produce, poll, callback = self._producer.produce, self._producer.poll, self._callback
+        # Counted up front: a report served by poll() below must find its group's count.
+        self._current.pending += len(cases) + len(dead)
+        for topic, messages in ((self._topic, cases), (self._dlq_topic, dead)):
+            for key, value in messages:
+                while True:
+                    try:
+                        produce(topic, value, key, on_delivery=callback)
+                        break
+                    except BufferError:
+                        # Local queue full: serve delivery reports until there is room.
+                        poll(0.1)
+        self.produced += len(cases)
+        self.dead_lettered += len(dead)
+        poll(0)
 
     def checkpoint(self, mark: Any) -> None:
         """Close the current group of records under `mark` and report any acknowledged marks."""

@@ -73,7 +73,7 @@ _MORE = [bytes([(i & 0x7F) | 0x80, (i >> 7) | 0x80]) for i in range(1 << 14)]
 _high = lru_cache(maxsize=1 << 12)(_uvarint)
 
 
-def _varint(v: int) -> bytes:
+def avro_long(v: int) -> bytes:
     """Return the Avro (zigzag, base-128) encoding of a long."""
     n = (v << 1) ^ (v >> 63)
     if n < 1 << 14:
@@ -84,7 +84,7 @@ def _varint(v: int) -> bytes:
     return _MORE[n & 0x3FFF] + _MORE[(n >> 14) & 0x3FFF] + _high(n >> 28)
 
 
-_SMALL = [_varint(i) for i in range(4096)]
+_SMALL = [avro_long(i) for i in range(4096)]
 _FLAT = {"boolean", "int", "long", "float", "double", "string", "bytes"}
 _VALUE_CODE = {
     "string": ["b = v.encode()", "n = len(b)", "a(SMALL[n] if n < 4096 else varint(n))", "a(b)"],
@@ -134,7 +134,7 @@ def compile_encoder(schema: dict[str, Any]) -> Callable[[Mapping[str, Any]], byt
     lines.append("    return b''.join(p)")
     scope = {
         "SMALL": _SMALL,
-        "varint": _varint,
+        "varint": avro_long,
         "pack_double": struct.Struct("<d").pack,
         "pack_float": struct.Struct("<f").pack,
     }
@@ -148,7 +148,7 @@ class CaseEncoder:
     def __init__(self, schema: dict[str, Any], schema_id: int) -> None:
         self.schema = schema
         self._parsed = fastavro.parse_schema(schema)
-        self._header = _HEADER.pack(0, schema_id)
+        self.header = _HEADER.pack(0, schema_id)
         self._body = compile_encoder(schema) or self._fastavro_body
         self.schema_id = schema_id
 
@@ -159,7 +159,7 @@ class CaseEncoder:
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
         """Return the wire-format bytes of one record."""
-        return self._header + self._body(record)
+        return self.header + self._body(record)
 
 
 def decode(payload: bytes, schemas: dict[int, Any]) -> dict[str, Any]:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
+import urllib3
 
 from sf311.ingest.extract import (
     ExtractError,
+    FastJsonAdapter,
     get_page,
     iter_pages,
     keyset_where,
@@ -177,3 +180,32 @@ def test_sodapy_reaches_the_loopback_server_over_plain_http(soda) -> None:
     assert len(requests.get(url, timeout=5).json()) == 3
     with socrata_client(settings) as client:
         assert client.uri_prefix == "http://"
+
+
+def adapter_response(body: bytes) -> requests.Response:
+    raw = urllib3.HTTPResponse(
+        body=io.BytesIO(body),
+        headers={"Content-Type": "application/json;charset=utf-8"},
+        status=200,
+        preload_content=False,
+    )
+    request = requests.Request("GET", "http://127.0.0.1/resource/x.json").prepare()
+    return FastJsonAdapter().build_response(request, raw)
+
+
+def test_pages_decode_with_orjson_and_fall_back_to_requests_json() -> None:
+    assert adapter_response(b'[{"a": "1", "b": {"c": [1, 2]}}]').json() == [
+        {"a": "1", "b": {"c": [1, 2]}}
+    ]
+    (row,) = adapter_response(b'[{"lat": NaN}]').json()  # not strict JSON: requests decodes it
+    assert row["lat"] != row["lat"]
+    with pytest.raises(requests.exceptions.JSONDecodeError):
+        adapter_response(b"<html>busy</html>").json()
+
+
+def test_the_client_mounts_the_fast_json_adapter(soda) -> None:
+    server, settings = soda(make_rows(3))
+    with socrata_client(settings) as client:
+        adapter = client.session.get_adapter(f"http://{server.domain}/resource/x.json")
+        assert isinstance(adapter, FastJsonAdapter)
+        assert len(client.get("test-0001")) == 3

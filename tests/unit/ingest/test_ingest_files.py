@@ -137,3 +137,14 @@ def test_a_broken_json_line_becomes_a_dead_letter_not_a_crash(tmp_path: Path) ->
     assert results[0]["service_request_id"] == 1
     assert [r.reason for r in results[1:]] == ["unparseable line: not a JSON object"] * 2
     assert results[1].raw == {files.UNPARSEABLE: '{"servi\n'}
+
+
+def test_json_lines_the_fast_parser_refuses_still_parse_like_the_json_module() -> None:
+    strict = '{"service_request_id": "1", "point": {"latitude": "37.8"}, "n": 1.5e3}'
+    assert files.json_line(strict) == json.loads(strict)
+    # NaN, integers beyond 64 bits and lone surrogates are not strict JSON.
+    loose = '{"lat": NaN, "id": 123456789012345678901234567890, "s": "\\ud800"}'
+    row = files.json_line(loose)
+    assert row["lat"] != row["lat"] and row["id"] == 123456789012345678901234567890
+    assert row["s"] == "\ud800"
+    assert files.json_line("{nope") == {files.UNPARSEABLE: "{nope"}

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 import sf311.ingest.produce as produce
-from sf311.ingest.normalize import DeadLetter, normalize
-from sf311.ingest.records import CaseEncoder, latest_schema_path, load_schema
+from sf311.ingest.normalize import DeadLetter
 from sf311.settings import Settings
-
-SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 
 
 class FakeKafkaError:
@@ -58,15 +54,13 @@ class FakeProducer:
 def producer(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(produce, "Producer", FakeProducer)
     acked: list[object] = []
-    encoder = CaseEncoder(load_schema(latest_schema_path(SCHEMAS)), 7)
-    case_producer = produce.CaseProducer(Settings(), encoder, on_acked=acked.append)
+    case_producer = produce.CaseProducer(Settings(), on_acked=acked.append)
     return case_producer, case_producer._producer, acked
 
 
-def case(rid: int) -> dict:
-    return normalize(
-        {"service_request_id": str(rid), "requested_datetime": "2023-01-01T00:00:00"}, "file"
-    )
+def case(rid: int) -> list[tuple[bytes, bytes]]:
+    """One case message, as a RowEncoder gives it."""
+    return [(str(rid).encode(), b"avro-%d" % rid)]
 
 
 def test_config_is_idempotent_acks_all_and_batched() -> None:
@@ -77,10 +71,9 @@ def test_config_is_idempotent_acks_all_and_batched() -> None:
 
 def test_checkpoint_waits_for_every_earlier_record(producer) -> None:
     cp, fake, acked = producer
-    cp.send(case(1))
-    cp.send(case(2))
+    cp.send_messages(case(1) + case(2), [])
     cp.checkpoint("page-1")
-    cp.send(case(3))
+    cp.send_messages(case(3), [])
     cp.checkpoint("page-2")
     fake.deliver(2)  # page 2 acknowledged first
     cp.poll()
@@ -96,9 +89,9 @@ def test_checkpoint_waits_for_every_earlier_record(producer) -> None:
 
 def test_a_failed_delivery_blocks_later_checkpoints_and_close_raises(producer) -> None:
     cp, fake, acked = producer
-    cp.send(case(1))
+    cp.send_messages(case(1), [])
     cp.checkpoint("page-1")
-    cp.send(case(2))
+    cp.send_messages(case(2), [])
     cp.checkpoint("page-2")
     fake.deliver(0, fail=True)
     fake.deliver(1)
@@ -110,7 +103,9 @@ def test_a_failed_delivery_blocks_later_checkpoints_and_close_raises(producer) -
 def test_dead_letters_go_to_the_dlq_as_json(producer) -> None:
     cp, fake, _ = producer
     raw = {"service_request_id": "x1", "requested_datetime": ""}
-    cp.send_dead(DeadLetter("missing requested_datetime", raw), "file")
+    cp.send_messages(
+        [], [produce.dead_letter_message(DeadLetter("missing requested_datetime", raw), "file")]
+    )
     topic, key, value, _ = fake.sent[0]
     assert topic == Settings().kafka_dlq_topic and key == b"x1"
     assert json.loads(value) == {
@@ -119,3 +114,34 @@ def test_dead_letters_go_to_the_dlq_as_json(producer) -> None:
         "record": raw,
     }
     assert cp.dead_lettered == 1 and cp.produced == 0
+
+
+def test_encoded_batches_count_and_wait_for_acks_like_single_sends(producer) -> None:
+    cp, fake, acked = producer
+    cp.send_messages([(b"1", b"v1"), (b"2", b"v2")], [(None, b"{}")])
+    cp.checkpoint("page-1")
+    assert (cp.produced, cp.dead_lettered) == (2, 1)
+    assert [(t, k) for t, k, _, _ in fake.sent] == [
+        (Settings().kafka_topic, b"1"),
+        (Settings().kafka_topic, b"2"),
+        (Settings().kafka_dlq_topic, None),
+    ]
+    fake.deliver(0)
+    fake.deliver(2)
+    cp.poll()
+    assert acked == []
+    fake.deliver(1)
+    cp.poll()
+    assert acked == ["page-1"]
+
+
+def test_ingest_loops_collect_cycles_rarely_and_restore_the_threshold() -> None:
+    import gc
+
+    import sf311.ingest.run as run
+
+    before = gc.get_threshold()
+    with pytest.raises(RuntimeError), run.rare_collections():
+        assert gc.get_threshold() == (run.GC_YOUNG_THRESHOLD, *before[1:])
+        raise RuntimeError("a failed page")
+    assert gc.get_threshold() == before
