@@ -1,13 +1,15 @@
-"""Benchmark of the streaming job: Kafka -> bronze -> silver -> Postgres on the local stack.
+"""Benchmark of the streaming job: Kafka -> Postgres, bronze and silver on the local stack.
 
 1. Backfill: N generated cases (10 % of them later versions of earlier ids) are produced to a
-   fresh topic, then one availableNow run loads them; rows/s per stage (from the job's own
-   stream_batches ledger) and end to end.
-2. Steady: a producer sends R events/s for S seconds while the job runs with a short
-   processingTime trigger; freshness = commit time in Postgres - Kafka timestamp, p50/p95.
+   fresh topic, then one availableNow run loads them; rows/s per phase (from the job's own
+   stream_batches ledger), Spark jobs per phase, and end to end. `--scale` repeats it at each
+   size, each on its own topic, schema and lake, and records the scale curve.
+2. Steady: a producer sends R events/s for S seconds while the job runs with its default
+   processingTime trigger; freshness = Postgres commit time - Kafka timestamp, p50/p95.
 
-Everything lands in a throwaway topic, Postgres schema and lake folder, removed afterwards.
-Usage: .venv/bin/python bench/stream.py [--rows 1000000 | --full] [--rate 1000 --steady-seconds 300]
+Everything lands in throwaway topics, Postgres schemas and lake folders, removed afterwards.
+Usage: .venv/bin/python bench/stream.py [--rows 1000000 | --full | --scale 100000,1000000]
+       [--rate 1000 --steady-seconds 300]
 """
 
 from __future__ import annotations
@@ -20,26 +22,31 @@ import statistics
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import psycopg
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from pyspark.sql import SparkSession
 
+from sf311.benchmarks import Figure, write_results
 from sf311.ingest.generate import CaseGenerator
 from sf311.ingest.normalize import normalize
 from sf311.ingest.records import CaseEncoder, latest_schema_path, load_schema, register_schema
-from sf311.lakehouse.stream import run_stream, start_stream
+from sf311.lakehouse.stream import job_tag, run_stream, start_stream
 from sf311.settings import Settings, load_settings
 from sf311.spark import build_spark
 from sf311.warehouse.migrate import migrate
 
-RESULTS = Path(__file__).resolve().parent / "results"
 POOL = 20_000
 FULL_ROWS = 6_600_000
+TARGET_ROWS_PER_S = 15_000
+TARGET_FRESHNESS_P95_S = 5.0
+TARGET_FULL_SECONDS = 600.0
 
 
 def _cases_pool(size: int) -> list[dict[str, Any]]:
@@ -55,10 +62,10 @@ def _cases_pool(size: int) -> list[dict[str, Any]]:
 class Feed:
     """Encodes generated cases with fresh ids; every 10th is a later version of an earlier id."""
 
-    def __init__(self, encoder: CaseEncoder, first_id: int = 50_000_000) -> None:
+    def __init__(self, encoder: CaseEncoder, pool: list[dict[str, Any]]) -> None:
         self.encoder = encoder
-        self.pool = _cases_pool(POOL)
-        self.first_id = first_id
+        self.pool = pool
+        self.first_id = 50_000_000
         self.next = 0
         self.rng = random.Random(3)
         self.ids: set[int] = set()
@@ -109,7 +116,7 @@ def produce_backfill(settings: Settings, feed: Feed, rows: int) -> float:
         _send(producer, settings.kafka_topic, key, value)
         if n % 10_000 == 0:
             producer.poll(0)
-    assert producer.flush(300) == 0, "messages not delivered"
+    assert producer.flush(600) == 0, "messages not delivered"
     return rows / (time.monotonic() - t0)
 
 
@@ -133,18 +140,14 @@ def produce_steady(settings: Settings, feed: Feed, rate: int, seconds: float) ->
 
 def _ledger(conn: psycopg.Connection, since: datetime | None = None) -> list[dict[str, Any]]:
     cur = conn.execute(
-        "SELECT batch_id, rows_in, rows_quarantined, bronze_seconds, silver_seconds,"
-        " extract(epoch FROM committed_at - started_at) AS total_seconds,"
+        "SELECT batch_id, rows_in, rows_quarantined, phase_seconds,"
+        " extract(epoch FROM coalesce(finished_at, committed_at) - started_at)::float8 AS seconds,"
         " lag_p50_seconds, lag_p95_seconds FROM stream_batches"
         " WHERE %(since)s::timestamptz IS NULL OR kafka_ts_min >= %(since)s ORDER BY batch_id",
         {"since": since},
     )
     names = [d.name for d in cur.description]
-    return [dict(zip(names, map(_num, row), strict=True)) for row in cur.fetchall()]
-
-
-def _num(value: Any) -> Any:
-    return float(value) if value is not None and not isinstance(value, int) else value
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -152,8 +155,64 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def backfill(spark, settings: Settings, feed: Feed, rows: int, dsn: str) -> dict[str, Any]:
-    """Return the backfill figures: produce rate, per-stage and end-to-end rows/s."""
+def spark_jobs(spark: SparkSession, batches: list[dict[str, Any]]) -> dict[str, int]:
+    """Return the number of Spark jobs each phase ran over the batches (tagged by the job)."""
+    tracker = spark.sparkContext._jsc.sc().statusTracker()
+    jobs: dict[str, int] = {}
+    for b in batches:
+        for phase in b["phase_seconds"] or {}:
+            n = len(tracker.getJobIdsForTag(job_tag(b["batch_id"], phase)))
+            jobs[phase] = jobs.get(phase, 0) + n
+    return jobs
+
+
+def phase_totals(batches: list[dict[str, Any]]) -> dict[str, float]:
+    """Return the seconds of each phase summed over the batches."""
+    totals: dict[str, float] = {}
+    for b in batches:
+        for phase, seconds in (b["phase_seconds"] or {}).items():
+            totals[phase] = round(totals.get(phase, 0.0) + seconds, 2)
+    return totals
+
+
+@contextmanager
+def bench_env(base: Settings, **overrides: Any) -> Iterator[tuple[Settings, int, str]]:
+    """Yield settings on a fresh topic, Postgres schema and lake, the schema id and the DSN."""
+    tag = uuid.uuid4().hex[:8]
+    schema = f"bench_stream_{tag}"
+    lake = base.state_dir / "bench" / f"stream-{tag}"
+    owner_dsn = base.postgres_dsn.get_secret_value()
+    dsn = f"{owner_dsn}{'&' if '?' in owner_dsn else '?'}options=" + quote(
+        f"-c search_path={schema}"
+    )
+    settings = load_settings(
+        kafka_topic=f"sf311.bench.stream.{tag}",
+        lake_path=str(lake / "lake"),
+        checkpoint_path=str(lake / "checkpoints"),
+        postgres_dsn=dsn,
+        **overrides,
+    )
+    admin = AdminClient({"bootstrap.servers": base.kafka_bootstrap_servers})
+    topic = NewTopic(settings.kafka_topic, num_partitions=base.kafka_partitions)
+    for future in admin.create_topics([topic]).values():
+        future.result()
+    reader = load_schema(latest_schema_path(base.schemas_dir))
+    schema_id = register_schema(base.schema_registry_url, f"{settings.kafka_topic}-value", reader)
+    with psycopg.connect(owner_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    migrate(dsn)
+    try:
+        yield settings, schema_id, dsn
+    finally:
+        for future in admin.delete_topics([settings.kafka_topic]).values():
+            future.result()
+        with psycopg.connect(owner_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        shutil.rmtree(lake, ignore_errors=True)
+
+
+def backfill(spark: SparkSession, settings: Settings, feed: Feed, rows: int, dsn: str) -> dict:
+    """Return the backfill figures: produce rate, per-phase and end-to-end rows/s."""
     produce_rate = produce_backfill(settings, feed, rows)
     t0 = time.monotonic()
     run_stream(spark, settings, once=True)
@@ -161,12 +220,8 @@ def backfill(spark, settings: Settings, feed: Feed, rows: int, dsn: str) -> dict
     with psycopg.connect(dsn) as conn:
         batches = _ledger(conn)
         loaded = conn.execute("SELECT count(*) FROM cases").fetchone()[0]
-    bronze_s = sum(b["bronze_seconds"] for b in batches)
-    silver_s = sum(b["silver_seconds"] for b in batches)
-    warehouse_s = sum(
-        b["total_seconds"] - b["bronze_seconds"] - b["silver_seconds"] for b in batches
-    )
     consumed = sum(b["rows_in"] for b in batches)
+    totals = phase_totals(batches)
     return {
         "rows": rows,
         "rows_consumed": consumed,
@@ -175,15 +230,18 @@ def backfill(spark, settings: Settings, feed: Feed, rows: int, dsn: str) -> dict
         "postgres_rows": loaded,
         "batches": len(batches),
         "produce_rows_per_s": round(produce_rate),
-        "bronze_rows_per_s": round(consumed / bronze_s),
-        "silver_rows_per_s": round(consumed / silver_s),
-        "warehouse_rows_per_s": round(consumed / warehouse_s),
+        "phase_seconds": totals,
+        "phase_rows_per_s": {p: round(consumed / s) for p, s in totals.items() if s > 0},
+        "spark_jobs_per_batch": {
+            p: round(n / len(batches), 1) for p, n in spark_jobs(spark, batches).items()
+        },
         "end_to_end_rows_per_s": round(consumed / wall),
         "end_to_end_seconds": round(wall, 1),
     }
 
 
-def steady(spark, settings: Settings, feed: Feed, rate: int, seconds: float, dsn: str) -> dict:
+def steady(spark: SparkSession, settings: Settings, feed: Feed, rate: int, seconds: float,
+           dsn: str) -> dict:  # fmt: skip
     """Return the freshness figures of a steady `rate` events/s stream."""
     query = start_stream(spark, settings)
     try:
@@ -209,10 +267,15 @@ def steady(spark, settings: Settings, feed: Feed, rate: int, seconds: float, dsn
     return {
         "rate_per_s": rate,
         "seconds": seconds,
+        "trigger": settings.stream_trigger,
         "sent": sent_box[0],
         "consumed": sum(b["rows_in"] for b in batches),
         "batches": len(batches),
-        "batch_seconds_median": round(statistics.median(b["total_seconds"] for b in batches), 2),
+        "batch_seconds_median": round(statistics.median(b["seconds"] for b in batches), 2),
+        "phase_seconds_median": {
+            p: round(statistics.median((b["phase_seconds"] or {}).get(p, 0.0) for b in batches), 2)
+            for p in phase_totals(batches)
+        },
         "freshness_p50_s": round(statistics.median(p50s), 2),
         "freshness_p95_s": round(_pct(p95s, 0.95), 2),
     }
@@ -221,58 +284,67 @@ def steady(spark, settings: Settings, feed: Feed, rate: int, seconds: float, dsn
 def main() -> None:
     """Run the benchmark, print its figures and write them to bench/results/stream.json."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--full", action="store_true", help=f"{FULL_ROWS:,} rows")
-    parser.add_argument("--max-offsets", type=int, default=200_000, help="rows per micro-batch")
+    parser.add_argument("--rows", type=int, default=100_000, help="backfill size")
+    parser.add_argument("--full", action="store_true", help=f"backfill {FULL_ROWS:,} rows")
+    parser.add_argument("--scale", default="", help="comma-separated backfill sizes to chart")
+    parser.add_argument("--max-offsets", type=int, default=None, help="rows per micro-batch")
     parser.add_argument("--rate", type=int, default=1000, help="steady events/s")
-    parser.add_argument("--steady-seconds", type=float, default=300)
-    parser.add_argument("--steady-trigger", default="0 seconds")
+    parser.add_argument("--steady-seconds", type=float, default=60)
     args = parser.parse_args()
-    rows = FULL_ROWS if args.full else args.rows
+    sizes = [int(n) for n in args.scale.split(",") if n] or [FULL_ROWS if args.full else args.rows]
 
     base = load_settings()
-    tag = uuid.uuid4().hex[:8]
-    schema = f"bench_stream_{tag}"
-    lake = base.state_dir / "bench" / f"stream-{tag}"
-    owner_dsn = base.postgres_dsn.get_secret_value()
-    dsn = f"{owner_dsn}{'&' if '?' in owner_dsn else '?'}options=" + quote(
-        f"-c search_path={schema}"
-    )
-    settings = load_settings(
-        kafka_topic=f"sf311.bench.stream.{tag}",
-        lake_path=str(lake / "lake"),
-        checkpoint_path=str(lake / "checkpoints"),
-        postgres_dsn=dsn,
-        stream_max_offsets_per_trigger=args.max_offsets,
-    )
-    admin = AdminClient({"bootstrap.servers": base.kafka_bootstrap_servers})
-    topic = NewTopic(settings.kafka_topic, num_partitions=base.kafka_partitions)
-    for future in admin.create_topics([topic]).values():
-        future.result()
+    overrides = {}
+    if args.max_offsets:
+        overrides["stream_max_offsets_per_trigger"] = args.max_offsets
+    spark = build_spark(base, app_name="sf311-bench-stream")
     reader = load_schema(latest_schema_path(base.schemas_dir))
-    schema_id = register_schema(base.schema_registry_url, f"{settings.kafka_topic}-value", reader)
-    with psycopg.connect(owner_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    migrate(dsn)
-    spark = build_spark(settings, app_name="sf311-bench-stream")
-    results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds")}
+    pool = _cases_pool(POOL)
+    details: dict[str, Any] = {"backfills": []}
+    scale = []
     try:
-        feed = Feed(CaseEncoder(reader, schema_id))
-        results["backfill"] = backfill(spark, settings, feed, rows, dsn)
-        print(json.dumps(results["backfill"], indent=2))
+        for rows in sizes:
+            with bench_env(base, **overrides) as (settings, schema_id, dsn):
+                feed = Feed(CaseEncoder(reader, schema_id), pool)
+                result = backfill(spark, settings, feed, rows, dsn)
+            print(json.dumps(result, indent=2))
+            details["backfills"].append(result)
+            scale.append({"rows": rows, "seconds": result["end_to_end_seconds"]})
         if args.steady_seconds > 0:
-            fast = settings.model_copy(update={"stream_trigger": args.steady_trigger})
-            results["steady"] = steady(spark, fast, feed, args.rate, args.steady_seconds, dsn)
-            print(json.dumps(results["steady"], indent=2))
+            with bench_env(base, **overrides) as (settings, schema_id, dsn):
+                feed = Feed(CaseEncoder(reader, schema_id), pool)
+                details["steady"] = steady(
+                    spark, settings, feed, args.rate, args.steady_seconds, dsn
+                )
+            print(json.dumps(details["steady"], indent=2))
     finally:
         spark.stop()
-        for future in admin.delete_topics([settings.kafka_topic]).values():
-            future.result()
-        with psycopg.connect(owner_dsn, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
-        shutil.rmtree(lake, ignore_errors=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "stream.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results("stream", figures(details), details, scale=scale if len(scale) > 1 else None)
+
+
+def figures(details: dict[str, Any]) -> list[Figure]:
+    """Return the benchmark's figures with their targets."""
+    largest = max(details["backfills"], key=lambda b: b["rows"])
+    out = [
+        Figure("backfill end-to-end", largest["end_to_end_rows_per_s"], "rows/s",
+               largest["rows"], TARGET_ROWS_PER_S),
+    ]  # fmt: skip
+    for phase, rate in largest["phase_rows_per_s"].items():
+        out.append(Figure(f"backfill phase {phase}", rate, "rows/s", largest["rows"]))
+    full = [b for b in details["backfills"] if b["rows"] >= FULL_ROWS]
+    if full:
+        out.append(Figure("full backfill time", full[0]["end_to_end_seconds"], "s",
+                          full[0]["rows"], TARGET_FULL_SECONDS, "lower"))  # fmt: skip
+    if "steady" in details:
+        st = details["steady"]
+        rows = st["consumed"]
+        out += [
+            Figure(f"freshness p50 at {st['rate_per_s']} events/s", st["freshness_p50_s"], "s",
+                   rows, better="lower"),
+            Figure(f"freshness p95 at {st['rate_per_s']} events/s", st["freshness_p95_s"], "s",
+                   rows, TARGET_FRESHNESS_P95_S, "lower"),
+        ]  # fmt: skip
+    return out
 
 
 if __name__ == "__main__":

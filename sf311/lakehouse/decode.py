@@ -59,6 +59,14 @@ class SchemaRegistry:
                 )
         return self._cache[schema_id]
 
+    def known(self) -> dict[int, str]:
+        """Return {id: schema text} of the ids looked up so far that the registry knows."""
+        return {i: s for i, s in self._cache.items() if s is not None}
+
+    def unseen(self, schema_ids: Iterable[int]) -> list[int]:
+        """Return the ids, among schema_ids, never looked up yet."""
+        return sorted(i for i in set(schema_ids) if i not in self._cache)
+
     def writer_schemas(self, schema_ids: Iterable[int]) -> dict[int, str]:
         """Return {id: schema text} for the ids the registry knows; unknown ids are left out."""
         found = {i: self.writer_schema(i) for i in schema_ids}
@@ -87,12 +95,6 @@ def frame(messages: DataFrame) -> DataFrame:
     return messages.withColumn("schema_id", F.when(framed, schema_id)).withColumn(
         "payload", F.when(framed, F.expr(f"substring(value, {HEADER_BYTES + 1})"))
     )
-
-
-def schema_ids(framed: DataFrame) -> list[int]:
-    """Return the distinct schema ids present in framed messages (one small Spark job)."""
-    rows = framed.where(F.col("schema_id").isNotNull()).select("schema_id").distinct().collect()
-    return sorted(r.schema_id for r in rows)
 
 
 def _all_null(struct: Column, names: list[str]) -> Column:

@@ -130,10 +130,11 @@ def merge_silver(
     """Upsert curated rows into silver.cases where the source is newer; return the action.
 
     id_range, the (min, max) service_request_id of rows, spares a Spark job when known."""
-    table = _create_if_missing(spark, rows, path)
-    if table.detail().select("numFiles").first()[0] == 0:
-        # An empty table has nothing to match: a plain append is the same result, far cheaper,
-        # and txnAppId/txnVersion keep it idempotent.
+    if not DeltaTable.isDeltaTable(spark, path):
+        # A new table has nothing to match: a plain append is the same result, far cheaper,
+        # and txnAppId/txnVersion keep it idempotent. Checking only that the table exists
+        # spares the Spark jobs that counting its files would run at every batch.
+        _create_if_missing(spark, rows, path)
         (
             rows.write.format("delta")
             .mode("append")
@@ -142,6 +143,7 @@ def merge_silver(
             .save(path)
         )
         return "append"
+    table = DeltaTable.forPath(spark, path)
     if id_range is None:
         bounds = rows.agg(F.min("service_request_id"), F.max("service_request_id")).first()
         id_range = (bounds[0], bounds[1])
@@ -173,3 +175,14 @@ def append_quarantine(rows: DataFrame, path: str, app_id: str, batch_id: int) ->
         .option("txnVersion", batch_id)
         .save(path)
     )
+
+
+def overwrite_silver(spark: SparkSession, rows: DataFrame, path: str) -> None:
+    """Replace silver.cases with rows in one atomic commit, creating the table if missing."""
+    _create_if_missing(spark, rows, path)
+    rows.write.format("delta").mode("overwrite").save(path)
+
+
+def overwrite_quarantine(rows: DataFrame, path: str) -> None:
+    """Replace silver.cases_quarantine with rows in one atomic commit."""
+    rows.write.format("delta").mode("overwrite").partitionBy("ingest_date").save(path)

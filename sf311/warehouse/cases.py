@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,9 @@ class BatchLoad:
     # Kafka timestamps at the 5th and 50th percentile: lag p95 and p50 once committed.
     kafka_ts_p05: datetime | None
     kafka_ts_p50: datetime | None
-    bronze_seconds: float
-    silver_seconds: float
+    # Filled in later by record_phases when the Delta writes come after the warehouse load.
+    bronze_seconds: float | None
+    silver_seconds: float | None
     started_at: datetime
 
 
@@ -131,6 +133,75 @@ def load_batch(conn: psycopg.Connection, batch: BatchLoad) -> int | None:
             },
         )
     return changed
+
+
+def replace_cases(conn: psycopg.Connection, csv_chunks: Iterable[str]) -> tuple[int, int, int]:
+    """Make `cases` hold exactly the given rows, atomically and without blocking readers;
+    return (rows inserted or changed, rows deleted, rows now in the table)."""
+    cols = sql.SQL(", ").join(map(sql.Identifier, CASE_COLUMNS))
+    # Only rows that differ are rewritten, so a second replay changes nothing.
+    changed = sql.SQL(" OR ").join(
+        sql.SQL("cases.{0} IS DISTINCT FROM EXCLUDED.{0}").format(sql.Identifier(c))
+        for c in CASE_COLUMNS
+    )
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+        for c in CASE_COLUMNS
+        if c != "service_request_id"
+    )
+    with conn.transaction():
+        conn.execute(
+            "CREATE TEMP TABLE cases_replay (LIKE cases INCLUDING DEFAULTS) ON COMMIT DROP"
+        )
+        with conn.cursor() as cur:
+            copy_sql = sql.SQL("COPY cases_replay ({}) FROM STDIN (FORMAT csv)").format(cols)
+            with cur.copy(copy_sql) as copy:
+                for chunk in csv_chunks:
+                    copy.write(chunk)
+            cur.execute("ALTER TABLE cases_replay ADD PRIMARY KEY (service_request_id)")
+            cur.execute(
+                "DELETE FROM cases WHERE NOT EXISTS (SELECT 1 FROM cases_replay r"
+                " WHERE r.service_request_id = cases.service_request_id)"
+            )
+            deleted = cur.rowcount
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO cases ({cols}) SELECT {cols} FROM cases_replay "
+                    "ON CONFLICT (service_request_id) DO UPDATE SET {updates}, loaded_at = now() "
+                    "WHERE {changed}"
+                ).format(cols=cols, updates=updates, changed=changed)
+            )
+            upserted = cur.rowcount
+        total = conn.execute("SELECT count(*) FROM cases").fetchone()[0]
+    return upserted, deleted, total
+
+
+def record_phases(
+    dsn: str, query_id: str, batch_id: int, seconds: dict[str, float], finished_at: datetime
+) -> None:
+    """Store a loaded batch's seconds per phase and its finish time in the ledger.
+
+    Best effort: the batch's data is already committed everywhere, so an unreachable Postgres
+    costs only these timings (logged), never the batch."""
+    try:
+        conn = psycopg.connect(dsn, connect_timeout=5)
+    except psycopg.OperationalError as err:
+        log.warning("batch %d timings not recorded: %s", batch_id, err)
+        return
+    with conn:
+        conn.execute(
+            "UPDATE stream_batches SET phase_seconds = %(phases)s, finished_at = %(finished)s,"
+            " bronze_seconds = %(bronze)s, silver_seconds = %(silver)s"
+            " WHERE query_id = %(query_id)s AND batch_id = %(batch_id)s",
+            {
+                "phases": Jsonb(seconds),
+                "finished": finished_at,
+                "bronze": seconds.get("bronze"),
+                "silver": seconds.get("silver", 0.0) + seconds.get("quarantine", 0.0),
+                "query_id": query_id,
+                "batch_id": batch_id,
+            },
+        )
 
 
 def load_batch_retrying(

@@ -12,9 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+from pyspark.errors import AnalysisException
 from stream_support import PrivatePostgres, drop_env, latest, make_env, make_versions
 
-from sf311.lakehouse.stream import checkpoint_location, run_stream, start_stream
+from sf311.lakehouse.checkpoints import checkpoint_location
+from sf311.lakehouse.stream import run_stream, start_stream
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -31,6 +33,14 @@ def _ledger_batches(env) -> int:
             return conn.execute("SELECT count(*) FROM stream_batches").fetchone()[0]
     except psycopg.OperationalError:
         return 0
+
+
+def _silver(env, spark) -> dict:
+    """Return silver.cases as StreamEnv.silver_cases does, empty before its first commit."""
+    try:
+        return env.silver_cases(spark)
+    except AnalysisException:
+        return {}
 
 
 def _planned_batches(env) -> int:
@@ -110,12 +120,15 @@ def test_postgres_outage_is_retried_and_the_job_catches_up(spark, settings, tmp_
         env.produce_cases(first)
         query = start_stream(spark, env.settings)
         wait_until(lambda: env.pg_cases() == latest(first), 600, "the first wave in Postgres")
+        # Each batch reaches Postgres first, then bronze and silver.
+        wait_until(lambda: _silver(env, spark) == latest(first), 600, "the first wave in silver")
 
         pg.stop()
         down_at = time.monotonic()
+        planned = _planned_batches(env)
         env.produce_cases(second)
-        # The job keeps reading Kafka into bronze while Postgres is down.
-        wait_until(lambda: env.delta(spark, "bronze.cases_raw").count() > len(first), 600, "bronze")
+        # The job takes a batch of the second wave and retries Postgres with it.
+        wait_until(lambda: _planned_batches(env) > planned, 600, "a batch during the outage")
         time.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
         assert query.isActive and query.exception() is None
         pg.start()
@@ -123,7 +136,8 @@ def test_postgres_outage_is_retried_and_the_job_catches_up(spark, settings, tmp_
         truth = latest(first + second)
         wait_until(lambda: env.pg_cases() == truth, 600, "the catch-up in Postgres")
         assert query.isActive and query.exception() is None
-        assert env.silver_cases(spark) == truth
+        wait_until(lambda: env.silver_cases(spark) == truth, 600, "the catch-up in silver")
+        assert env.delta(spark, "bronze.cases_raw").count() == len(first) + len(second)
         with env.pg() as conn:
             rows_in = conn.execute("SELECT sum(rows_in) FROM stream_batches").fetchone()[0]
         assert rows_in == len(first) + len(second)

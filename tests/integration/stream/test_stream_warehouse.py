@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from sf311.lakehouse.stream import csv_chunks, warehouse_csv
-from sf311.warehouse.cases import CASE_COLUMNS, BatchLoad, load_batch
+from sf311.lakehouse.stream import collect_curated
+from sf311.warehouse.cases import CASE_COLUMNS, BatchLoad, load_batch, record_phases
 from sf311.warehouse.migrate import MigrationError, load_migrations, migrate
 
 T = datetime(2019, 5, 1, 12, tzinfo=UTC)
@@ -76,9 +76,10 @@ def test_csv_round_trips_nulls_empties_quotes_and_newlines(schema_dsn, spark):
         {"service_request_id": 2, "requested_datetime": T, "updated_datetime": T,
          "kafka_timestamp": T, "batch_id": 0, "status_notes": "nul\u0000byte"},
     ]  # fmt: skip
-    chunks = csv_chunks(warehouse_csv(_curated(spark, rows)))
+    collected = collect_curated(_curated(spark, rows))
+    assert (collected.rows, collected.id_min, collected.id_max) == (2, 1, 2)
     with psycopg.connect(schema_dsn) as conn:
-        assert load_batch(conn, _batch(chunks, 0)) == 2
+        assert load_batch(conn, _batch(collected.csv_chunks, 0)) == 2
         got = conn.execute(
             "SELECT status_notes, address, lat, supervisor_district, resolution_hours, "
             "requested_datetime, closed_date FROM cases ORDER BY 1 DESC"
@@ -94,7 +95,7 @@ def test_upsert_keeps_newer_rows_and_a_replayed_batch_changes_nothing(schema_dsn
              "kafka_timestamp": T, "batch_id": b, "status_notes": note}
             for sid, upd, note, b in versions
         ]  # fmt: skip
-        return csv_chunks(warehouse_csv(_curated(spark, rows)))
+        return collect_curated(_curated(spark, rows)).csv_chunks
 
     later = T.replace(hour=15)
     first = chunks((1, later, "new", 0), (2, T, "old", 0))
@@ -105,6 +106,11 @@ def test_upsert_keeps_newer_rows_and_a_replayed_batch_changes_nothing(schema_dsn
         assert load_batch(conn, _batch(second, 1)) is None
         assert load_batch(conn, _batch(first, 0)) is None
         assert load_batch(conn, _batch(first, 0, query_id="another")) == 0
+        record_phases(schema_dsn, "q", 1, {"postgres": 0.5, "bronze": 1.0, "silver": 2.0}, T)
+        phases = conn.execute(
+            "SELECT phase_seconds, bronze_seconds, silver_seconds, finished_at FROM stream_batches"
+            " WHERE query_id = 'q' AND batch_id = 1"
+        ).fetchone()
         got = conn.execute(
             "SELECT service_request_id, status_notes, batch_id FROM cases ORDER BY 1"
         ).fetchall()
@@ -113,4 +119,5 @@ def test_upsert_keeps_newer_rows_and_a_replayed_batch_changes_nothing(schema_dsn
             "ORDER BY committed_at"
         ).fetchall()
     assert got == [(1, "new", 0), (2, "newer", 1), (3, "third", 1)]
+    assert phases == ({"postgres": 0.5, "bronze": 1.0, "silver": 2.0}, 1.0, 2.0, T)
     assert ledger == [("q", 0, 2, True), ("q", 1, 2, True), ("another", 0, 0, True)]

@@ -7,7 +7,8 @@ import importlib.util
 import pytest
 
 from sf311.cli import build_parser
-from sf311.lakehouse.stream import checkpoint_location, trigger_options
+from sf311.lakehouse.checkpoints import checkpoint_location
+from sf311.lakehouse.stream import trigger_options
 from sf311.settings import load_settings
 from sf311.submit import job_file, spark_submit_command
 from sf311.warehouse.migrate import MigrationError, load_migrations
@@ -59,7 +60,8 @@ def test_cli_has_stream_and_db_migrate():
     parser, commands = build_parser()
     assert parser.parse_args(["stream", "--once"]).once is True
     assert parser.parse_args(["db", "migrate"]).command == "db"
-    assert {"stream", "db"} <= set(commands)
+    assert parser.parse_args(["replay"]).command == "replay"
+    assert {"stream", "db", "replay"} <= set(commands)
 
 
 def test_repository_migrations_are_numbered_without_gaps():
