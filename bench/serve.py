@@ -23,13 +23,13 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from sf311.benchmarks import Figure, write_results
 from sf311.model import dataset
 from sf311.model.columns import FEATURES, INPUT_COLUMNS
 from sf311.model.features import LOCAL_TZ, labelled, record_features
 from sf311.settings import PROJECT_ROOT, load_settings
 
 CSV = PROJECT_ROOT.parent / "shared" / "data" / "sf311" / "cases_10k_2008_2019.csv"
-OUT = PROJECT_ROOT / "bench" / "results" / "serve.json"
 TEST_START = datetime(2018, 7, 1, tzinfo=ZoneInfo(LOCAL_TZ))
 # The request carries requested_datetime separately, in the API's own format.
 REQUEST_FIELDS = [c for c in INPUT_COLUMNS if c != "requested_datetime"]
@@ -114,7 +114,7 @@ def ms(values: np.ndarray, q: float) -> float:
 
 
 def main() -> int:
-    """Run the benchmark, print figures and write bench/results/serve.json."""
+    """Run the benchmark, print figures and write them with write_results("serve")."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--pyfunc-requests", type=int, default=30)
@@ -203,10 +203,20 @@ def main() -> int:
         "one_row_p50": round(ms(singles_a, 0.5) / api["one_row_p50_ms"], 1),
         "batch_1000_p50": round(ms(batches_a, 0.5) / api["batch_1000_p50_ms"], 1),
     }
-    results["targets"] = {"p50_ms": 2, "p99_ms": 10, "throughput_rps": 1000}
+    pyfunc_fig = results["mlflow_spark_pyfunc"]
+    n = args.requests
+    figures = [
+        Figure("api_one_row_p50", api["one_row_p50_ms"], "ms", n, 2.0, "lower"),
+        Figure("api_one_row_p99", api["one_row_p99_ms"], "ms", n, 10.0, "lower"),
+        Figure("api_throughput_concurrency16", api["throughput_rps"], "req/s", n, 1000.0),
+        Figure("api_concurrency16_p99", api["concurrent16_p99_ms"], "ms", n, better="lower"),
+        Figure("api_batch_1000_p50", api["batch_1000_p50_ms"], "ms", 1000, better="lower"),
+        Figure("pyfunc_one_row_p50", pyfunc_fig["one_row_p50_ms"], "ms", args.pyfunc_requests),
+        Figure("pyfunc_batch_1000_p50", pyfunc_fig["batch_1000_p50_ms"], "ms", 1000),
+        Figure("pyfunc_over_api_one_row_p50", results["ratio_pyfunc_over_api"]["one_row_p50"], "x"),
+    ]
     print(json.dumps(results, indent=1))
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(results, indent=1))
+    write_results("serve", figures, results)
     spark.stop()
     return 0
 

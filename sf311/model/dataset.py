@@ -43,10 +43,18 @@ def local_to_utc(values: pd.Series) -> pd.Series:
 
 def silver_cases_from_api_csv(path: Path) -> pd.DataFrame:
     """Return a CSV with Socrata API field names as a pandas frame shaped like silver.cases."""
-    raw = pd.read_csv(path, dtype={"supervisor_district": "Int32"})
+    return silver_cases_from_api_frame(pd.read_csv(path, dtype={"supervisor_district": "Int32"}))
+
+
+def silver_cases_from_api_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    """Return cases with Socrata API field names (strings) as a frame shaped like silver.cases."""
     raw = raw.rename(columns={"neighborhoods_sffind_boundaries": "neighborhood"})
+    for col in ("service_request_id", "lat", "long"):
+        raw[col] = pd.to_numeric(raw[col], errors="coerce")
+    raw["supervisor_district"] = pd.to_numeric(raw["supervisor_district"]).astype("Int32")
     for col in _TIMESTAMPS:
-        raw[col] = local_to_utc(raw[col])
+        if col in raw:
+            raw[col] = local_to_utc(raw[col])
     out = pd.DataFrame({f.name: raw[f.name] if f.name in raw else None for f in SILVER_COLUMNS})
     valid = out["lat"].between(37.6, 37.9) & out["long"].between(-122.6, -122.3)
     out.loc[~valid, ["lat", "long"]] = None

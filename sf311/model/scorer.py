@@ -16,6 +16,28 @@ SPEC_FILE = "scorer.json"
 TREES_FILE = "trees.npz"
 
 
+# Calibration grouped by the forest's own prediction (Mondrian bins), not by a feature.
+RAW_BIN = "raw_bin"
+
+
+def calibration_groups(raw: np.ndarray, keys: Sequence[Any], cal: Mapping[str, Any]) -> list[str]:
+    """Return the calibration group of each case: its feature value, or its prediction's bin."""
+    if cal["group_column"] == RAW_BIN:
+        return [str(b) for b in np.searchsorted(cal["raw_edges"], raw, side="right")]
+    return [str(k) for k in keys]
+
+
+def interval_bands(raw: np.ndarray, keys: Sequence[Any], cal: Mapping[str, Any]) -> np.ndarray:
+    """Return an (n, 3) array of low, point, high log predictions from raw forest output."""
+    groups, fallback = cal["groups"], cal["global"]
+    q = np.array([groups.get(g, fallback) for g in calibration_groups(raw, keys, cal)])
+    q = q.reshape(len(raw), 3)
+    point = np.maximum(raw + q[:, 1], 0.0)
+    low = np.maximum(raw + q[:, 0], 0.0)
+    high = np.maximum(raw + q[:, 2], low)
+    return np.column_stack([low, point, high])
+
+
 @dataclass(frozen=True)
 class Prediction:
     """Predicted resolution for a batch: log1p(hours) point and 80 % interval, and in hours."""
@@ -62,10 +84,7 @@ class Scorer:
         self._weights = trees["weights"]
         self._depth = int(trees["depth"])
         self._combine = spec["combine"]
-        cal = spec["calibration"]
-        self._group_col = cal["group_column"]
-        self._groups = {g: tuple(q) for g, q in cal["groups"].items()}
-        self._fallback = tuple(cal["global"])
+        self._calibration = spec["calibration"]
 
     @classmethod
     def load(cls, folder: Path) -> Scorer:
@@ -123,12 +142,10 @@ class Scorer:
     def predict_features(self, rows: Sequence[Mapping[str, Any]]) -> Prediction:
         """Return predictions and intervals for feature rows built by record_features."""
         raw = self.predict_matrix(self.matrix(rows))
-        q = np.array([self._groups.get(row[self._group_col], self._fallback) for row in rows])
-        q = q.reshape(len(rows), 3)
-        point = np.maximum(raw + q[:, 1], 0.0)
-        lower = np.maximum(raw + q[:, 0], 0.0)
-        upper = np.maximum(raw + q[:, 2], lower)
-        return Prediction(log_hours=point, log_lower=lower, log_upper=upper)
+        column = self._calibration["group_column"]
+        keys = [None] * len(rows) if column == RAW_BIN else [row[column] for row in rows]
+        low, point, high = interval_bands(raw, keys, self._calibration).T
+        return Prediction(log_hours=point, log_lower=low, log_upper=high)
 
     def predict(self, cases: Iterable[Mapping[str, Any]]) -> Prediction:
         """Return predictions and intervals for silver-shaped case records."""

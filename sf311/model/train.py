@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import itertools
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from pyspark.sql import functions as F
 
 from sf311.model.columns import FEATURES, NUMERIC
 from sf311.model.features import LABEL, MAX_HOURS_DEFAULT, label_counts, labelled
+from sf311.model.scorer import RAW_BIN, calibration_groups, interval_bands
 
 # Neighborhood (66 values) is left to lat/long: as a categorical it overfits the forest.
 MODEL_CATEGORICAL: tuple[str, ...] = (
@@ -45,9 +47,13 @@ class TrainConfig:
     max_iter: int = 60
     step_size: float = 0.1
     coverage: float = 0.8
-    min_group: int = 100
-    calibration_half_life_days: float | None = None
+    # Calibration defaults: chosen by backtest on the training period only, see
+    # bench/results/model_quality_calibration_selection.json (10**9: one global quantile row).
+    min_group: int = 10**9
+    calibration_half_life_days: float | None = 90.0
     center_on_median: bool = True
+    refit: bool = True
+    raw_bins: int = 0
     max_hours: float = MAX_HOURS_DEFAULT
     seed: int = 7
     categorical: tuple[str, ...] = field(default=MODEL_CATEGORICAL)
@@ -162,11 +168,7 @@ def residual_quantiles(
 
 def apply_calibration(raw: np.ndarray, groups: pd.Series, cal: dict[str, Any]) -> np.ndarray:
     """Return an (n, 3) array of low, point, high log predictions from raw forest output."""
-    q = np.array([cal["groups"].get(str(g), cal["global"]) for g in groups]).reshape(-1, 3)
-    point = np.maximum(raw + q[:, 1], 0.0)
-    low = np.maximum(raw + q[:, 0], 0.0)
-    high = np.maximum(raw + q[:, 2], low)
-    return np.column_stack([low, point, high])
+    return interval_bands(raw, groups.tolist(), cal)
 
 
 def regression_metrics(label: np.ndarray, pred: np.ndarray, prefix: str) -> dict[str, float]:
@@ -200,6 +202,63 @@ def _predict(model: PipelineModel, cases: DataFrame, columns: list[str]) -> pd.D
     return model.transform(cases).select(*columns, F.col("prediction").alias("raw")).toPandas()
 
 
+def recency_weights(requested: pd.Series, as_of: datetime, half_life_days: float) -> np.ndarray:
+    """Return weights halving every `half_life_days` before `as_of` for request instants."""
+    at = pd.Timestamp(as_of)
+    # Spark hands back naive datetimes in its session time zone, UTC (conf/spark-defaults.conf).
+    at = at.tz_localize("UTC") if at.tzinfo is None else at
+    age = at - pd.to_datetime(requested, utc=True)
+    return 0.5 ** (age.dt.total_seconds().to_numpy() / 86400 / half_life_days)
+
+
+def calibration_window(train: DataFrame, as_of: datetime, days: int) -> int:
+    """Return the calibration window in days: `days`, or half the training span if shorter.
+
+    A window as long as the training data would leave the forest fit before it nothing to learn
+    from (a young deployment, or the demo's single year)."""
+    # In Spark, so that naive and aware instants never meet in Python.
+    span = train.agg(F.datediff(F.lit(as_of), F.min("requested_datetime"))).first()[0]
+    if span is None:
+        raise ValueError(f"no closed cases to train on before {as_of:%Y-%m-%d}")
+    return max(1, min(days, span // 2))
+
+
+def _calibration_split(
+    pipeline: Pipeline, train: DataFrame, as_of: datetime, days: int
+) -> tuple[PipelineModel, pd.DataFrame]:
+    """Return a model fit before the last `days` of `train` and its residual frame on them."""
+    proper, calib = time_split(train, as_of - timedelta(days=days), None, None)
+    model = pipeline.fit(proper)
+    frame = _predict(model, calib, [GROUP_COLUMN, LABEL, "requested_datetime"])
+    return model, frame.rename(columns={GROUP_COLUMN: "group"})
+
+
+def calibrate(frame: pd.DataFrame, as_of: datetime, cfg: TrainConfig) -> dict[str, Any]:
+    """Return the residual quantiles of a calibration frame under the config's choices.
+
+    With `raw_bins` > 1 the groups are bins of equal count of the forest's prediction
+    instead of categories: the interval then follows how hard cases of that predicted level
+    were to predict (a locally adaptive, Mondrian split conformal interval).
+    """
+    frame = frame[["group", LABEL, "requested_datetime", "raw"]].rename(columns={LABEL: "label"})
+    binned: dict[str, Any] = {}
+    if cfg.raw_bins > 1 and len(frame):
+        probs = np.linspace(0, 1, cfg.raw_bins + 1)[1:-1]
+        edges = [float(e) for e in np.quantile(frame["raw"], probs)]
+        binned = {"group_column": RAW_BIN, "raw_edges": edges}
+        frame = frame.assign(group=calibration_groups(frame["raw"].to_numpy(), [], binned))
+    if cfg.calibration_half_life_days is not None:
+        frame = frame.assign(
+            weight=recency_weights(
+                frame["requested_datetime"], as_of, cfg.calibration_half_life_days
+            )
+        )
+    cal = residual_quantiles(
+        frame.drop(columns="requested_datetime"), cfg.coverage, cfg.min_group, cfg.center_on_median
+    )
+    return {**cal, **binned}
+
+
 def fit_and_evaluate(cases: DataFrame, cfg: TrainConfig) -> TrainResult:
     """Return the fitted pipeline with its calibration and holdout metrics on silver cases."""
     counts = label_counts(cases, cfg.max_hours)
@@ -210,23 +269,13 @@ def fit_and_evaluate(cases: DataFrame, cfg: TrainConfig) -> TrainResult:
     max_bins = max(32, max_categories(train, cfg.categorical) + 1)
     pipeline = build_pipeline(cfg, max_bins)
 
-    calib_start = cfg.test_start - timedelta(days=cfg.calibration_days)
-    proper, calib = time_split(train, calib_start, None, None)
-    # Residuals come from a forest that never saw the calibration window (split conformal);
-    # the served forest is then refit on the whole training period.
-    calib_model = pipeline.fit(proper.cache())
-    calib_frame = _predict(calib_model, calib, [GROUP_COLUMN, LABEL, "requested_datetime"])
-    calib_frame = calib_frame.rename(columns={GROUP_COLUMN: "group"})
-    if cfg.calibration_half_life_days is not None:
-        age = pd.Timestamp(cfg.test_start) - pd.to_datetime(
-            calib_frame.pop("requested_datetime"), utc=True
-        )
-        calib_frame["weight"] = 0.5 ** (
-            age.dt.total_seconds() / 86400 / cfg.calibration_half_life_days
-        )
-    calibration = residual_quantiles(calib_frame, cfg.coverage, cfg.min_group, cfg.center_on_median)
-
-    model = pipeline.fit(train)
+    # Residuals come from a forest that never saw the calibration window (split conformal).
+    calibration_days = calibration_window(train, cfg.test_start, cfg.calibration_days)
+    calib_model, calib_frame = _calibration_split(pipeline, train, cfg.test_start, calibration_days)
+    calibration = calibrate(calib_frame, cfg.test_start, cfg)
+    # Refitting on the whole period uses the newest cases; validation decides whether the
+    # calibrated interval still holds for the refit forest.
+    model = pipeline.fit(train) if cfg.refit else calib_model
     # Every feature stays on the holdout so that another model (the champion) can score it.
     holdout = _predict(model, test, ["service_request_id", "requested_datetime", LABEL, *FEATURES])
     holdout = holdout.merge(median_baselines(train, test), on="service_request_id")
@@ -234,10 +283,102 @@ def fit_and_evaluate(cases: DataFrame, cfg: TrainConfig) -> TrainResult:
     holdout["low"], holdout["point"], holdout["high"] = bands.T
     metrics = holdout_metrics(holdout)
     metrics.update(
-        n_train=float(train.count()), n_test=float(len(holdout)), n_calibration=len(calib_frame)
+        n_train=float(train.count()),
+        n_test=float(len(holdout)),
+        n_calibration=len(calib_frame),
+        calibration_days=float(calibration_days),
     )
     counts = {**counts, "train": int(metrics["n_train"]), "test": len(holdout)}
     return TrainResult(model, calibration, metrics, counts, holdout)
+
+
+def interval_figures(label: np.ndarray, bands: np.ndarray) -> dict[str, float]:
+    """Return coverage and mean width (log) of (low, point, high) bands, and point MAE/R2."""
+    inside = (label >= bands[:, 0]) & (label <= bands[:, 2])
+    point = regression_metrics(label, bands[:, 1], "")
+    return {
+        "coverage": float(inside.mean()),
+        "width_log": float((bands[:, 2] - bands[:, 0]).mean()),
+        "mae_log": point["mae_log"],
+        "r2_log": point["r2_log"],
+    }
+
+
+def select_calibration(
+    cases: DataFrame,
+    cfg: TrainConfig,
+    validation_days: int,
+    folds: int,
+    grid: dict[str, list[Any]],
+) -> pd.DataFrame:
+    """Return validation figures of every calibration candidate in every fold (a backtest).
+
+    Only cases requested before `cfg.test_start` are read. Fold k validates on the k-th block
+    of `validation_days` counted back from `cfg.test_start`, and replays the design of
+    fit_and_evaluate on the cases before that block: a forest fit before a calibration window,
+    the window's residuals, a refit on all of them. `grid` maps TrainConfig fields
+    (calibration_days, refit, min_group, calibration_half_life_days, center_on_median,
+    raw_bins) to candidate values; rank_candidates picks among them.
+    """
+    data = labelled(cases, cfg.max_hours)
+    train, _ = time_split(data, cfg.test_start, cfg.train_start, None)
+    train = train.cache()
+    pipeline = build_pipeline(cfg, max(32, max_categories(train, cfg.categorical) + 1))
+    keep = [GROUP_COLUMN, LABEL]
+    others = [k for k in grid if k != "calibration_days"]
+    rows = []
+    for fold in range(1, folds + 1):
+        val_end = cfg.test_start - timedelta(days=(fold - 1) * validation_days)
+        val_start = val_end - timedelta(days=validation_days)
+        inner, val = time_split(train, val_start, None, val_end)
+        inner = with_recency_weight(inner, val_start, cfg.half_life_days).cache()
+        val = val.cache()
+        refit_val = _predict(pipeline.fit(inner), val, keep)
+        for days in grid.get("calibration_days", [cfg.calibration_days]):
+            calib_model, frame = _calibration_split(pipeline, inner, val_start, days)
+            own_val = _predict(calib_model, val, keep)
+            for combo in itertools.product(*(grid[k] for k in others)):
+                choice = dict(zip(others, combo, strict=True))
+                candidate = replace(cfg, calibration_days=days, **choice)
+                scored = refit_val if candidate.refit else own_val
+                cal = calibrate(frame, val_start, candidate)
+                bands = apply_calibration(scored["raw"].to_numpy(), scored[GROUP_COLUMN], cal)
+                rows.append(
+                    {
+                        "fold": fold,
+                        "validation_start": val_start.isoformat(),
+                        "calibration_days": days,
+                        **choice,
+                        **interval_figures(scored[LABEL].to_numpy(), bands),
+                        "n_calibration": len(frame),
+                        "n_validation": len(scored),
+                    }
+                )
+        inner.unpersist()
+        val.unpersist()
+    return pd.DataFrame(rows)
+
+
+def rank_candidates(folds: pd.DataFrame, coverage: float, choices: list[str]) -> pd.DataFrame:
+    """Return one row per candidate (mean fold figures, worst fold miss), best first.
+
+    Best: the smallest mean distance of fold coverage from the target, in whole points, so
+    that candidates within a point of each other are then ordered by mean MAE(log).
+    """
+    scored = folds.assign(miss=(folds["coverage"] - coverage).abs())
+    key = scored[choices].astype(str).agg("|".join, axis=1)
+    agg = scored.groupby(key, sort=False).agg(
+        **{c: (c, "first") for c in choices},
+        coverage=("coverage", "mean"),
+        miss=("miss", "mean"),
+        worst_miss=("miss", "max"),
+        width_log=("width_log", "mean"),
+        mae_log=("mae_log", "mean"),
+        r2_log=("r2_log", "mean"),
+    )
+    agg["miss_points"] = np.round(agg["miss"] * 100)
+    agg = agg.sort_values(["miss_points", "mae_log", "width_log"])
+    return agg.drop(columns="miss_points").reset_index(drop=True)
 
 
 def holdout_metrics(holdout: pd.DataFrame) -> dict[str, float]:

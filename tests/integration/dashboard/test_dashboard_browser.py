@@ -7,10 +7,6 @@ they hold data from the known cases, and keeps screenshots under var/dashboard/s
 from __future__ import annotations
 
 import os
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -39,23 +35,8 @@ def dashboard_url(dashboard_db, free_port, tmp_path_factory) -> Iterator[str]:
         "SF311_DASHBOARD_TILES": "none",
     }
     log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(serve.command(port), env=env, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).close()
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"streamlit did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.3)
+    with serve.serving(env, port, log) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
 
 
 def test_browser_shows_map_charts_and_metrics(dashboard_url, settings: Settings, cases):

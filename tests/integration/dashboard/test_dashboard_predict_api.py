@@ -7,6 +7,7 @@ import datetime as dt
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,8 +17,8 @@ import uvicorn
 from streamlit.testing.v1 import AppTest
 
 from sf311.api import create_app
-from sf311.model.export import flatten_trees
-from sf311.model.scorer import Scorer
+from sf311.model.registry import log_and_register
+from sf311.model.samples import fit_synthetic, paper_scorer
 from sf311.model.service import LoadedModel, ModelService, mlflow_service
 from sf311.settings import Settings
 
@@ -50,59 +51,32 @@ def api_without_model(settings, free_port: Callable[[], int]) -> Iterator[str]:
         yield url
 
 
-def _node(node_id, prediction, left=-1, right=-1, feature=-1, split=(), categories=-1) -> dict:
-    return {
-        "treeID": 0,
-        "nodeData": {
-            "id": node_id,
-            "prediction": prediction,
-            "leftChild": left,
-            "rightChild": right,
-            "split": {
-                "featureIndex": feature,
-                "leftCategoriesOrThreshold": list(split),
-                "numCategories": categories,
-            },
-        },
-    }
-
-
 @pytest.fixture
 def api_with_paper_model(settings, free_port: Callable[[], int]) -> Iterator[str]:
     """The API serving a two-split model: Graffiti -> 2.0, else hour <= 12 -> 3.0 else 4.0
     (log1p hours), interval +-1.0, version "7"."""
-    nodes = [
-        _node(0, 0.0, left=1, right=2, feature=0, split=[0.0], categories=3),
-        _node(1, 2.0),
-        _node(2, 0.0, left=3, right=4, feature=1, split=[12.0]),
-        _node(3, 3.0),
-        _node(4, 4.0),
-    ]
-    spec = {
-        "categorical": ["service_name"],
-        "numeric": ["hour"],
-        "labels": {"service_name": ["Graffiti", "Parking Enforcement"]},
-        "combine": "sum",
-        "calibration": {
-            "group_column": "service_name",
-            "coverage": 0.8,
-            "global": [-1.0, 0.0, 1.0],
-            "groups": {},
-        },
-        "model_version": "7",
-    }
-    model = LoadedModel(scorer=Scorer(spec, flatten_trees(nodes, {0: 1.0})), version="7")
+    scorer = paper_scorer(["Graffiti", "Parking Enforcement"], version="7")
+    model = LoadedModel(scorer=scorer, version="7")
     with _serve(settings, ModelService(model=model), free_port()) as url:
         yield url
 
 
 @pytest.fixture
-def api_with_champion(settings, free_port: Callable[[], int]) -> Iterator[str]:
-    """The API following the MLflow champion; skips when none is registered yet."""
-    with _serve(settings, mlflow_service(settings), free_port()) as url:
-        if requests.get(f"{url}/health", timeout=10).status_code != 200:
-            pytest.skip(f"no champion of {settings.model_name} registered in MLflow yet")
-        yield url
+def api_with_champion(spark, settings, free_port: Callable[[], int]) -> Iterator[str]:
+    """The API following the MLflow champion of a test-only model name, trained here."""
+    from mlflow.tracking import MlflowClient
+
+    local = settings.model_copy(
+        update={"model_name": f"sf311-resolution-dashboard-test-{uuid.uuid4().hex[:8]}"}
+    )
+    result, cfg = fit_synthetic(spark, num_trees=5, max_depth=4)
+    assert log_and_register(local, result, cfg).promoted
+    try:
+        with _serve(local, mlflow_service(local), free_port()) as url:
+            assert requests.get(f"{url}/health", timeout=10).status_code == 200
+            yield url
+    finally:
+        MlflowClient(local.mlflow_tracking_uri).delete_registered_model(local.model_name)
 
 
 def _predict(monkeypatch, url: str, at_time: dt.time | None = None) -> AppTest:

@@ -8,10 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from sf311.api import create_app
-from sf311.model import dataset
 from sf311.model.registry import ALIAS, log_and_register
+from sf311.model.samples import fit_synthetic
 from sf311.model.service import mlflow_service
-from sf311.model.train import TrainConfig, fit_and_evaluate
 
 pytestmark = pytest.mark.integration
 
@@ -19,13 +18,10 @@ CASE = {"requested_datetime": "2018-03-01T10:00:00-08:00", "service_name": "Cate
 
 
 @pytest.fixture(scope="module")
-def trained(spark, settings):
-    cases = dataset.synthetic_silver_cases(3000, seed=11)
-    test_start = cases["requested_datetime"].iloc[2400].to_pydatetime()
-    df = dataset.to_spark(spark, cases).cache()
-    good = TrainConfig(test_start=test_start, num_trees=10, max_depth=6, calibration_days=90)
-    poor = TrainConfig(test_start=test_start, num_trees=1, max_depth=1, calibration_days=90)
-    return fit_and_evaluate(df, good), good, fit_and_evaluate(df, poor), poor
+def trained(spark):
+    good_result, good = fit_synthetic(spark, num_trees=10, max_depth=6)
+    poor_result, poor = fit_synthetic(spark, num_trees=1, max_depth=1)
+    return good_result, good, poor_result, poor
 
 
 def test_alias_moves_only_for_a_better_model_and_the_api_follows_it(settings, trained) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -9,7 +10,13 @@ import pandas as pd
 import pytest
 
 from sf311.model.train import (
+    TrainConfig,
     apply_calibration,
+    calibrate,
+    calibration_window,
+    interval_figures,
+    rank_candidates,
+    recency_weights,
     regression_metrics,
     residual_quantiles,
     time_split,
@@ -53,7 +60,11 @@ def test_residual_quantiles_per_group_with_global_fallback() -> None:
 
 
 def test_apply_calibration_shifts_and_clips_at_zero() -> None:
-    cal = {"groups": {"A": [-1.0, 0.5, 2.0]}, "global": [-3.0, 0.0, 1.0]}
+    cal = {
+        "group_column": "service_name",
+        "groups": {"A": [-1.0, 0.5, 2.0]},
+        "global": [-3.0, 0.0, 1.0],
+    }
     bands = apply_calibration(np.array([2.0, 2.0]), pd.Series(["A", "Z"]), cal)
     np.testing.assert_allclose(bands, [[1.0, 2.5, 4.0], [0.0, 2.0, 3.0]])
 
@@ -82,3 +93,77 @@ def test_weighted_residual_quantiles_favour_heavy_cases() -> None:
     # Cumulative weight shares: .04 .09 .13 .57 1.0, so the 10 % point is the third case.
     assert cal["groups"]["A"] == [3.0, 4.0, 5.0]
     assert cal["global"] == [3.0, 4.0, 5.0]
+
+
+def test_interval_figures_count_the_ends_as_inside() -> None:
+    label = np.array([1.0, 2.0, 3.0, 9.0])
+    bands = np.array([[0.0, 1.0, 1.0], [1.0, 2.5, 2.0], [3.0, 3.0, 5.0], [0.0, 1.0, 2.0]])
+    fig = interval_figures(label, bands)
+    assert fig["coverage"] == 0.75
+    assert fig["width_log"] == pytest.approx((1 + 1 + 2 + 2) / 4)
+    assert fig["mae_log"] == pytest.approx((0 + 0.5 + 0 + 8) / 4)
+
+
+def test_rank_candidates_prefers_coverage_then_mae_over_folds() -> None:
+    # Mean miss of the folds: min_group 30 misses 10 points, 100 misses 1.5 (rounds to 2),
+    # 10**9 misses 0.5 (rounds to 0): coverage decides before MAE does.
+    folds = pd.DataFrame(
+        {
+            "min_group": [30, 30, 100, 100, 10**9, 10**9],
+            "coverage": [0.70, 0.90, 0.79, 0.82, 0.81, 0.80],
+            "width_log": [3.0, 3.0, 4.0, 4.0, 5.0, 5.0],
+            "mae_log": [1.0, 1.0, 1.3, 1.3, 1.2, 1.2],
+            "r2_log": [0.5] * 6,
+        }
+    )
+    ranked = rank_candidates(folds, 0.8, ["min_group"])
+    assert list(ranked["min_group"]) == [10**9, 100, 30]
+    assert ranked["coverage"].tolist() == pytest.approx([0.805, 0.805, 0.80])
+    assert ranked["worst_miss"].tolist() == pytest.approx([0.01, 0.02, 0.10])
+    # Within the same whole point of miss, the lower MAE wins.
+    tied = folds.assign(coverage=[0.80, 0.80, 0.801, 0.801, 0.80, 0.80])
+    assert list(rank_candidates(tied, 0.8, ["min_group"])["min_group"]) == [30, 10**9, 100]
+
+
+def test_recency_weights_halve_per_half_life() -> None:
+    requested = pd.Series(pd.to_datetime(["2018-06-30", "2018-06-20", "2018-06-10"], utc=True))
+    w = recency_weights(requested, utc(2018, 6, 30), half_life_days=10.0)
+    np.testing.assert_allclose(w, [1.0, 0.5, 0.25])
+    # A naive instant, as Spark returns it, is read in Spark's session zone (UTC).
+    naive = recency_weights(requested, datetime(2018, 6, 30), half_life_days=10.0)
+    np.testing.assert_allclose(naive, [1.0, 0.5, 0.25])
+
+
+def test_raw_bin_calibration_follows_the_predicted_level() -> None:
+    # Short predictions (raw 1) miss by up to 0.1, long ones (raw 5) by up to 2: the two bins
+    # keep their own 20 % / 80 % residual quantiles (linear: 0.8 of the way from -0.1 to -0.05).
+    resid = np.tile([-1.0, -0.5, 0.0, 0.5, 1.0], 4)
+    raw = np.repeat([1.0, 5.0], 10)
+    frame = pd.DataFrame(
+        {
+            "group": "A",
+            "label": raw + resid * np.where(raw < 3, 0.1, 2.0),
+            "requested_datetime": pd.Timestamp("2018-06-01", tz="UTC"),
+            "raw": raw,
+        }
+    )
+    cfg = TrainConfig(test_start=utc(2018, 7, 1), raw_bins=2, min_group=5, coverage=0.6)
+    cal = calibrate(frame, utc(2018, 7, 1), replace(cfg, calibration_half_life_days=None))
+    assert cal["group_column"] == "raw_bin" and cal["raw_edges"] == [3.0]
+    assert cal["groups"]["0"] == pytest.approx([-0.06, 0.0, 0.06])
+    assert cal["groups"]["1"] == pytest.approx([-1.2, 0.0, 1.2])
+    bands = apply_calibration(np.array([0.9, 6.0]), pd.Series(["x", "y"]), cal)
+    np.testing.assert_allclose(bands, [[0.84, 0.9, 0.96], [4.8, 6.0, 7.2]])
+
+
+def test_calibration_window_leaves_the_older_half_to_fit_on(spark) -> None:
+    df = spark.createDataFrame(
+        [(1, utc(2024, 1, 1)), (2, utc(2024, 6, 1))],
+        "service_request_id long, requested_datetime timestamp",
+    )
+    # Two years of history: the configured window fits.
+    assert calibration_window(df, utc(2026, 1, 1), 365) == 365
+    # 183 days of history (the demo's short year): the window shrinks to half of it.
+    assert calibration_window(df, utc(2024, 7, 2), 365) == 91
+    with pytest.raises(ValueError, match="no closed cases"):
+        calibration_window(df.limit(0), utc(2024, 7, 2), 365)

@@ -1,0 +1,98 @@
+"""Training time of the production pipeline on N generated cases (target: 1 M rows <= 300 s).
+
+Generates N cases with sf311.ingest.generate over about 3.3 years, shapes them like
+silver.cases (parquet, read back by Spark), then times what `sf311 train` runs: the split from
+the newest case, fit_and_evaluate (forest before the calibration window, calibration, refit,
+holdout scoring) and the JVM-free export. Generation and loading are reported, not counted.
+Run: .venv/bin/python bench/train.py [--rows 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from itertools import islice
+from pathlib import Path
+
+import pandas as pd
+
+from sf311.benchmarks import Figure, write_results
+from sf311.ingest.generate import CaseGenerator
+from sf311.model.dataset import SILVER_COLUMNS, silver_cases_from_api_frame
+from sf311.model.export import export_pipeline
+from sf311.model.job import split_from_newest
+from sf311.model.train import fit_and_evaluate
+from sf311.settings import load_settings
+from sf311.spark import build_spark
+
+CHUNK = 100_000
+
+
+def write_silver_parquet(rows: int, days: int, seed: int, folder: Path) -> Path:
+    """Return a folder of parquet files holding `rows` generated silver-shaped cases."""
+    cases = CaseGenerator(seed, days=days).cases(rows)
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in range(0, rows, CHUNK):
+        frame = silver_cases_from_api_frame(pd.DataFrame(islice(cases, CHUNK)))
+        # Spark reads parquet timestamps in micro-, not nanoseconds (pandas' default).
+        frame.to_parquet(
+            folder / f"part-{part // CHUNK:05d}.parquet", index=False, coerce_timestamps="us"
+        )
+    return folder
+
+
+def main() -> int:
+    """Run the benchmark, print the figures and write them with write_results("train")."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=1200, help="span of the generated cases")
+    parser.add_argument("--seed", type=int, default=5)
+    args = parser.parse_args()
+    settings = load_settings()
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        folder = write_silver_parquet(args.rows, args.days, args.seed, Path(tmp) / "silver")
+        generate_s = time.perf_counter() - started
+        spark = build_spark(settings, "sf311-bench-train", {"spark.sql.shuffle.partitions": "2"})
+        cases = spark.read.schema(SILVER_COLUMNS).parquet(str(folder)).cache()
+        started = time.perf_counter()
+        n = cases.count()
+        load_s = time.perf_counter() - started
+        started = time.perf_counter()
+        cfg = split_from_newest(cases, settings.model_test_days, settings.model_train_days)
+        result = fit_and_evaluate(cases, cfg)
+        fit_s = time.perf_counter() - started
+        started = time.perf_counter()
+        export_pipeline(result.model, result.calibration, Path(tmp) / "scorer")
+        export_s = time.perf_counter() - started
+        spark.stop()
+    total = fit_s + export_s
+    figures = [
+        Figure("train_total", total, "s", n, target=300.0, better="lower"),
+        Figure("fit_and_evaluate", fit_s, "s", n, better="lower"),
+        Figure("export_scorer", export_s, "s", n, better="lower"),
+        Figure("rows_per_second", n / total, "rows/s", n),
+    ]
+    details = {
+        "rows": n,
+        "train_rows": result.counts["train"],
+        "test_rows": result.counts["test"],
+        "counts": result.counts,
+        "config": cfg.params(),
+        "generate_and_shape_s": round(generate_s, 1),
+        "spark_load_s": round(load_s, 1),
+        "load_1m_before": round(load_before, 2),
+        "load_1m_after": round(os.getloadavg()[0], 2),
+        "holdout_mae_log": round(result.metrics["mae_log"], 4),
+        "note": "generated data: its quality figures prove nothing about the model",
+    }
+    print(f"{n:,} rows: generate {generate_s:.0f} s, load {load_s:.0f} s, train {total:.0f} s")
+    write_results("train", figures, details)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
