@@ -101,8 +101,20 @@ lint:
 dashboard:
 	$(SF311) dashboard
 
-demo: up
-	$(SF311) status
+## demo: the whole pipeline on generated cases (SF311_DEMO_ROWS, default 100k); a rerun reuses
+## what exists. SF311_SOCRATA_LIVE=1 pulls the last days from the real Socrata API instead.
+demo: setup
+	$(SF311) demo
 
+## bench: every benchmark at its default size, then bench/results/summary.md. BENCH_SCALE sets
+## the sizes of the stream's scale curve; BENCH_SCALE=100000,1000000,6600000 is the full one.
+BENCH_SCALE ?= 100000,1000000
+BENCHES := ingest stream train serve model_quality dashboard
 bench: setup
-	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
+	@$(SF311) up
+	@set -e; for b in $(BENCHES); do \
+	  echo "== bench/$$b.py"; \
+	  if [ $$b = stream ]; then $(VENV)/bin/python bench/stream.py --scale $(BENCH_SCALE); \
+	  else $(VENV)/bin/python bench/$$b.py; fi; \
+	done
+	$(VENV)/bin/python bench/summary.py

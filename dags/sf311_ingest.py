@@ -4,19 +4,27 @@ The task sends the records to Kafka itself (only the counts go through XCom). A 
 rows updated from the stored watermark (or its interval's start, whichever is earlier, minus
 the overlap) up to its interval's end, so rerunning an interval re-sends, never skips; the
 downstream MERGE makes the re-sent records harmless.
+
+A manual run may set `since` and `until` (ISO times, floating Los Angeles time or instants) to
+backfill a window instead of its interval; `make demo` triggers one from the first case on.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pendulum
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from sf311.settings import load_settings
 
 SCHEDULE = load_settings().ingest_schedule
+
+
+def _when(value: str | None) -> datetime | None:
+    """Return a run parameter's ISO time, or None when it is unset."""
+    return datetime.fromisoformat(value) if value else None
 
 
 @dag(
@@ -36,6 +44,10 @@ SCHEDULE = load_settings().ingest_schedule
         "max_retry_delay": timedelta(minutes=10),
         "execution_timeout": timedelta(minutes=45),
     },
+    params={
+        "since": Param(None, type=["null", "string"], description="backfill from (ISO time)"),
+        "until": Param(None, type=["null", "string"], description="backfill until (ISO time)"),
+    },
     doc_md=__doc__,
 )
 def sf311_ingest() -> None:
@@ -47,10 +59,11 @@ def sf311_ingest() -> None:
         from sf311.ingest.run import ingest_socrata
 
         context = get_current_context()
+        params = context["params"]
         counts = ingest_socrata(
             load_settings(),
-            since=context.get("data_interval_start"),
-            until=context.get("data_interval_end"),
+            since=_when(params.get("since")) or context.get("data_interval_start"),
+            until=_when(params.get("until")) or context.get("data_interval_end"),
         )
         print(counts.summary())
         return counts.as_dict()

@@ -4,6 +4,7 @@ No pyspark import here: the Airflow environment calls this without Spark install
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -33,7 +34,22 @@ def spark_submit_command(settings: Settings, job: str, *args: str) -> list[str]:
     ]  # fmt: skip
 
 
+def spark_submit_env(settings: Settings) -> dict[str, str]:
+    """Return the environment spark-submit needs when the caller runs another Python.
+
+    pip's spark-submit finds SPARK_HOME through the `python` on PATH, and Python workers start
+    `python3` from PATH: both must be the Python of spark-submit's own environment (an Airflow
+    worker runs in its own virtualenv without pyspark)."""
+    bin_dir = settings.spark_submit.parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if (bin_dir / "python").exists():
+        env["PYSPARK_PYTHON"] = str(bin_dir / "python")
+    return env
+
+
 def run_spark_submit(settings: Settings, job: str, *args: str) -> int:
     """Run a job through spark-submit; return 0 or raise CalledProcessError."""
-    subprocess.run(spark_submit_command(settings, job, *args), check=True)
+    subprocess.run(
+        spark_submit_command(settings, job, *args), check=True, env=spark_submit_env(settings)
+    )
     return 0

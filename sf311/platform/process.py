@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sf311.settings import Settings
+
 
 class StackError(RuntimeError):
     """A service cannot start or stop; the message says what to do."""
@@ -46,8 +48,17 @@ def _start_ticks(pid: int) -> int | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    # Field 22, counted after the parenthesised command name, which may itself hold spaces.
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    # Fields after the parenthesised command name, which may itself hold spaces: the state
+    # (field 3) and the start time (field 22).
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":
+        # Dead but not yet reaped by its parent (us, when this process started it).
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        return None
+    return int(fields[19])
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -140,6 +151,11 @@ class ProcessTable:
     def names(self) -> list[str]:
         """Return the names of every recorded process."""
         return sorted(p.stem for p in self.run_dir.glob("*.json"))
+
+
+def process_table(settings: Settings) -> ProcessTable:
+    """Return the pidfile table of the local stack under the state folder."""
+    return ProcessTable(settings.state_dir / "run", settings.state_dir / "logs")
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -46,12 +46,14 @@ def dsn_parts(dsn: str) -> tuple[str, int, str, str, str]:
     )
 
 
-def _url_endpoint(url: str, default_port: int) -> Endpoint:
+def url_endpoint(url: str, default_port: int) -> Endpoint:
+    """Return the host and port of an http(s) URL."""
     parts = urlsplit(url)
     return Endpoint(parts.hostname or "127.0.0.1", parts.port or default_port)
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
+    """Return True when a GET of url answers 200 within HTTP_TIMEOUT."""
     try:
         return requests.get(url, timeout=HTTP_TIMEOUT).status_code == 200
     except requests.RequestException:
@@ -63,6 +65,8 @@ class Service:
 
     name = ""
     health_timeout = 90.0
+    # An optional service (the demo's apps) is left out of `status` while it is not running.
+    optional = False
     stop_signal = signal.SIGTERM
 
     def __init__(self, settings: Settings) -> None:
@@ -384,7 +388,7 @@ class Registry(Service):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.http = _url_endpoint(settings.schema_registry_url, 8081)
+        self.http = url_endpoint(settings.schema_registry_url, 8081)
         self.management = Endpoint(self.http.host, settings.registry_management_port)
         self.home = self.state / "jars" / "registry"
 
@@ -426,7 +430,7 @@ class Registry(Service):
         ]
 
     def healthy(self) -> bool:
-        return _http_ok(f"{self.settings.schema_registry_url.rstrip('/')}/subjects")
+        return http_ok(f"{self.settings.schema_registry_url.rstrip('/')}/subjects")
 
 
 class Mlflow(Service):
@@ -436,7 +440,7 @@ class Mlflow(Service):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.http = _url_endpoint(settings.mlflow_tracking_uri, 5000)
+        self.http = url_endpoint(settings.mlflow_tracking_uri, 5000)
         self.binary = Path(sys.executable).parent / "mlflow"
 
     def endpoints(self) -> list[Endpoint]:
@@ -470,7 +474,7 @@ class Mlflow(Service):
         ]
 
     def healthy(self) -> bool:
-        return _http_ok(f"{self.settings.mlflow_tracking_uri.rstrip('/')}/health")
+        return http_ok(f"{self.settings.mlflow_tracking_uri.rstrip('/')}/health")
 
 
 class Airflow(Service):

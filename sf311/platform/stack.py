@@ -5,30 +5,36 @@ from __future__ import annotations
 import sys
 import time
 
-from sf311.platform.process import ProcessTable, StackError, port_is_free, wait_until
+from sf311.lakehouse.checkpoints import checkpoint_location
+from sf311.platform import pipeline
+from sf311.platform.apps import app_services
+from sf311.platform.process import (
+    ProcessTable,
+    StackError,
+    port_is_free,
+    process_table,
+    wait_until,
+)
 from sf311.platform.services import Service, all_services
 from sf311.settings import Settings
-
-
-def process_table(settings: Settings) -> ProcessTable:
-    """Return the pidfile table of the local stack under the state folder."""
-    return ProcessTable(settings.state_dir / "run", settings.state_dir / "logs")
 
 
 def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _selected(settings: Settings, only: list[str] | None) -> list[Service]:
+def _selected(settings: Settings, only: list[str] | None, apps: bool = False) -> list[Service]:
+    """Return the named services; without names, the stack's, plus the apps when apps is set."""
     services = all_services(settings)
+    known = services + app_services(settings)
     if not only:
-        return services
-    unknown = set(only) - {s.name for s in services}
+        return known if apps else services
+    unknown = set(only) - {s.name for s in known}
     if unknown:
         raise StackError(
-            f"unknown service(s) {sorted(unknown)}: choose from {[s.name for s in services]}"
+            f"unknown service(s) {sorted(unknown)}: choose from {[s.name for s in known]}"
         )
-    return [s for s in services if s.name in only]
+    return [s for s in known if s.name in only]
 
 
 def _running(table: ProcessTable, service: Service) -> bool:
@@ -115,7 +121,7 @@ def _stop(table: ProcessTable, service: Service) -> bool:
 def down(settings: Settings, only: list[str] | None = None) -> None:
     """Stop every process the stack started, in reverse start order, and any leftover of ours."""
     table = process_table(settings)
-    services = _selected(settings, only)
+    services = _selected(settings, only, apps=True)
     for service in reversed(services):
         if _stop(table, service):
             _say(f"  {service.name:<9} stopped")
@@ -129,16 +135,25 @@ def status(settings: Settings, only: list[str] | None = None) -> bool:
     """Print each service's state and return True when all selected services are healthy."""
     table = process_table(settings)
     all_ok = True
+    healthy: set[str] = set()
     _say(f"  {'service':<9} {'state':<9} {'pids':<22} address")
-    for service in _selected(settings, only):
+    for service in _selected(settings, only, apps=True):
         pids = [r.pid for launch in service.launches() if (r := table.get(launch.name))]
+        if service.optional and not pids and not only:
+            continue
         ok = service.healthy()
         state = "healthy" if ok else ("starting" if pids else "down")
         all_ok &= ok
+        if ok:
+            healthy.add(service.name)
         _say(
             f"  {service.name:<9} {state:<9} {','.join(map(str, pids)) or '-':<22} "
             f"{service.describe()}"
         )
+    if {"postgres", "kafka"} <= healthy:
+        _say("")
+        for line in pipeline.report(settings, checkpoint_location(settings)):
+            _say(line)
     return all_ok
 
 

@@ -20,7 +20,7 @@ import json, sys
 import pendulum
 from airflow.dag_processing.dagbag import DagBag
 dag = DagBag(dag_folder=sys.argv[1]).dags["sf311_ingest"]
-run = dag.test(logical_date=pendulum.datetime(2026, 11, 27, 12, 0, tz="UTC"))
+run = dag.test(logical_date=pendulum.parse(sys.argv[2]), run_conf=json.loads(sys.argv[3]))
 print("STATE", run.state)
 from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
@@ -30,7 +30,29 @@ with create_session() as session:
 """
 
 
-def test_dag_run_sends_only_its_interval_to_kafka(tmp_path: Path, fresh, read_topic) -> None:
+def _dag_test(python: Path, env: dict[str, str], logical_date: str, conf: dict) -> list[list[str]]:
+    """Run dag.test() once; return its XCom rows (task, key, JSON value) after asserting success."""
+    done = subprocess.run(
+        [
+            str(python),
+            "-c",
+            RUN,
+            str(ROOT / "dags" / "sf311_ingest.py"),
+            logical_date,
+            json.dumps(conf),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "STATE success" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+    return [line.split(" ", 3)[1:] for line in done.stdout.splitlines() if line.startswith("XCOM")]
+
+
+def test_dag_run_sends_its_interval_or_its_backfill_window(
+    tmp_path: Path, fresh, read_topic
+) -> None:
     python = fresh.airflow_venv / "bin" / "python"
     if not python.exists():
         pytest.skip(f"Airflow virtualenv not found at {python} (run `make setup`)")
@@ -72,22 +94,18 @@ def test_dag_run_sends_only_its_interval_to_kafka(tmp_path: Path, fresh, read_to
             timeout=300,
         )
         assert migrate.returncode == 0, migrate.stderr[-2000:]
-        done = subprocess.run(
-            [str(python), "-c", RUN, str(ROOT / "dags" / "sf311_ingest.py")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        # The run at 12:00 UTC covers its interval only.
+        interval = _dag_test(python, env, "2026-11-27T12:00:00+00:00", {})
+        assert sorted(key for key, _ in read_topic(fresh.kafka_topic)) == [b"2", b"3"]
+        # A manual run with since/until backfills that window whatever its own interval.
+        window = {"since": "2026-11-27T03:44:00", "until": "2026-11-27T04:00:01"}
+        backfill = _dag_test(python, env, "2026-11-28T12:00:00+00:00", window)
     finally:
         server.shutdown()
         server.server_close()
-    assert "STATE success" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
-    xcoms = [line.split(" ", 3)[1:] for line in done.stdout.splitlines() if line.startswith("XCOM")]
     # Only the counts travel through XCom; the records went to Kafka inside the task.
-    assert len(xcoms) == 1 and xcoms[0][:2] == ["socrata_to_kafka", "return_value"]
-    assert json.loads(xcoms[0][2]) == {"read": 2, "produced": 2, "dead_lettered": 0}
-    assert sorted(key for key, _ in read_topic(fresh.kafka_topic)) == [b"2", b"3"]
-    assert json.dumps(
-        {"read": 2, "produced": 2, "dead_lettered": 0}
-    )  # counts, not records, in XCom
+    for xcoms, read in ((interval, 2), (backfill, 4)):
+        assert len(xcoms) == 1 and xcoms[0][:2] == ["socrata_to_kafka", "return_value"]
+        assert json.loads(xcoms[0][2]) == {"read": read, "produced": read, "dead_lettered": 0}
+    keys = sorted(key for key, _ in read_topic(fresh.kafka_topic))
+    assert keys == [b"1", b"2", b"2", b"3", b"3", b"4"]

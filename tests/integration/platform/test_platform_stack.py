@@ -13,13 +13,13 @@ import requests
 from pydantic import SecretStr
 
 from sf311.platform import stack
-from sf311.platform.process import StackError
+from sf311.platform.process import StackError, process_table
 from sf311.platform.services import Airflow
 from sf311.settings import PROJECT_ROOT, Settings
 
 
 def test_up_twice_is_harmless(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
-    table = stack.process_table(settings)
+    table = process_table(settings)
     before = {name: table.get(name) for name in table.names()}
     stack.up(settings)
     out = capsys.readouterr().out

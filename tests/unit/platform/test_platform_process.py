@@ -77,3 +77,15 @@ def test_port_is_free_sees_a_listener() -> None:
         port = sock.getsockname()[1]
         assert not port_is_free("127.0.0.1", port)
     assert port_is_free("127.0.0.1", port)
+
+
+def test_a_process_that_exited_is_not_running_even_before_it_is_reaped(
+    table: ProcessTable,
+) -> None:
+    table.start(Launch("brief", [sys.executable, "-c", "raise SystemExit(3)"]))
+    deadline = time.monotonic() + 30
+    # Its pidfile stays until get() looks; the exited child is a zombie of this process.
+    while table.get("brief") is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert table.get("brief") is None
+    assert table.names() == []

@@ -1,0 +1,144 @@
+"""The pipeline's health for `sf311 status` and the demo: topic lag, last batch, freshness."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from sf311.settings import Settings
+
+KAFKA_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Lag:
+    """Per partition: the topic's end offset and the offset the stream has committed up to."""
+
+    end: dict[int, int]
+    committed: dict[int, int] | None
+
+    @property
+    def messages(self) -> int:
+        """Return the messages on the topic (sum of end offsets; the topic is never compacted)."""
+        return sum(self.end.values())
+
+    @property
+    def behind(self) -> int | None:
+        """Return how many messages the stream has still to process, or None when unknown."""
+        if self.committed is None:
+            return None
+        return sum(max(0, end - self.committed.get(p, 0)) for p, end in self.end.items())
+
+
+def topic_end_offsets(settings: Settings, topic: str | None = None) -> dict[int, int]:
+    """Return the end (high watermark) offset of each partition of the cases topic."""
+    topic = topic or settings.kafka_topic
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "sf311-status"}
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=KAFKA_TIMEOUT).topics[topic]
+        if meta.error is not None:
+            return {}
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=KAFKA_TIMEOUT)[1]
+            for p in sorted(meta.partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def checkpoint_offsets(checkpoint: str, topic: str) -> dict[int, int] | None:
+    """Return the offsets the last committed batch of a query read up to; None when unknown.
+
+    Spark writes offsets/N before batch N and commits/N after it; only a local checkpoint is read.
+    """
+    parts = urlsplit(checkpoint)
+    if parts.scheme not in ("", "file"):
+        return None
+    root = Path(parts.path)
+    commits = [int(p.name) for p in (root / "commits").glob("[0-9]*") if p.name.isdigit()]
+    if not commits:
+        return {} if root.exists() else None
+    lines = (root / "offsets" / str(max(commits))).read_text().splitlines()
+    offsets = json.loads(lines[-1]).get(topic, {})
+    return {int(p): int(o) for p, o in offsets.items()}
+
+
+def lag(settings: Settings, checkpoint: str) -> Lag:
+    """Return the topic's end offsets beside what the streaming query has committed."""
+    return Lag(topic_end_offsets(settings), checkpoint_offsets(checkpoint, settings.kafka_topic))
+
+
+@dataclass(frozen=True)
+class Batches:
+    """The last committed micro-batch and the freshness of the last hour."""
+
+    last_batch_id: int | None
+    last_rows: int | None
+    last_committed: datetime | None
+    last_lag_p95: float | None
+    hour_batches: int
+    hour_lag_p50: float | None
+    hour_lag_p95_max: float | None
+    cases: int
+
+
+def batches(dsn: str) -> Batches | None:
+    """Return the last batch and freshness from the warehouse; None before the first migration."""
+    with psycopg.connect(dsn, connect_timeout=3) as conn:
+        exists = conn.execute("SELECT to_regclass('stream_batches') IS NOT NULL").fetchone()[0]
+        if not exists:
+            return None
+        last = conn.execute(
+            "SELECT batch_id, rows_in, committed_at, lag_p95_seconds FROM stream_batches "
+            "ORDER BY committed_at DESC LIMIT 1"
+        ).fetchone() or (None, None, None, None)
+        hour = conn.execute(
+            "SELECT batches_last_hour, lag_p50_seconds, lag_p95_seconds_max FROM stream_freshness"
+        ).fetchone()
+        cases = conn.execute("SELECT count(*) FROM cases").fetchone()[0]
+    return Batches(*last, *hour, cases)
+
+
+def fmt_seconds(value: float | None) -> str:
+    """Return seconds as '1.2 s', or '-' when unknown."""
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def report(settings: Settings, checkpoint: str) -> list[str]:
+    """Return the status lines of the pipeline: topic and lag, last batch, freshness."""
+    lines = []
+    try:
+        topic = lag(settings, checkpoint)
+        behind = "unknown (no local checkpoint)" if topic.behind is None else f"{topic.behind:,}"
+        lines.append(
+            f"  topic     {settings.kafka_topic}: {topic.messages:,} messages, "
+            f"stream behind by {behind}"
+        )
+    except KafkaException as err:
+        lines.append(f"  topic     unavailable: {err}")
+    try:
+        b = batches(settings.postgres_dsn.get_secret_value())
+    except psycopg.Error as err:
+        return [*lines, f"  warehouse unavailable: {str(err).strip().splitlines()[0]}"]
+    if b is None:
+        return [*lines, "  warehouse not migrated yet: run `sf311 db migrate`"]
+    if b.last_batch_id is None:
+        lines.append("  batches   none committed yet")
+    else:
+        lines.append(
+            f"  last batch #{b.last_batch_id}: {b.last_rows:,} rows, committed "
+            f"{b.last_committed:%Y-%m-%d %H:%M:%S %Z}, lag p95 {fmt_seconds(b.last_lag_p95)}"
+        )
+    lines.append(
+        f"  freshness last hour: {b.hour_batches} batches, lag p50 {fmt_seconds(b.hour_lag_p50)}, "
+        f"worst p95 {fmt_seconds(b.hour_lag_p95_max)}; warehouse holds {b.cases:,} cases"
+    )
+    return lines
