@@ -50,16 +50,22 @@ def _planned_batches(env) -> int:
 
 
 def test_sigkill_five_times_then_restart_equals_the_source(spark, stream_env, tmp_path):
-    versions = make_versions(ids=2400, updates=600, seed=11)
-    stream_env.produce_cases(versions)
+    # One wave of new cases before each run, so that every run has batches to die in however
+    # fast the previous one went.
+    waves = [
+        make_versions(ids=480, updates=120, seed=11 + n, first_id=1_000_000 + 10_000 * n)
+        for n in range(5)
+    ]
+    versions = [v for wave in waves for v in wave]
     env = {
         **os.environ,
         **stream_env.env,
-        "SF311_STREAM_MAX_OFFSETS_PER_TRIGGER": "700",
+        "SF311_STREAM_MAX_OFFSETS_PER_TRIGGER": "300",
         "SF311_STREAM_TRIGGER": "1 second",
     }
     rng = random.Random(5)
     for attempt in range(5):
+        stream_env.produce_cases(waves[attempt])
         log_path = tmp_path / f"run{attempt}.log"
         planned, committed = _planned_batches(stream_env), _ledger_batches(stream_env)
         # Runs 0-3 die at a random point of the batch they are consuming (decode, bronze,
