@@ -70,8 +70,10 @@ def main() -> int:
         export_s = time.perf_counter() - started
         spark.stop()
     total = fit_s + export_s
+    # The target is for 1 M rows; a smaller run has none to meet.
+    target = 300.0 if n >= 1_000_000 else None
     figures = [
-        Figure("train_total", total, "s", n, target=300.0, better="lower"),
+        Figure("train_total", total, "s", n, target=target, better="lower"),
         Figure("fit_and_evaluate", fit_s, "s", n, better="lower"),
         Figure("export_scorer", export_s, "s", n, better="lower"),
         Figure("rows_per_second", n / total, "rows/s", n),
