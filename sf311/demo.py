@@ -54,22 +54,11 @@ def source_settings(settings: Settings) -> Settings:
 
 
 def _start_app(settings: Settings, app: Service) -> None:
-    table = process_table(settings)
-    if table.get(app.name) and app.healthy():
-        _say(f"  {app.name:<9} already running ({app.describe()})")
-        return
-    table.stop(app.name)
-    t0 = time.monotonic()
-    table.start(app.launches()[0])
-    log = table.log_path(app.name)
-
-    def ready() -> bool:
-        if table.get(app.name) is None:
-            raise StackError(f"{app.name} exited during start; see {log}")
-        return app.healthy()
-
-    wait_until(ready, app.health_timeout, app.name, log)
-    _say(f"  {app.name:<9} healthy in {time.monotonic() - t0:5.1f} s  ({app.describe()})")
+    """Start one application process through the stack (`up --only`), if it is not healthy."""
+    # One that runs but no longer answers is replaced rather than reported as running.
+    if process_table(settings).get(app.name) and not app.healthy():
+        stack.down(settings, only=[app.name])
+    stack.up(settings, only=[app.name])
 
 
 def _airflow_env(settings: Settings) -> dict[str, str]:
@@ -362,7 +351,8 @@ def run_demo(settings: Settings) -> int:
         if settings.socrata_live:
             _say(f"  socrata   live: {settings.socrata_domain}, dataset {settings.socrata_dataset}")
         else:
-            _start_app(settings, SodaSource(settings, ensure_data(settings)))
+            ensure_data(settings)
+            _start_app(settings, SodaSource(settings))
         _say("[4/7] ingest through Airflow")
         ingest = ingest_through_airflow(settings)
         _say(f"  ingest    {ingest}")

@@ -27,9 +27,9 @@ class SodaSource(App):
     name = "soda"
     health_timeout = 180.0  # it indexes the whole file before it listens
 
-    def __init__(self, settings: Settings, path: Path | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.path = path or demo_file(settings)
+        self.path = demo_file(settings)
         self.http = Endpoint("127.0.0.1", settings.demo_soda_port)
 
     def endpoints(self) -> list[Endpoint]:
