@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import io
 import json
 import os
 import resource
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow.json as pj
 import requests
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
@@ -35,7 +37,7 @@ from sf311.ingest.normalize import DeadLetter, normalize
 from sf311.ingest.produce import ensure_topics, producer_config
 from sf311.ingest.records import CaseEncoder
 from sf311.ingest.run import case_encoder, ingest_file, ingest_socrata, rare_collections
-from sf311.ingest.wire import RowEncoder
+from sf311.ingest.wire import BlockEncoder
 from sf311.settings import Settings, load_settings
 
 STAGE_ROWS = 50_000
@@ -62,17 +64,22 @@ def stage_costs(path: Path, encoder: CaseEncoder, rows: int) -> dict[str, float]
 
     Rounds run every stage in turn, so load from neighbours drifts over all stages alike.
     """
-    with path.open() as fh:
+    with path.open("rb") as fh:
         lines = list(islice(fh, rows))
     raw = [orjson.loads(line) for line in lines]
     cases = [c for c in (normalize(r, "file") for r in raw) if not isinstance(c, DeadLetter)]
+    blocks = BlockEncoder(encoder, "file")
+    blocks.rows(raw)  # the per-hour offsets of the clock, as after the first block of a run
+    data = b"".join(lines)
     stages = {
         "parse_json_us": lambda: [json.loads(line) for line in lines],
         "parse_orjson_us": lambda: [orjson.loads(line) for line in lines],
+        "parse_arrow_json_us": lambda: pj.read_json(io.BytesIO(data)),
         "normalize_us": lambda: [normalize(r, "file") for r in raw],
         "encode_us": lambda: [encoder.encode(c) for c in cases],
         "key_us": lambda: [str(c["service_request_id"]).encode() for c in cases],
-        "fused_normalize_encode_us": lambda: RowEncoder(encoder, "file").messages(raw),
+        "columnar_from_dicts_us": lambda: blocks.rows(raw),
+        "columnar_from_json_lines_us": lambda: blocks.json_lines(lines, raw.__getitem__),
     }
     best = dict.fromkeys(stages, float("inf"))
     # Under the same cycle-collector setting as the ingest loops.
@@ -125,14 +132,13 @@ def main() -> int:
     """Run the measurements and write bench/results/ingest.json.
 
     Besides records per wall-clock second, each run is also given per CPU-second used by the
-    client (this process with librdkafka's threads, plus worker processes) and as a ratio to
+    client (this process with its encoding and librdkafka's threads) and as a ratio to
     the raw-produce floor of the same run: on a shared machine those move less than rates.
     """
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--port", type=int, default=8799)
-    parser.add_argument("--workers", type=int, default=2, help="file ingest worker processes")
     parser.add_argument("--skip-soda", action="store_true")
     args = parser.parse_args()
 
@@ -185,14 +191,11 @@ def main() -> int:
             record(f"raw_produce_{compression}", rows, rows / floor[compression],
                    cpu_seconds() - cpu)  # fmt: skip
 
-        for name, workers in (("file_inline", 0), ("file_workers", args.workers)):
-            if name == "file_workers" and workers < 1:
-                continue
-            settings = fresh(name, ingest_workers=workers)
-            start, cpu = time.perf_counter(), cpu_seconds()
-            counts = ingest_file(settings, path, progress=False)
-            record(name, counts.read, time.perf_counter() - start, cpu_seconds() - cpu,
-                   workers=workers, counts=counts.as_dict())  # fmt: skip
+        settings = fresh("file")
+        start, cpu = time.perf_counter(), cpu_seconds()
+        counts = ingest_file(settings, path, progress=False)
+        record("file", counts.read, time.perf_counter() - start, cpu_seconds() - cpu,
+               counts=counts.as_dict())  # fmt: skip
 
         if not args.skip_soda:
             server = soda_server(path, args.port)
@@ -223,14 +226,11 @@ def main() -> int:
             future.result()
 
     lz4 = runs["raw_produce_lz4"]["rec_s"]
-    best_file = max(
-        (runs[n] for n in ("file_inline", "file_workers") if n in runs), key=lambda r: r["rec_s"]
-    )
     for run in runs.values():
         run["vs_floor_lz4"] = round(run["rec_s"] / lz4, 3)
     figures = [
         Figure("raw_produce_floor", lz4, "msg/s", rows=rows),
-        Figure("file_to_kafka", best_file["rec_s"], "rec/s", rows=rows, target=80_000),
+        Figure("file_to_kafka", runs["file"]["rec_s"], "rec/s", rows=rows, target=80_000),
     ]
     if "soda" in runs:
         figures.append(Figure("soda_to_kafka", runs["soda"]["rec_s"], "rec/s", rows=rows,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,6 +14,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.json as pj
 import requests
 from sodapy import Socrata
 
@@ -40,12 +43,71 @@ class ExtractError(IngestError):
 class Page:
     """One page of raw rows and the keyset position of its last row."""
 
-    rows: list[dict[str, Any]]
+    rows: Sequence[dict[str, Any]]
     last: Watermark | None
+
+
+class PageRows(Sequence[dict[str, Any]]):
+    """The rows of one SODA page: Arrow columns read from its body, dicts parsed on demand."""
+
+    def __init__(self, structs: pa.StructArray, decode: Callable[[], Any]) -> None:
+        self.structs = structs
+        self._decode = decode
+        self._dicts: list[dict[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.structs)
+
+    def __getitem__(self, index: Any) -> Any:
+        if self._dicts is None:
+            self._dicts = self._decode()
+        return self._dicts[index]
+
+    def columns(self) -> dict[str, pa.Array]:
+        """Return the page's columns by field name (the union of its rows' keys)."""
+        return {field.name: self.structs.field(i) for i, field in enumerate(self.structs.type)}
+
+    def last_key(self) -> Watermark | None:
+        """Return the keyset position of the last row that has one."""
+        if self:
+            # The key's two fields read alike from Arrow and from the row's dict.
+            key = _key(self.structs[len(self) - 1].as_py())
+            if key is not None:
+                return key
+        return next((k for k in map(_key, reversed(self)) if k is not None), None)
+
+
+def read_page(body: bytes, decode: Callable[[], Any]) -> PageRows | None:
+    """Return a JSON array of objects as PageRows, None if Arrow cannot read it as one.
+
+    `decode()` returns the rows as dicts, for those that need them.
+
+    Arrow reads only whole JSON documents of objects: the array is wrapped in one. Rows
+    whose keys disagree in type (a number here, a string there) make it give up.
+    """
+    if not body.lstrip().startswith(b"["):
+        return None
+    data = b'{"rows":' + body + b"}"
+    options = pj.ReadOptions(use_threads=False, block_size=len(data) + 1)
+    try:
+        table = pj.read_json(io.BytesIO(data), read_options=options)
+    except pa.ArrowInvalid:
+        return None
+    column = table.column(0).combine_chunks()
+    if table.num_rows != 1 or not pa.types.is_list(column.type):
+        return None
+    structs = column.flatten()
+    if not pa.types.is_struct(structs.type) or structs.null_count:
+        return None
+    return PageRows(structs, decode)
 
 
 class _FastJsonResponse(requests.Response):
     def json(self, **kwargs: Any) -> Any:
+        rows = read_page(self.content, lambda: self._decode(**kwargs))
+        return self._decode(**kwargs) if rows is None else rows
+
+    def _decode(self, **kwargs: Any) -> Any:
         try:
             return orjson.loads(self.content)
         except orjson.JSONDecodeError:
@@ -54,7 +116,7 @@ class _FastJsonResponse(requests.Response):
 
 
 class FastJsonAdapter(requests.adapters.HTTPAdapter):
-    """An HTTPAdapter whose responses decode JSON with orjson: 50,000-row pages parse 2x faster."""
+    """An HTTPAdapter whose JSON pages come as PageRows (Arrow columns), other JSON by orjson."""
 
     def build_response(self, req: Any, resp: Any) -> requests.Response:
         """Return requests' response, typed so that .json() uses orjson."""
@@ -121,7 +183,7 @@ def get_page(
     params: dict[str, Any],
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
-) -> list[dict[str, Any]]:
+) -> Sequence[dict[str, Any]]:
     """Return one page of rows, retrying 429, 5xx, timeouts and broken connections.
 
     Waits follow exponential backoff with full jitter, at least Retry-After (capped at
@@ -134,7 +196,7 @@ def get_page(
         retry_after = None
         try:
             rows = client.get(settings.socrata_dataset, **params)
-            if not isinstance(rows, list):
+            if not isinstance(rows, list | PageRows):
                 raise ExtractError(f"unexpected SODA answer: {str(rows)[:200]}")
             return rows
         except requests.HTTPError as err:
@@ -196,7 +258,10 @@ def iter_pages(
         future = pool.submit(get_page, client, settings, _params(position, until, limit))
         while True:
             rows = future.result()
-            last = next((k for k in map(_key, reversed(rows)) if k is not None), None)
+            if not isinstance(rows, PageRows):
+                last = next((k for k in map(_key, reversed(rows)) if k is not None), None)
+            else:
+                last = rows.last_key()
             full = len(rows) >= limit
             if full:
                 if last is None or (position is not None and last <= position):

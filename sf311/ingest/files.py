@@ -69,11 +69,14 @@ class _Counted(io.RawIOBase):
         return n or 0
 
 
-def _open_text(path: Path, bar: tqdm) -> IO[str]:
+def _open_binary(path: Path, bar: tqdm) -> IO[bytes]:
     raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed through the wrapper
     counted = io.BufferedReader(_Counted(raw, bar), buffer_size=_CHUNK)
-    binary = cast(IO[bytes], gzip.GzipFile(fileobj=counted) if path.suffix == ".gz" else counted)
-    return io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
+    return cast(IO[bytes], gzip.GzipFile(fileobj=counted) if path.suffix == ".gz" else counted)
+
+
+def _open_text(path: Path, bar: tqdm) -> IO[str]:
+    return io.TextIOWrapper(_open_binary(path, bar), encoding="utf-8-sig", newline="")
 
 
 def csv_row(header: list[str], values: list[str]) -> dict[str, str]:
@@ -130,11 +133,20 @@ def _json_items(text: IO[str]) -> tuple[str, Iterator[Any]]:
 
 @dataclass(frozen=True, slots=True)
 class RawBatch:
-    """Rows not yet turned into dicts: JSON lines, CSV cells (with header) or parsed rows."""
+    """Rows not yet turned into dicts: JSON lines (bytes), CSV cells (with header) or dicts."""
 
     kind: str
     items: list[Any]
     header: list[str] | None = None
+
+    def row(self, index: int) -> dict[str, Any]:
+        """Return row `index` of the batch as the dict the reference normalizer takes."""
+        item = self.items[index]
+        if self.kind == "lines":
+            return json_line(item.decode())
+        if self.kind == "cells":
+            return csv_row(self.header or [], item)
+        return cast(dict[str, Any], item)
 
 
 def json_line(line: str) -> dict[str, Any]:
@@ -150,14 +162,43 @@ def json_line(line: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {UNPARSEABLE: line[:10_000]}
 
 
-def rows_of(batch: RawBatch) -> list[dict[str, Any]]:
-    """Return the row dicts of a RawBatch (parsing happens here, e.g. in a worker process)."""
-    if batch.kind == "lines":
-        return [json_line(line) for line in batch.items]
-    if batch.kind == "cells":
-        header = batch.header or []
-        return [csv_row(header, values) for values in batch.items]
-    return batch.items
+def _blank(line: bytes) -> bool:
+    stripped = line.strip()
+    # A line of other whitespace (U+00A0, U+3000, ...) is blank for str.strip() too.
+    return not stripped or (stripped[:1] != b"{" and not line.decode().strip())
+
+
+def _byte_lines(binary: IO[bytes], first: bytes) -> Iterator[bytes]:
+    """Yield the non-blank lines of a JSON-lines byte stream, each with its line end."""
+    rest = first
+    while True:
+        more = binary.read(_CHUNK)
+        data = rest + more
+        # Lines end at \n, \r or \r\n, as in text mode with newline="".
+        cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1 if more else len(data)
+        block, rest = data[:cut], data[cut:]
+        for line in block.splitlines(keepends=True):
+            if not _blank(line):
+                yield line
+        if not more:
+            return
+
+
+def _json_line_batches(path: Path, size: int, bar: tqdm) -> Iterator[RawBatch] | None:
+    """Return batches of the byte lines of a JSON-lines file, None if it is no such file."""
+    binary = _open_binary(path, bar)
+    first = binary.read(_CHUNK).removeprefix(b"\xef\xbb\xbf").lstrip()
+    if not first.startswith(b"{"):
+        binary.close()
+        return None
+
+    def batches() -> Iterator[RawBatch]:
+        with binary:
+            lines = _byte_lines(binary, first)
+            while chunk := list(islice(lines, size)):
+                yield RawBatch("lines", chunk)
+
+    return batches()
 
 
 def _kind(path: Path) -> str:
@@ -184,15 +225,22 @@ def read_batches(path: Path, size: int, progress: bool | None = None) -> Iterato
     """Yield a file's rows in RawBatches of `size`, read but not yet parsed into dicts."""
     path = Path(path)
     kind = _kind(path)
-    with _progress(path, progress) as bar, _open_text(path, bar) as text:
-        header = None
-        if kind == "csv":
-            header, items = _csv_cells(text)
-            batch_kind = "cells"
-        else:
-            batch_kind, items = _json_items(text)
-        while chunk := list(islice(items, size)):
-            yield RawBatch(batch_kind, chunk, header)
+    with _progress(path, progress) as bar:
+        if kind != "csv" and (line_batches := _json_line_batches(path, size, bar)) is not None:
+            yield from line_batches
+            return
+        with _open_text(path, bar) as text:
+            header = None
+            if kind == "csv":
+                header, items = _csv_cells(text)
+                batch_kind = "cells"
+            else:
+                json_kind, items = _json_items(text)
+                if json_kind == "lines":
+                    items = map(json_line, items)
+                batch_kind = "rows"
+            while chunk := list(islice(items, size)):
+                yield RawBatch(batch_kind, chunk, header)
 
 
 def read_rows(path: Path, progress: bool | None = None) -> Iterator[dict[str, Any]]:

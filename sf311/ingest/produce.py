@@ -76,6 +76,9 @@ class CaseProducer:
     Records are grouped by `checkpoint(mark)` calls; `on_acked(mark)` runs in the caller's
     thread once every record sent before that checkpoint, and before all earlier ones, has
     been acknowledged by the broker. A failed delivery blocks every later checkpoint.
+    Without `on_acked` nothing waits on single acknowledgements: the broker reports failures
+    only (a Python callback less per record), and close() checks that nothing failed or
+    stayed queued.
     """
 
     def __init__(
@@ -85,7 +88,11 @@ class CaseProducer:
         topic: str | None = None,
         dlq_topic: str | None = None,
     ) -> None:
-        self._producer = Producer(producer_config(settings))
+        self._reports_successes = on_acked is not None
+        config = producer_config(settings)
+        if not self._reports_successes:
+            config["delivery.report.only.error"] = True
+        self._producer = Producer(config)
         self._topic = topic or settings.kafka_topic
         self._dlq_topic = dlq_topic or settings.kafka_dlq_topic
         self._on_acked = on_acked
@@ -113,7 +120,7 @@ class CaseProducer:
     def send_messages(
         self, cases: list[tuple[bytes | None, bytes]], dead: list[tuple[bytes | None, bytes]]
     ) -> None:
-        """Queue encoded cases and dead letters (from a RowEncoder), then serve delivery reports."""
+        """Queue encoded cases and dead letters (a BlockEncoder's), then serve delivery reports."""
         produce, poll, callback = self._producer.produce, self._producer.poll, self._callback
         # Counted up front: a report served by poll() below must find its group's count.
         self._current.pending += len(cases) + len(dead)
@@ -155,6 +162,9 @@ class CaseProducer:
     def close(self, timeout: float = 120.0) -> None:
         """Wait for every delivery report; raise ProduceError if any record was not acked."""
         remaining = self._producer.flush(timeout)
+        if not self._reports_successes and not remaining and not self.failures:
+            # Every record left the queue and none was reported failed: all were acked.
+            self.acked = self.produced + self.dead_lettered
         self._report()
         if self.failures or remaining:
             lost = self.produced + self.dead_lettered - self.acked

@@ -4,29 +4,30 @@ from __future__ import annotations
 
 import gc
 import logging
-import multiprocessing
 from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from itertools import islice
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sf311.ingest.extract import iter_pages, socrata_client, start_position, to_floating
-from sf311.ingest.files import RawBatch, read_batches, read_rows, rows_of
+from sf311.ingest.extract import Page, iter_pages, socrata_client, start_position, to_floating
+from sf311.ingest.files import read_batches
 from sf311.ingest.produce import CaseProducer, ProduceError, ensure_topics
 from sf311.ingest.records import CaseEncoder, latest_schema_path, load_schema, register_schema
 from sf311.ingest.watermark import Watermark, WatermarkStore
-from sf311.ingest.wire import Message, RowEncoder
+from sf311.ingest.wire import BlockEncoder, Messages
 from sf311.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PARALLEL_MIN_BYTES = 8 << 20
-BATCH_ROWS = 2000
+# Rows per block: large enough that the per-block cost of ~100 array operations is small.
+BATCH_ROWS = 10_000
+# Blocks encoded at once, in threads, while this one produces (in file order).
+ENCODE_THREADS = 2
 # Allocations between young-generation collections while ingesting (CPython's default: 700).
 GC_YOUNG_THRESHOLD = 50_000
 
@@ -59,32 +60,23 @@ def case_encoder(settings: Settings) -> CaseEncoder:
 
 def _open_producer(
     settings: Settings, origin: str, on_acked: Any = None
-) -> tuple[CaseProducer, RowEncoder]:
+) -> tuple[CaseProducer, BlockEncoder]:
     ensure_topics(settings, [settings.kafka_topic, settings.kafka_dlq_topic])
     encoder = case_encoder(settings)
-    return CaseProducer(settings, on_acked=on_acked), RowEncoder(encoder, origin)
+    return CaseProducer(settings, on_acked=on_acked), BlockEncoder(encoder, origin)
 
 
 @contextmanager
 def rare_collections() -> Iterator[None]:
     """Return a context in which CPython's cycle collector runs rarely (restored on exit)."""
-    # Each row makes a few short-lived dicts, freed by reference counting; at the default
-    # threshold the cycle collector runs every few hundred rows and costs 10-20 % of the CPU.
+    # A block makes hundreds of thousands of short-lived bytes and tuples, freed by reference
+    # counting; at the default threshold the cycle collector would run every few hundred.
     before = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *before[1:])
     try:
         yield
     finally:
         gc.set_threshold(*before)
-
-
-def _send_all(rows: Iterable[dict[str, Any]], producer: CaseProducer, rows_in: RowEncoder) -> int:
-    read = 0
-    rows = iter(rows)
-    while chunk := list(islice(rows, BATCH_ROWS)):
-        read += len(chunk)
-        producer.send_messages(*rows_in.messages(chunk))
-    return read
 
 
 def _finish(producer: CaseProducer, read: int) -> IngestCounts:
@@ -94,55 +86,49 @@ def _finish(producer: CaseProducer, read: int) -> IngestCounts:
     return counts
 
 
-# Each worker process builds its encoder once, in the pool's initializer.
-_worker_rows: RowEncoder | None = None
+# An encoding job: the work, and whether a checkpoint (with its mark) follows its records.
+_Job = tuple[Callable[[], Messages], bool, Any]
 
 
-def _init_worker(schema: dict[str, Any], schema_id: int) -> None:
-    global _worker_rows
-    _worker_rows = RowEncoder(CaseEncoder(schema, schema_id), "file")
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+def _send_in_order(jobs: Iterable[_Job], producer: CaseProducer) -> None:
+    """Encode jobs in ENCODE_THREADS threads while sending finished ones, in order, to Kafka.
 
+    Arrow and numpy release the GIL, so encoding overlaps with this thread's produce calls;
+    at most ENCODE_THREADS + 1 jobs' messages are in memory.
+    """
+    pending: deque[tuple[Future[Messages], bool, Any]] = deque()
 
-def _encode_batch(batch: RawBatch) -> tuple[list[Message], list[Message]]:
-    """Return the (key, value) messages of cases and of dead letters of one raw batch."""
-    return _worker_rows.messages(rows_of(batch))  # type: ignore[union-attr]
+    def send_first() -> None:
+        future, checkpoint, mark = pending.popleft()
+        producer.send_messages(*future.result())
+        if checkpoint:
+            producer.checkpoint(mark)
+
+    with ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="ingest-encode") as pool:
+        for work, checkpoint, mark in jobs:
+            pending.append((pool.submit(work), checkpoint, mark))
+            if len(pending) > ENCODE_THREADS:
+                send_first()
+        while pending:
+            send_first()
 
 
 def ingest_file(settings: Settings, path: Path, progress: bool | None = None) -> IngestCounts:
     """Send every row of a file to Kafka (cases to the topic, rejects to the DLQ); return counts.
 
-    Files of PARALLEL_MIN_BYTES or more are parsed, normalized and encoded by
-    settings.ingest_workers processes while this one only splits lines and produces; a
-    bounded number of batches is in flight, so memory stays constant whatever the file size.
+    The file is read in blocks of BATCH_ROWS rows, encoded in background threads.
     """
-    path = Path(path)
-    workers = settings.ingest_workers if path.stat().st_size >= PARALLEL_MIN_BYTES else 0
-    if workers < 1:
-        producer, rows_in = _open_producer(settings, "file")
-        with rare_collections():
-            read = _send_all(read_rows(path, progress=progress), producer, rows_in)
-        return _finish(producer, read)
-    ensure_topics(settings, [settings.kafka_topic, settings.kafka_dlq_topic])
-    encoder = case_encoder(settings)
-    # spawn, not fork: librdkafka's threads must not be forked into the workers.
-    context = multiprocessing.get_context("spawn")
-    init = (encoder.schema, encoder.schema_id)
-    with ProcessPoolExecutor(workers, context, _init_worker, init) as pool, rare_collections():
-        producer = CaseProducer(settings)
-        read = 0
-        in_flight: deque[Future[tuple[list[Message], list[Message]]]] = deque()
+    producer, blocks = _open_producer(settings, "file")
+    read = 0
 
-        def drain_one() -> None:
-            producer.send_messages(*in_flight.popleft().result())
-
-        for batch in read_batches(path, BATCH_ROWS, progress=progress):
+    def jobs() -> Iterator[_Job]:
+        nonlocal read
+        for batch in read_batches(Path(path), BATCH_ROWS, progress=progress):
             read += len(batch.items)
-            in_flight.append(pool.submit(_encode_batch, batch))
-            if len(in_flight) >= 3 * workers:
-                drain_one()
-        while in_flight:
-            drain_one()
+            yield partial(blocks.batch, batch), False, None
+
+    with rare_collections():
+        _send_in_order(jobs(), producer)
     return _finish(producer, read)
 
 
@@ -175,13 +161,24 @@ def ingest_socrata(
         def acked(mark: Watermark) -> None:
             store.advance(source, mark)
 
-        producer, rows_in = _open_producer(settings, "socrata", on_acked=acked)
+        producer, blocks = _open_producer(settings, "socrata", on_acked=acked)
         read = 0
+
+        def jobs(pages: Iterable[Page]) -> Iterator[_Job]:
+            nonlocal read
+            for page in pages:
+                read += len(page.rows)
+                # Each page in blocks; its checkpoint follows its last block.
+                ends = list(range(BATCH_ROWS, len(page.rows), BATCH_ROWS)) + [len(page.rows)]
+                for begin, end in zip([0, *ends], ends, strict=False):
+                    work = partial(blocks.page, page.rows, begin, end)
+                    yield work, end == len(page.rows), page.last
+
         try:
             with socrata_client(settings) as client, rare_collections():
-                for page in iter_pages(client, settings, start, bound, page_size):
-                    read += _send_all(page.rows, producer, rows_in)
-                    producer.checkpoint(page.last)
+                _send_in_order(
+                    jobs(iter_pages(client, settings, start, bound, page_size)), producer
+                )
         except Exception:
             # Keep what the broker did acknowledge, so the rerun starts from there.
             with suppress(ProduceError):

@@ -13,6 +13,7 @@ import urllib3
 from sf311.ingest.extract import (
     ExtractError,
     FastJsonAdapter,
+    PageRows,
     get_page,
     iter_pages,
     keyset_where,
@@ -194,9 +195,9 @@ def adapter_response(body: bytes) -> requests.Response:
 
 
 def test_pages_decode_with_orjson_and_fall_back_to_requests_json() -> None:
-    assert adapter_response(b'[{"a": "1", "b": {"c": [1, 2]}}]').json() == [
-        {"a": "1", "b": {"c": [1, 2]}}
-    ]
+    page = adapter_response(b'[{"a": "1", "b": {"c": [1, 2]}}]').json()
+    assert isinstance(page, PageRows) and list(page) == [{"a": "1", "b": {"c": [1, 2]}}]
+    assert adapter_response(b'[{"a": "1"}, {"a": 2}]').json() == [{"a": "1"}, {"a": 2}]
     (row,) = adapter_response(b'[{"lat": NaN}]').json()  # not strict JSON: requests decodes it
     assert row["lat"] != row["lat"]
     with pytest.raises(requests.exceptions.JSONDecodeError):

@@ -59,7 +59,7 @@ def producer(monkeypatch: pytest.MonkeyPatch):
 
 
 def case(rid: int) -> list[tuple[bytes, bytes]]:
-    """One case message, as a RowEncoder gives it."""
+    """One case message, as a BlockEncoder gives it."""
     return [(str(rid).encode(), b"avro-%d" % rid)]
 
 
@@ -145,3 +145,18 @@ def test_ingest_loops_collect_cycles_rarely_and_restore_the_threshold() -> None:
         assert gc.get_threshold() == (run.GC_YOUNG_THRESHOLD, *before[1:])
         raise RuntimeError("a failed page")
     assert gc.get_threshold() == before
+
+
+def test_without_checkpoints_only_failures_are_reported(monkeypatch) -> None:
+    monkeypatch.setattr(produce, "Producer", FakeProducer)
+    quiet = produce.CaseProducer(Settings())
+    assert quiet._producer.config["delivery.report.only.error"] is True
+    quiet.send_messages(case(1) + case(2), [])
+    quiet.close()
+    assert quiet.acked == 2
+    failing = produce.CaseProducer(Settings())
+    failing.send_messages(case(3) + case(4), [])
+    failing._producer.deliver(1, fail=True)
+    with pytest.raises(produce.ProduceError, match="broker said no"):
+        failing.close()
+    assert failing.acked == 0
