@@ -2,8 +2,9 @@
 
 Split (issue 5, item 8): closed cases with 0 <= hours < 2 years, target log1p(hours), train on
 cases requested 2015-01-01 .. 2018-06-30, test on cases requested from 2018-07-01 (local time).
-Every calibration choice (window, refit, min_group, weighting, centering, prediction bins) is
-made by a backtest on validation blocks carved from the end of the training period (--select);
+Every calibration choice (window, refit, min_group, weighting, centering, prediction bins, a
+forest of |residual| scaling each interval) is made by a backtest on validation blocks carved
+from the end of the training period (--select);
 the test split is scored once, with the TrainConfig defaults that selection recorded.
 Run: .venv/bin/python bench/model_quality.py [--select [--validation-days 182] [--folds 3]]
 """
@@ -71,6 +72,7 @@ GRID: dict[str, list] = {
     "calibration_half_life_days": [None, 90.0],
     "center_on_median": [True, False],
     "raw_bins": [0, 5],
+    "scale_trees": [0, 20],
 }
 CHOICE_FIELDS = tuple(GRID)
 
@@ -79,7 +81,7 @@ def main() -> int:
     """Run the benchmark, print the figures and write bench/results/model_quality.json."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--algorithm", default="rf", choices=["rf", "gbt"])
-    parser.add_argument("--num-trees", type=int, default=60)
+    parser.add_argument("--num-trees", type=int, default=TrainConfig.num_trees)
     parser.add_argument("--max-depth", type=int, default=10)
     parser.add_argument("--half-life-days", type=float, default=365.0)
     parser.add_argument(
@@ -139,7 +141,9 @@ def main() -> int:
     holdout = result.holdout
 
     with tempfile.TemporaryDirectory() as tmp:
-        scorer = Scorer.load(export_pipeline(result.model, result.calibration, Path(tmp)))
+        scorer = Scorer.load(
+            export_pipeline(result.model, result.calibration, Path(tmp), scale=result.scale)
+        )
     sample = holdout.sample(n=min(1000, len(holdout)), random_state=1)
     by_id = cases.set_index("service_request_id")
     records = [

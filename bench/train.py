@@ -2,8 +2,9 @@
 
 Generates N cases with sf311.ingest.generate over about 3.3 years, shapes them like
 silver.cases (parquet, read back by Spark), then times what `sf311 train` runs: the split from
-the newest case, fit_and_evaluate (forest before the calibration window, calibration, refit,
-holdout scoring) and the JVM-free export. Generation and loading are reported, not counted.
+the newest case, fit_and_evaluate (forest before the calibration window, its |residual|
+forest, calibration, refit, holdout scoring) and the JVM-free export. Generation and loading
+are reported, not counted.
 Run: .venv/bin/python bench/train.py [--rows 1000000]
 """
 
@@ -66,7 +67,7 @@ def main() -> int:
         result = fit_and_evaluate(cases, cfg)
         fit_s = time.perf_counter() - started
         started = time.perf_counter()
-        export_pipeline(result.model, result.calibration, Path(tmp) / "scorer")
+        export_pipeline(result.model, result.calibration, Path(tmp) / "scorer", result.scale)
         export_s = time.perf_counter() - started
         spark.stop()
     total = fit_s + export_s

@@ -122,7 +122,14 @@ def create_app(settings: Settings, service: ModelService | None = None) -> FastA
         yield
         poller.cancel()
 
-    app = FastAPI(title="sf311 resolution-time API", version="1", lifespan=lifespan)
+    # sf311 exports no OpenTelemetry: without this FastAPI probes the global providers on
+    # every request, a measurable share of a one-row prediction.
+    app = FastAPI(
+        title="sf311 resolution-time API",
+        version="1",
+        lifespan=lifespan,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
 
     # Answers are serialized once by pydantic; returning a Response skips FastAPI's second pass.
     @app.post("/predict", response_model=PredictionOut)

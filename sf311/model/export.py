@@ -14,7 +14,7 @@ from pyspark.ml import PipelineModel
 from pyspark.ml.feature import StringIndexerModel, VectorAssembler
 from pyspark.ml.regression import GBTRegressionModel, RandomForestRegressionModel
 
-from sf311.model.scorer import SPEC_FILE, TREES_FILE
+from sf311.model.scorer import SCALE_FOLDER, SPEC_FILE, TREES_FILE
 
 
 def _read_parquet(folder: Path) -> list[dict[str, Any]]:
@@ -101,9 +101,14 @@ def _depth(tree: list[dict[str, Any]]) -> int:
 
 
 def export_pipeline(
-    model: PipelineModel, calibration: Mapping[str, Any], out: Path, **extra: Any
+    model: PipelineModel,
+    calibration: Mapping[str, Any],
+    out: Path,
+    scale: PipelineModel | None = None,
+    **extra: Any,
 ) -> Path:
-    """Return `out` after writing scorer.json and trees.npz for the fitted pipeline."""
+    """Return `out` after writing scorer.json and trees.npz for the fitted pipeline (and the
+    pipeline predicting |residual| of a normalized conformal interval in out/scale)."""
     indexer, assembler, ensemble = model.stages
     if not isinstance(indexer, StringIndexerModel) or not isinstance(assembler, VectorAssembler):
         raise TypeError("expected StringIndexerModel, VectorAssembler, tree ensemble")
@@ -140,4 +145,6 @@ def export_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     (out / SPEC_FILE).write_text(json.dumps(spec, indent=1, sort_keys=True))
     np.savez_compressed(out / TREES_FILE, **trees)
+    if scale is not None:
+        export_pipeline(scale, {}, out / SCALE_FOLDER)
     return out

@@ -93,6 +93,7 @@ def log_and_register(settings: Settings, result: TrainResult, cfg: TrainConfig) 
             result.model,
             result.calibration,
             Path(tmp) / SCORER_PATH,
+            scale=result.scale,
             model_version=version,
             run_id=run.info.run_id,
             metrics=result.metrics,

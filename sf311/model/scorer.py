@@ -14,6 +14,8 @@ from sf311.model.features import record_features
 
 SPEC_FILE = "scorer.json"
 TREES_FILE = "trees.npz"
+# Subfolder holding the forest of |residual| that scales a normalized conformal interval.
+SCALE_FOLDER = "scale"
 
 
 # Calibration grouped by the forest's own prediction (Mondrian bins), not by a feature.
@@ -27,15 +29,54 @@ def calibration_groups(raw: np.ndarray, keys: Sequence[Any], cal: Mapping[str, A
     return [str(k) for k in keys]
 
 
-def interval_bands(raw: np.ndarray, keys: Sequence[Any], cal: Mapping[str, Any]) -> np.ndarray:
-    """Return an (n, 3) array of low, point, high log predictions from raw forest output."""
+def interval_bands(
+    raw: np.ndarray, keys: Sequence[Any], cal: Mapping[str, Any], scale: np.ndarray | None = None
+) -> np.ndarray:
+    """Return an (n, 3) array of low, point, high log predictions from raw forest output.
+
+    A `scaled` calibration holds quantiles of residuals divided by the predicted |residual|
+    (normalized conformal): they are multiplied back by each case's `scale`."""
     groups, fallback = cal["groups"], cal["global"]
     q = np.array([groups.get(g, fallback) for g in calibration_groups(raw, keys, cal)])
     q = q.reshape(len(raw), 3)
+    if cal.get("scaled"):
+        if scale is None:
+            raise ValueError("a scaled calibration needs the predicted scale of every case")
+        q = q * np.asarray(scale, dtype=np.float64)[:, None]
     point = np.maximum(raw + q[:, 1], 0.0)
     low = np.maximum(raw + q[:, 0], 0.0)
     high = np.maximum(raw + q[:, 2], low)
     return np.column_stack([low, point, high])
+
+
+def _decision_table(
+    trees: Mapping[str, np.ndarray], categorical: int
+) -> tuple[dict[int, np.ndarray], np.ndarray, int]:
+    """Return per numeric feature its sorted split thresholds, and the flat go-left table.
+
+    A number x goes left at threshold t_j exactly when fewer than j + 1 thresholds of its
+    feature lie below x, so with x replaced by that count (its rank) every split, numeric or
+    categorical, is one lookup in row `node` of the table: one numpy gather per tree level.
+    """
+    feature, threshold, cat_row = trees["feature"], trees["threshold"], trees["cat_row"]
+    split = feature >= 0
+    numeric = split & (cat_row < 0)
+    if np.any(feature[split & (cat_row >= 0)] >= categorical) or np.any(
+        feature[numeric] < categorical
+    ):
+        raise ValueError("categorical splits must use the first (indexed) features only")
+    cuts = {
+        int(f): np.unique(threshold[numeric & (feature == f)]) for f in np.unique(feature[numeric])
+    }
+    width = max([trees["cat_mask"].shape[1], *(c.size + 1 for c in cuts.values())])
+    table = np.zeros((feature.size, width), dtype=bool)
+    for node in np.flatnonzero(numeric):
+        rank = np.searchsorted(cuts[int(feature[node])], threshold[node])
+        table[node, : rank + 1] = True
+    cats = np.flatnonzero(split & (cat_row >= 0))
+    mask = trees["cat_mask"]
+    table[cats, : mask.shape[1]] = mask[cat_row[cats]]
+    return cuts, table.ravel(), width
 
 
 @dataclass(frozen=True)
@@ -65,21 +106,25 @@ class Prediction:
 class Scorer:
     """Scores cases exactly as the exported Spark pipeline does, plus the conformal interval."""
 
-    def __init__(self, spec: Mapping[str, Any], trees: Mapping[str, np.ndarray]) -> None:
+    def __init__(
+        self,
+        spec: Mapping[str, Any],
+        trees: Mapping[str, np.ndarray],
+        scale: Scorer | None = None,
+    ) -> None:
         self.spec = dict(spec)
+        self._scale = scale
         self.categorical: list[str] = spec["categorical"]
         self.numeric: list[str] = spec["numeric"]
         self._indexes = [
             {label: i for i, label in enumerate(spec["labels"][c])} for c in self.categorical
         ]
         self._unseen = [len(spec["labels"][c]) for c in self.categorical]
-        self._feature = trees["feature"]
-        self._threshold = trees["threshold"]
-        self._left = trees["left"]
-        self._right = trees["right"]
+        self._feature = np.maximum(trees["feature"], 0)
+        # Leaves read feature 0 and lead back to themselves: every row walks `depth` steps.
+        self._children = np.column_stack([trees["right"], trees["left"]]).ravel()
         self._value = trees["value"]
-        self._cat_row = trees["cat_row"]
-        self._cat_mask = trees["cat_mask"]
+        self._cuts, self._decision, self._width = _decision_table(trees, len(self.categorical))
         self._roots = trees["roots"]
         self._weights = trees["weights"]
         self._depth = int(trees["depth"])
@@ -92,7 +137,8 @@ class Scorer:
         spec = json.loads((Path(folder) / SPEC_FILE).read_text())
         with np.load(Path(folder) / TREES_FILE) as npz:
             trees = {k: npz[k] for k in npz.files}
-        return cls(spec, trees)
+        scale = Path(folder) / SCALE_FOLDER
+        return cls(spec, trees, cls.load(scale) if scale.is_dir() else None)
 
     @property
     def version(self) -> str | None:
@@ -121,30 +167,35 @@ class Scorer:
 
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:
         """Return the tree ensemble's raw prediction (log1p hours) for a feature matrix."""
-        n = x.shape[0]
-        nodes = np.broadcast_to(self._roots, (n, self._roots.size)).copy()
-        rows = np.arange(n)[:, None]
+        n, k = x.shape
+        nodes = np.tile(self._roots, (n, 1))
+        offsets = (np.arange(n) * k)[:, None]
+        bins = self._bins(x).ravel()
         for _ in range(self._depth):
-            feat = self._feature[nodes]
-            values = x[rows, np.maximum(feat, 0)]
-            cat_row = self._cat_row[nodes]
-            go_left = values <= self._threshold[nodes]
-            is_cat = cat_row >= 0
-            if is_cat.any():
-                cats = np.clip(values[is_cat].astype(np.int64), 0, self._cat_mask.shape[1] - 1)
-                go_left[is_cat] = self._cat_mask[cat_row[is_cat], cats]
-            nodes = np.where(go_left, self._left[nodes], self._right[nodes])
+            at = bins[offsets + self._feature[nodes]]
+            go_left = self._decision[nodes * self._width + at]
+            nodes = self._children[2 * nodes + go_left]
         leaf = self._value[nodes]
         if self._combine == "mean":
             return leaf.sum(axis=1) / leaf.shape[1]
         return leaf @ self._weights
+
+    def _bins(self, x: np.ndarray) -> np.ndarray:
+        """Return x with category indexes clipped to the table and numbers as threshold ranks."""
+        bins = np.zeros(x.shape, dtype=np.int64)
+        k = len(self.categorical)
+        bins[:, :k] = np.minimum(x[:, :k].astype(np.int64), self._width - 1)
+        for j, cuts in self._cuts.items():
+            bins[:, j] = np.searchsorted(cuts, x[:, j], side="left")
+        return bins
 
     def predict_features(self, rows: Sequence[Mapping[str, Any]]) -> Prediction:
         """Return predictions and intervals for feature rows built by record_features."""
         raw = self.predict_matrix(self.matrix(rows))
         column = self._calibration["group_column"]
         keys = [None] * len(rows) if column == RAW_BIN else [row[column] for row in rows]
-        low, point, high = interval_bands(raw, keys, self._calibration).T
+        scale = self._scale.predict_matrix(self._scale.matrix(rows)) if self._scale else None
+        low, point, high = interval_bands(raw, keys, self._calibration, scale).T
         return Prediction(log_hours=point, log_lower=low, log_upper=high)
 
     def predict(self, cases: Iterable[Mapping[str, Any]]) -> Prediction:

@@ -13,7 +13,13 @@ from sf311.model.columns import FEATURES
 from sf311.model.export import export_pipeline
 from sf311.model.features import labelled, record_features
 from sf311.model.scorer import Scorer
-from sf311.model.train import TrainConfig, build_pipeline, with_recency_weight
+from sf311.model.train import (
+    TrainConfig,
+    build_pipeline,
+    build_scale_pipeline,
+    fit_scale,
+    with_recency_weight,
+)
 
 
 def test_paper_model_scores_as_worked_out(paper_scorer: Scorer) -> None:
@@ -76,3 +82,41 @@ def test_scorer_matches_spark_on_1000_held_out_rows(fitted, algorithm) -> None:
     got = scorer.predict_matrix(scorer.matrix(rows))
     assert np.max(np.abs(got - held["prediction"].to_numpy())) <= 1e-6
     np.testing.assert_allclose(scorer.predict(records).log_hours, np.maximum(got, 0.0))
+
+
+def test_scale_forest_travels_with_the_scorer_and_sizes_its_intervals(fitted) -> None:
+    cases, train, test, tmp = fitted
+    cfg = TrainConfig(
+        test_start=datetime(2100, 1, 1, tzinfo=UTC),
+        num_trees=6,
+        max_depth=4,
+        min_instances=5,
+        scale_trees=5,
+        scale_depth=3,
+    )
+    model = build_pipeline(cfg, max_bins=64).fit(train)
+    scale_pipeline = build_scale_pipeline(cfg, max_bins=64)
+    assert scale_pipeline is not None
+    scale = fit_scale(model, train, scale_pipeline)
+    held = (
+        scale.transform(test)
+        .select("service_request_id", "prediction")
+        .orderBy("service_request_id")
+        .limit(300)
+        .toPandas()
+    )
+    cal = {"group_column": "service_name", "global": [-2.0, 0.0, 2.0], "groups": {}}
+    scorer = Scorer.load(export_pipeline(model, {**cal, "scaled": True}, Path(tmp) / "s", scale))
+    by_id = cases.set_index("service_request_id")
+    records = [
+        {**by_id.loc[i].to_dict(), "requested_datetime": by_id.loc[i, "requested_datetime"]}
+        for i in held["service_request_id"]
+    ]
+    rows = [record_features(r) for r in records]
+    spark_scale = held["prediction"].to_numpy()
+    assert spark_scale.min() > 0
+    pred = scorer.predict_features(rows)
+    raw = scorer.predict_matrix(scorer.matrix(rows))
+    # The interval is raw +- 2 predicted |residuals| of Spark's own scale forest (floored at 0).
+    np.testing.assert_allclose(pred.log_upper, raw + 2.0 * spark_scale, atol=1e-6)
+    np.testing.assert_allclose(pred.log_lower, np.maximum(raw - 2.0 * spark_scale, 0), atol=1e-6)

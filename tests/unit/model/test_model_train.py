@@ -167,3 +167,28 @@ def test_calibration_window_leaves_the_older_half_to_fit_on(spark) -> None:
     assert calibration_window(df, utc(2024, 7, 2), 365) == 91
     with pytest.raises(ValueError, match="no closed cases"):
         calibration_window(df.limit(0), utc(2024, 7, 2), 365)
+
+
+def test_scaled_calibration_sizes_each_interval_by_its_predicted_residual() -> None:
+    # Residuals are exactly +-1 or +-0.5 times each case's scale: normalized, they are all +-1,
+    # so the quantiles are in scale units and the bands widen with the predicted |residual|.
+    scale = np.array([0.5, 0.5, 2.0, 2.0, 1.0, 1.0])
+    frame = pd.DataFrame(
+        {
+            "group": "A",
+            "label": 3.0 + np.array([-1, 1, -1, 1, -1, 1]) * scale,
+            "requested_datetime": pd.Timestamp("2018-06-01", tz="UTC"),
+            "raw": np.full(6, 3.0),
+            "scale": scale,
+        }
+    )
+    cfg = TrainConfig(test_start=utc(2018, 7, 1), calibration_half_life_days=None)
+    cal = calibrate(frame, utc(2018, 7, 1), cfg)
+    assert cal["scaled"] is True
+    assert cal["global"] == pytest.approx([-1.0, 0.0, 1.0])
+    bands = apply_calibration(
+        np.array([3.0, 3.0]), pd.Series(["A", "A"]), cal, pd.Series([0.5, 2.0])
+    )
+    np.testing.assert_allclose(bands, [[2.5, 3.0, 3.5], [1.0, 3.0, 5.0]])
+    with pytest.raises(ValueError, match="predicted scale"):
+        apply_calibration(np.array([3.0]), pd.Series(["A"]), cal)
