@@ -1,11 +1,13 @@
 """Benchmark of the streaming job: Kafka -> Postgres, bronze and silver on the local stack.
 
 1. Backfill: N generated cases (10 % of them later versions of earlier ids) are produced to a
-   fresh topic, then one availableNow run loads them; rows/s per phase (from the job's own
-   stream_batches ledger), Spark jobs per phase, and end to end. `--scale` repeats it at each
-   size, each on its own topic, schema and lake, and records the scale curve.
+   fresh topic, then one availableNow run of both queries loads them; rows/s per query and
+   phase (from the job's own stream_batches and lake_batches tables), Spark jobs per phase, when
+   each query caught up, and end to end. `--scale` repeats it at each size, each on its own
+   topic, schema and lake, and records the scale curve.
 2. Steady: a producer sends R events/s for S seconds while the job runs with its default
-   processingTime trigger; freshness = Postgres commit time - Kafka timestamp, p50/p95.
+   processingTime trigger; freshness = Postgres commit time - Kafka timestamp, p50/p95 (and the
+   same to the silver commit, for the lake).
 
 Everything lands in throwaway topics, Postgres schemas and lake folders, removed afterwards.
 Usage: .venv/bin/python bench/stream.py [--rows 1000000 | --full | --scale 100000,1000000]
@@ -37,6 +39,7 @@ from sf311.benchmarks import Figure, write_results
 from sf311.ingest.generate import CaseGenerator
 from sf311.ingest.normalize import normalize
 from sf311.ingest.records import CaseEncoder, latest_schema_path, load_schema, register_schema
+from sf311.lakehouse.checkpoints import LAKE_QUERY, QUERIES, WAREHOUSE_QUERY
 from sf311.lakehouse.stream import job_tag, run_stream, start_stream
 from sf311.settings import Settings, load_settings
 from sf311.spark import build_spark
@@ -138,11 +141,15 @@ def produce_steady(settings: Settings, feed: Feed, rate: int, seconds: float) ->
     return sent
 
 
-def _ledger(conn: psycopg.Connection, since: datetime | None = None) -> list[dict[str, Any]]:
+def _ledger(
+    conn: psycopg.Connection, query: str, since: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Return the batches of one query from its table (stream_batches or lake_batches)."""
+    table = "stream_batches" if query == WAREHOUSE_QUERY else "lake_batches"
     cur = conn.execute(
-        "SELECT batch_id, rows_in, rows_quarantined, phase_seconds,"
-        " extract(epoch FROM coalesce(finished_at, committed_at) - started_at)::float8 AS seconds,"
-        " lag_p50_seconds, lag_p95_seconds FROM stream_batches"
+        "SELECT batch_id, rows_in, rows_quarantined, phase_seconds, finished_at,"
+        " extract(epoch FROM finished_at - started_at)::float8 AS seconds,"
+        f" lag_p50_seconds, lag_p95_seconds FROM {table}"
         " WHERE %(since)s::timestamptz IS NULL OR kafka_ts_min >= %(since)s ORDER BY batch_id",
         {"since": since},
     )
@@ -155,13 +162,13 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def spark_jobs(spark: SparkSession, batches: list[dict[str, Any]]) -> dict[str, int]:
+def spark_jobs(spark: SparkSession, query: str, batches: list[dict[str, Any]]) -> dict[str, int]:
     """Return the number of Spark jobs each phase ran over the batches (tagged by the job)."""
     tracker = spark.sparkContext._jsc.sc().statusTracker()
     jobs: dict[str, int] = {}
     for b in batches:
         for phase in b["phase_seconds"] or {}:
-            n = len(tracker.getJobIdsForTag(job_tag(b["batch_id"], phase)))
+            n = len(tracker.getJobIdsForTag(job_tag(query, b["batch_id"], phase)))
             jobs[phase] = jobs.get(phase, 0) + n
     return jobs
 
@@ -212,29 +219,43 @@ def bench_env(base: Settings, **overrides: Any) -> Iterator[tuple[Settings, int,
 
 
 def backfill(spark: SparkSession, settings: Settings, feed: Feed, rows: int, dsn: str) -> dict:
-    """Return the backfill figures: produce rate, per-phase and end-to-end rows/s."""
+    """Return the backfill figures: produce rate, per query and phase, and end to end."""
     produce_rate = produce_backfill(settings, feed, rows)
+    started = datetime.now(UTC)
     t0 = time.monotonic()
     run_stream(spark, settings, once=True)
     wall = time.monotonic() - t0
     with psycopg.connect(dsn) as conn:
-        batches = _ledger(conn)
+        ledgers = {q: _ledger(conn, q) for q in QUERIES}
         loaded = conn.execute("SELECT count(*) FROM cases").fetchone()[0]
-    consumed = sum(b["rows_in"] for b in batches)
-    totals = phase_totals(batches)
+    queries = {}
+    for query, batches in ledgers.items():
+        consumed = sum(b["rows_in"] for b in batches)
+        totals = phase_totals(batches)
+        caught_up = (max(b["finished_at"] for b in batches) - started).total_seconds()
+        queries[query] = {
+            "rows_consumed": consumed,
+            "rows_quarantined": sum(b["rows_quarantined"] for b in batches),
+            "batches": len(batches),
+            "caught_up_seconds": round(caught_up, 1),
+            "rows_per_s": round(consumed / caught_up),
+            "phase_seconds": totals,
+            "phase_rows_per_s": {p: round(consumed / s) for p, s in totals.items() if s > 0},
+            "spark_jobs_per_batch": {
+                p: round(n / len(batches), 1) for p, n in spark_jobs(spark, query, batches).items()
+            },
+        }
+    consumed = min(q["rows_consumed"] for q in queries.values())
     return {
         "rows": rows,
-        "rows_consumed": consumed,
-        "rows_quarantined": sum(b["rows_quarantined"] for b in batches),
         "distinct_ids": len(feed.ids),
         "postgres_rows": loaded,
-        "batches": len(batches),
         "produce_rows_per_s": round(produce_rate),
-        "phase_seconds": totals,
-        "phase_rows_per_s": {p: round(consumed / s) for p, s in totals.items() if s > 0},
-        "spark_jobs_per_batch": {
-            p: round(n / len(batches), 1) for p, n in spark_jobs(spark, batches).items()
+        "max_offsets_per_batch": {
+            WAREHOUSE_QUERY: settings.stream_max_offsets_per_trigger,
+            LAKE_QUERY: settings.stream_lake_max_offsets_per_trigger,
         },
+        "queries": queries,
         "end_to_end_rows_per_s": round(consumed / wall),
         "end_to_end_seconds": round(wall, 1),
     }
@@ -243,7 +264,7 @@ def backfill(spark: SparkSession, settings: Settings, feed: Feed, rows: int, dsn
 def steady(spark: SparkSession, settings: Settings, feed: Feed, rate: int, seconds: float,
            dsn: str) -> dict:  # fmt: skip
     """Return the freshness figures of a steady `rate` events/s stream."""
-    query = start_stream(spark, settings)
+    streams = start_stream(spark, settings)
     try:
         time.sleep(5)
         since = datetime.now(UTC)
@@ -256,18 +277,21 @@ def steady(spark: SparkSession, settings: Settings, feed: Feed, rate: int, secon
         deadline = time.monotonic() + 120
         with psycopg.connect(dsn, autocommit=True) as conn:
             while time.monotonic() < deadline:
-                batches = _ledger(conn, since)
-                if sum(b["rows_in"] for b in batches) >= sent_box[0]:
+                ledgers = {q: _ledger(conn, q, since) for q in QUERIES}
+                if all(sum(b["rows_in"] for b in bs) >= sent_box[0] for bs in ledgers.values()):
                     break
                 time.sleep(1)
     finally:
-        query.stop()
+        streams.stop()
+    batches = ledgers[WAREHOUSE_QUERY]
+    lake = ledgers[LAKE_QUERY]
     p50s = [b["lag_p50_seconds"] for b in batches]
     p95s = [b["lag_p95_seconds"] for b in batches]
     return {
         "rate_per_s": rate,
         "seconds": seconds,
         "trigger": settings.stream_trigger,
+        "lake_trigger": settings.stream_lake_trigger,
         "sent": sent_box[0],
         "consumed": sum(b["rows_in"] for b in batches),
         "batches": len(batches),
@@ -278,6 +302,14 @@ def steady(spark: SparkSession, settings: Settings, feed: Feed, rate: int, secon
         },
         "freshness_p50_s": round(statistics.median(p50s), 2),
         "freshness_p95_s": round(_pct(p95s, 0.95), 2),
+        "lake_batches": len(lake),
+        "lake_batch_seconds_median": round(statistics.median(b["seconds"] for b in lake), 2),
+        "lake_phase_seconds_median": {
+            p: round(statistics.median((b["phase_seconds"] or {}).get(p, 0.0) for b in lake), 2)
+            for p in phase_totals(lake)
+        },
+        "lake_freshness_p50_s": round(statistics.median(b["lag_p50_seconds"] for b in lake), 2),
+        "lake_freshness_p95_s": round(_pct([b["lag_p95_seconds"] for b in lake], 0.95), 2),
     }
 
 
@@ -287,9 +319,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="backfill size")
     parser.add_argument("--full", action="store_true", help=f"backfill {FULL_ROWS:,} rows")
     parser.add_argument("--scale", default="", help="comma-separated backfill sizes to chart")
-    parser.add_argument("--max-offsets", type=int, default=None, help="rows per micro-batch")
+    parser.add_argument(
+        "--max-offsets", type=int, default=None, help="rows per warehouse micro-batch"
+    )
+    parser.add_argument(
+        "--lake-max-offsets", type=int, default=None, help="rows per lake micro-batch"
+    )
     parser.add_argument("--rate", type=int, default=1000, help="steady events/s")
-    parser.add_argument("--steady-seconds", type=float, default=60)
+    parser.add_argument("--steady-seconds", type=float, default=300)
     args = parser.parse_args()
     sizes = [int(n) for n in args.scale.split(",") if n] or [FULL_ROWS if args.full else args.rows]
 
@@ -297,6 +334,8 @@ def main() -> None:
     overrides = {}
     if args.max_offsets:
         overrides["stream_max_offsets_per_trigger"] = args.max_offsets
+    if args.lake_max_offsets:
+        overrides["stream_lake_max_offsets_per_trigger"] = args.lake_max_offsets
     spark = build_spark(base, app_name="sf311-bench-stream")
     reader = load_schema(latest_schema_path(base.schemas_dir))
     pool = _cases_pool(POOL)
@@ -329,8 +368,11 @@ def figures(details: dict[str, Any]) -> list[Figure]:
         Figure("backfill end-to-end", largest["end_to_end_rows_per_s"], "rows/s",
                largest["rows"], TARGET_ROWS_PER_S),
     ]  # fmt: skip
-    for phase, rate in largest["phase_rows_per_s"].items():
-        out.append(Figure(f"backfill phase {phase}", rate, "rows/s", largest["rows"]))
+    for query, q in largest["queries"].items():
+        out.append(Figure(f"backfill {query} caught up", q["rows_per_s"], "rows/s",
+                          largest["rows"]))  # fmt: skip
+        for phase, rate in q["phase_rows_per_s"].items():
+            out.append(Figure(f"backfill {query} phase {phase}", rate, "rows/s", largest["rows"]))
     full = [b for b in details["backfills"] if b["rows"] >= FULL_ROWS]
     if full:
         out.append(Figure("full backfill time", full[0]["end_to_end_seconds"], "s",
@@ -343,6 +385,8 @@ def figures(details: dict[str, Any]) -> list[Figure]:
                    rows, better="lower"),
             Figure(f"freshness p95 at {st['rate_per_s']} events/s", st["freshness_p95_s"], "s",
                    rows, TARGET_FRESHNESS_P95_S, "lower"),
+            Figure(f"lake freshness p95 at {st['rate_per_s']} events/s",
+                   st["lake_freshness_p95_s"], "s", rows, better="lower"),
         ]  # fmt: skip
     return out
 

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import requests
 
-from sf311.lakehouse.checkpoints import checkpoint_location
+from sf311.lakehouse.checkpoints import LAKE_QUERY, WAREHOUSE_QUERY
 from sf311.platform import pipeline, stack
 from sf311.platform.apps import Api, Dashboard, SodaSource, StreamJob, demo_file
 from sf311.platform.process import StackError, process_table, wait_until
@@ -182,23 +182,27 @@ def ingest_through_airflow(settings: Settings) -> dict[str, int]:
 def stream_until_caught_up(settings: Settings) -> pipeline.Lag:
     """Start the streaming job (left running) and return once it has processed the topic."""
     _start_app(settings, StreamJob(settings))
-    checkpoint = checkpoint_location(settings)
     table = process_table(settings)
     t0 = last_said = moved = time.monotonic()
     last = -1
     while True:
-        lag = pipeline.lag(settings, checkpoint)
-        behind = lag.behind if lag.behind is not None else lag.messages
-        done = lag.messages - behind
+        lags = pipeline.lags(settings)
+        messages = lags[WAREHOUSE_QUERY].messages
+        through = {
+            q: messages - (lag.behind if lag.behind is not None else messages)
+            for q, lag in lags.items()
+        }
+        done = min(through.values())
         now = time.monotonic()
         if done != last or now - last_said >= 30:
             _say(
-                f"  stream    {done:,} / {lag.messages:,} messages through bronze, silver and "
-                f"Postgres after {now - t0:4.0f} s"
+                f"  stream    {messages:,} messages; through Postgres "
+                f"{through[WAREHOUSE_QUERY]:,}, through bronze and silver {through[LAKE_QUERY]:,} "
+                f"after {now - t0:4.0f} s"
             )
             last_said = now
-        if behind == 0 and lag.messages > 0:
-            return lag
+        if done == messages and messages > 0:
+            return lags[LAKE_QUERY]
         if done != last:
             last, moved = done, now
         if table.get(StreamJob.name) is None:

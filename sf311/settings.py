@@ -41,12 +41,19 @@ class Settings(BaseSettings):
     checkpoint_path: str | None = None
     # A short trigger keeps freshness (Kafka -> Postgres) within seconds at a steady rate.
     stream_trigger: str = "1 second"
+    # The lake query (bronze, silver) pays a fixed cost per batch: fewer, larger batches leave
+    # the cores to the warehouse query. availableNow in stream_trigger applies to both.
+    stream_lake_trigger: str = "30 seconds"
     # Streaming job: "availableNow" as stream_trigger (or `sf311 stream --once`) runs to the end.
     stream_max_offsets_per_trigger: int = Field(200_000, ge=1)
+    # Each lake batch pays ~10-25 CPU-seconds of Delta commits and MERGE planning whatever its
+    # size, so a backfill takes it in large batches (the warehouse query collects its batches
+    # to the driver, hence its smaller limit).
+    stream_lake_max_offsets_per_trigger: int = Field(1_000_000, ge=1)
     stream_starting_offsets: str = "earliest"
     stream_pg_retry_seconds: float = Field(600.0, ge=0)
-    # The job compacts bronze and silver every this many micro-batches (0: never).
-    stream_compact_every: int = Field(200, ge=0)
+    # The lake query compacts bronze and silver every this many micro-batches (0: never).
+    stream_compact_every: int = Field(50, ge=0)
     spark_submit: Path = PROJECT_ROOT / ".venv" / "bin" / "spark-submit"
 
     # Kafka and the Confluent-compatible schema registry.
@@ -100,7 +107,6 @@ class Settings(BaseSettings):
     demo_days: int = Field(365, ge=30)
     demo_live_days: int = Field(7, ge=1)
     demo_soda_port: int = Field(8765, ge=1, le=65535)
-    ingest_workers: int = Field(0, ge=0)
     kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     kafka_linger_ms: int = Field(50, ge=0)
 

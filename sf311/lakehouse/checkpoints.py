@@ -1,12 +1,17 @@
-"""Where the streaming query keeps its checkpoint; no pyspark here, so `sf311 status` reads it."""
+"""The streaming job's two queries and where each keeps its checkpoint; no pyspark here, so
+`sf311 status` reads them."""
 
 from __future__ import annotations
 
 from sf311.settings import Settings
 
-QUERY_NAME = "sf311_cases"
+# Kafka -> Postgres `cases`: small, fast batches, so the warehouse is fresh within seconds.
+WAREHOUSE_QUERY = "sf311_warehouse"
+# Kafka -> bronze.cases_raw, silver.cases_quarantine and silver.cases.
+LAKE_QUERY = "sf311_lake"
+QUERIES = (WAREHOUSE_QUERY, LAKE_QUERY)
 
 
-def checkpoint_location(settings: Settings, query_name: str = QUERY_NAME) -> str:
+def checkpoint_location(settings: Settings, query_name: str) -> str:
     """Return the checkpoint folder of one streaming query."""
     return f"{settings.checkpoint_root.rstrip('/')}/{query_name}"

@@ -61,11 +61,8 @@ class SchemaRegistry:
 
     def known(self) -> dict[int, str]:
         """Return {id: schema text} of the ids looked up so far that the registry knows."""
-        return {i: s for i, s in self._cache.items() if s is not None}
-
-    def unseen(self, schema_ids: Iterable[int]) -> list[int]:
-        """Return the ids, among schema_ids, never looked up yet."""
-        return sorted(i for i in set(schema_ids) if i not in self._cache)
+        # list() copies in one step: the job's two queries share this cache across threads.
+        return {i: s for i, s in list(self._cache.items()) if s is not None}
 
     def writer_schemas(self, schema_ids: Iterable[int]) -> dict[int, str]:
         """Return {id: schema text} for the ids the registry knows; unknown ids are left out."""

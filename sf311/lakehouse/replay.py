@@ -14,7 +14,7 @@ from its checkpoint and its writes only ever apply newer versions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -24,17 +24,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sf311.lakehouse import bronze, decode, silver
-from sf311.lakehouse.stream import STREAM_SQL_CONF, warehouse_csv
+from sf311.lakehouse.stream import STREAM_SQL_CONF
 from sf311.logs import configure_logging
 from sf311.settings import Settings
 from sf311.spark import build_spark
-from sf311.warehouse.cases import replace_cases
+from sf311.warehouse.cases import CASE_COLUMNS, csv_chunks, replace_cases
 
 log = logging.getLogger(__name__)
 
 MESSAGE_KEY = ["topic", "partition", "offset"]
-# Lines per string handed to COPY: large enough to keep Python overhead low, small in memory.
-COPY_CHUNK_LINES = 20_000
 
 
 @dataclass(frozen=True)
@@ -66,17 +64,6 @@ def revalidate(
     return silver.validate(decoded.select(*bronze.COLUMNS), as_of=as_of)
 
 
-def _csv_chunks(lines: DataFrame) -> Iterator[str]:
-    buffer: list[str] = []
-    for row in lines.toLocalIterator(prefetchPartitions=True):
-        buffer.append(row.line)
-        if len(buffer) >= COPY_CHUNK_LINES:
-            yield "\n".join(buffer) + "\n"
-            buffer.clear()
-    if buffer:
-        yield "\n".join(buffer) + "\n"
-
-
 def replay(
     spark: SparkSession,
     settings: Settings,
@@ -104,9 +91,9 @@ def replay(
         silver.overwrite_silver(spark, curated, settings.table_path(silver.TABLE))
         silver_rows = curated.count()
         log.info("replay: silver.cases rewritten with %d cases; loading Postgres", silver_rows)
-        lines = warehouse_csv(curated).select("line")
+        rows = curated.select(*CASE_COLUMNS).toArrow()
         with psycopg.connect(settings.postgres_dsn.get_secret_value()) as conn:
-            changed, deleted, total = replace_cases(conn, _csv_chunks(lines))
+            changed, deleted, total = replace_cases(conn, csv_chunks(rows))
     finally:
         curated.unpersist()
         validated.unpersist()

@@ -78,16 +78,17 @@ def quarantine_rows(validated: DataFrame) -> DataFrame:
     )
 
 
-def curated_rows(validated: DataFrame) -> DataFrame:
-    """Return valid cases flattened, with resolution_hours, one row per id (newest wins)."""
-    valid = validated.where(F.col("reason").isNull())
-    flat = valid.select(
+def flatten(validated: DataFrame) -> DataFrame:
+    """Return every validated row flattened to the silver shape plus `reason`, with the
+    version instant completed and resolution_hours derived (null fields for rejected rows)."""
+    flat = validated.select(
         "case.*",
         F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
         "kafka_timestamp",
         "schema_id",
         *LINEAGE_COLUMNS,
+        "reason",
     )
     # A case never updated was last changed when it closed, or else when it opened; a
     # non-null version instant keeps the "newest wins" guards total.
@@ -96,14 +97,19 @@ def curated_rows(validated: DataFrame) -> DataFrame:
         F.coalesce("updated_datetime", "closed_date", "requested_datetime"),
     )
     seconds = F.col("closed_date").cast("double") - F.col("requested_datetime").cast("double")
-    flat = flat.withColumn(
+    return flat.withColumn(
         "resolution_hours", F.when(F.col("closed_date").isNotNull(), seconds / 3600.0)
     )
+
+
+def curated_rows(validated: DataFrame) -> DataFrame:
+    """Return valid cases flattened, with resolution_hours, one row per id (newest wins)."""
+    valid = flatten(validated).where(F.col("reason").isNull()).drop("reason")
     # Same id -> same Kafka partition (key = id), so the offset breaks ties in arrival order.
     newest = Window.partitionBy("service_request_id").orderBy(
         F.col("updated_datetime").desc(), F.col("kafka_offset").desc()
     )
-    return flat.withColumn("_n", F.row_number().over(newest)).where("_n = 1").drop("_n")
+    return valid.withColumn("_n", F.row_number().over(newest)).where("_n = 1").drop("_n")
 
 
 def _create_if_missing(spark: SparkSession, rows: DataFrame, path: str) -> DeltaTable:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from sf311.lakehouse.checkpoints import LAKE_QUERY, QUERIES, checkpoint_location
 from sf311.settings import Settings
 
 KAFKA_TIMEOUT = 5.0
@@ -71,9 +72,13 @@ def checkpoint_offsets(checkpoint: str, topic: str) -> dict[int, int] | None:
     return {int(p): int(o) for p, o in offsets.items()}
 
 
-def lag(settings: Settings, checkpoint: str) -> Lag:
-    """Return the topic's end offsets beside what the streaming query has committed."""
-    return Lag(topic_end_offsets(settings), checkpoint_offsets(checkpoint, settings.kafka_topic))
+def lags(settings: Settings) -> dict[str, Lag]:
+    """Return, per streaming query, the topic's end offsets beside what it has committed."""
+    end = topic_end_offsets(settings)
+    return {
+        q: Lag(end, checkpoint_offsets(checkpoint_location(settings, q), settings.kafka_topic))
+        for q in QUERIES
+    }
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,10 @@ class Batches:
     hour_lag_p50: float | None
     hour_lag_p95_max: float | None
     cases: int
+    # The lake query's last batch: id, finish time and lag p95 to its silver commit.
+    lake_batch_id: int | None = None
+    lake_finished: datetime | None = None
+    lake_lag_p95: float | None = None
 
 
 def batches(dsn: str) -> Batches | None:
@@ -104,7 +113,13 @@ def batches(dsn: str) -> Batches | None:
             "SELECT batches_last_hour, lag_p50_seconds, lag_p95_seconds_max FROM stream_freshness"
         ).fetchone()
         cases = conn.execute("SELECT count(*) FROM cases").fetchone()[0]
-    return Batches(*last, *hour, cases)
+        lake = None
+        if conn.execute("SELECT to_regclass('lake_batches') IS NOT NULL").fetchone()[0]:
+            lake = conn.execute(
+                "SELECT batch_id, finished_at, lag_p95_seconds FROM lake_batches "
+                "ORDER BY finished_at DESC LIMIT 1"
+            ).fetchone()
+    return Batches(*last, *hour, cases, *(lake or ()))
 
 
 def fmt_seconds(value: float | None) -> str:
@@ -112,16 +127,18 @@ def fmt_seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
 
-def report(settings: Settings, checkpoint: str) -> list[str]:
-    """Return the status lines of the pipeline: topic and lag, last batch, freshness."""
+def _behind(lag_: Lag) -> str:
+    return "unknown (no local checkpoint)" if lag_.behind is None else f"{lag_.behind:,}"
+
+
+def report(settings: Settings) -> list[str]:
+    """Return the status lines of the pipeline: topic and lag, last batches, freshness."""
     lines = []
     try:
-        topic = lag(settings, checkpoint)
-        behind = "unknown (no local checkpoint)" if topic.behind is None else f"{topic.behind:,}"
-        lines.append(
-            f"  topic     {settings.kafka_topic}: {topic.messages:,} messages, "
-            f"stream behind by {behind}"
-        )
+        by_query = lags(settings)
+        messages = next(iter(by_query.values())).messages
+        behind = ", ".join(f"{q} {_behind(lag_)}" for q, lag_ in by_query.items())
+        lines.append(f"  topic     {settings.kafka_topic}: {messages:,} messages; behind: {behind}")
     except KafkaException as err:
         lines.append(f"  topic     unavailable: {err}")
     try:
@@ -134,11 +151,16 @@ def report(settings: Settings, checkpoint: str) -> list[str]:
         lines.append("  batches   none committed yet")
     else:
         lines.append(
-            f"  last batch #{b.last_batch_id}: {b.last_rows:,} rows, committed "
+            f"  last warehouse batch #{b.last_batch_id}: {b.last_rows:,} rows, committed "
             f"{b.last_committed:%Y-%m-%d %H:%M:%S %Z}, lag p95 {fmt_seconds(b.last_lag_p95)}"
         )
     lines.append(
         f"  freshness last hour: {b.hour_batches} batches, lag p50 {fmt_seconds(b.hour_lag_p50)}, "
         f"worst p95 {fmt_seconds(b.hour_lag_p95_max)}; warehouse holds {b.cases:,} cases"
     )
+    if b.lake_batch_id is not None:
+        lines.append(
+            f"  last {LAKE_QUERY} batch #{b.lake_batch_id}: finished "
+            f"{b.lake_finished:%Y-%m-%d %H:%M:%S %Z}, lag p95 {fmt_seconds(b.lake_lag_p95)}"
+        )
     return lines

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 
-from sf311.lakehouse.checkpoints import checkpoint_location
 from sf311.platform import pipeline
 from sf311.platform.apps import app_services
 from sf311.platform.process import (
@@ -152,7 +151,7 @@ def status(settings: Settings, only: list[str] | None = None) -> bool:
         )
     if {"postgres", "kafka"} <= healthy:
         _say("")
-        for line in pipeline.report(settings, checkpoint_location(settings)):
+        for line in pipeline.report(settings):
             _say(line)
     return all_ok
 

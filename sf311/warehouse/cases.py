@@ -1,4 +1,5 @@
-"""Table `cases` and its ledger `stream_batches`: idempotent upserts of streaming batches."""
+"""Table `cases` and its ledger `stream_batches`: idempotent upserts of streaming batches; and
+`lake_batches`, the metrics of the batches the job writes to Delta."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -48,13 +52,35 @@ CASE_COLUMNS = [
 ]
 
 
+# Every value quoted and NULL as an empty unquoted field: Postgres CSV then tells NULL from ''.
+CSV_WRITE = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
+CSV_CHUNK_ROWS = 50_000
+
+
+def csv_chunks(table: pa.Table) -> list[bytes]:
+    """Return the CASE_COLUMNS of an Arrow table as Postgres CSV text in chunks for COPY."""
+    cols = []
+    for name in CASE_COLUMNS:
+        col = table[name]
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            # Postgres text cannot hold NUL characters.
+            col = pc.replace_substring(col, "\u0000", "")
+        cols.append(col)
+    out = []
+    for batch in pa.table(cols, names=CASE_COLUMNS).to_batches(max_chunksize=CSV_CHUNK_ROWS):
+        sink = pa.BufferOutputStream()
+        pa_csv.write_csv(batch, sink, CSV_WRITE)
+        out.append(sink.getvalue().to_pybytes())
+    return out
+
+
 @dataclass(frozen=True)
 class BatchLoad:
     """One micro-batch for the warehouse: curated rows as CSV text plus the batch's figures."""
 
     query_id: str
     batch_id: int
-    csv_chunks: Sequence[str]
+    csv_chunks: Sequence[bytes]
     rows_in: int
     rows_valid: int
     rows_quarantined: int
@@ -64,9 +90,6 @@ class BatchLoad:
     # Kafka timestamps at the 5th and 50th percentile: lag p95 and p50 once committed.
     kafka_ts_p05: datetime | None
     kafka_ts_p50: datetime | None
-    # Filled in later by record_phases when the Delta writes come after the warehouse load.
-    bronze_seconds: float | None
-    silver_seconds: float | None
     started_at: datetime
 
 
@@ -107,13 +130,13 @@ def load_batch(conn: psycopg.Connection, batch: BatchLoad) -> int | None:
         conn.execute(
             "INSERT INTO stream_batches (query_id, batch_id, rows_in, rows_valid,"
             " rows_quarantined, rows_curated, rows_upserted, kafka_ts_min, kafka_ts_max,"
-            " lag_p50_seconds, lag_p95_seconds, bronze_seconds, silver_seconds, started_at,"
+            " lag_p50_seconds, lag_p95_seconds, started_at,"
             " committed_at)"
             " SELECT %(query_id)s, %(batch_id)s, %(rows_in)s, %(rows_valid)s,"
             " %(rows_quarantined)s, %(rows_curated)s, %(changed)s, %(ts_min)s, %(ts_max)s,"
             " extract(epoch FROM now_ - %(ts_p50)s::timestamptz),"
             " extract(epoch FROM now_ - %(ts_p05)s::timestamptz),"
-            " %(bronze_s)s, %(silver_s)s, %(started_at)s, now_"
+            " %(started_at)s, now_"
             " FROM (SELECT clock_timestamp() AS now_) AS t",
             {
                 "query_id": batch.query_id,
@@ -127,15 +150,13 @@ def load_batch(conn: psycopg.Connection, batch: BatchLoad) -> int | None:
                 "ts_max": batch.kafka_ts_max,
                 "ts_p50": batch.kafka_ts_p50,
                 "ts_p05": batch.kafka_ts_p05,
-                "bronze_s": batch.bronze_seconds,
-                "silver_s": batch.silver_seconds,
                 "started_at": batch.started_at,
             },
         )
     return changed
 
 
-def replace_cases(conn: psycopg.Connection, csv_chunks: Iterable[str]) -> tuple[int, int, int]:
+def replace_cases(conn: psycopg.Connection, chunks: Iterable[bytes]) -> tuple[int, int, int]:
     """Make `cases` hold exactly the given rows, atomically and without blocking readers;
     return (rows inserted or changed, rows deleted, rows now in the table)."""
     cols = sql.SQL(", ").join(map(sql.Identifier, CASE_COLUMNS))
@@ -156,7 +177,7 @@ def replace_cases(conn: psycopg.Connection, csv_chunks: Iterable[str]) -> tuple[
         with conn.cursor() as cur:
             copy_sql = sql.SQL("COPY cases_replay ({}) FROM STDIN (FORMAT csv)").format(cols)
             with cur.copy(copy_sql) as copy:
-                for chunk in csv_chunks:
+                for chunk in chunks:
                     copy.write(chunk)
             cur.execute("ALTER TABLE cases_replay ADD PRIMARY KEY (service_request_id)")
             cur.execute(
@@ -176,32 +197,81 @@ def replace_cases(conn: psycopg.Connection, csv_chunks: Iterable[str]) -> tuple[
     return upserted, deleted, total
 
 
-def record_phases(
-    dsn: str, query_id: str, batch_id: int, seconds: dict[str, float], finished_at: datetime
-) -> None:
-    """Store a loaded batch's seconds per phase and its finish time in the ledger.
-
-    Best effort: the batch's data is already committed everywhere, so an unreachable Postgres
-    costs only these timings (logged), never the batch."""
+def _best_effort(dsn: str, what: str, statement: str, params: dict) -> None:
+    """Run one statement for metrics; an unreachable Postgres costs the metrics (logged), never
+    the batch, whose data is already committed."""
     try:
         conn = psycopg.connect(dsn, connect_timeout=5)
     except psycopg.OperationalError as err:
-        log.warning("batch %d timings not recorded: %s", batch_id, err)
+        log.warning("%s not recorded: %s", what, err)
         return
     with conn:
-        conn.execute(
-            "UPDATE stream_batches SET phase_seconds = %(phases)s, finished_at = %(finished)s,"
-            " bronze_seconds = %(bronze)s, silver_seconds = %(silver)s"
-            " WHERE query_id = %(query_id)s AND batch_id = %(batch_id)s",
-            {
-                "phases": Jsonb(seconds),
-                "finished": finished_at,
-                "bronze": seconds.get("bronze"),
-                "silver": seconds.get("silver", 0.0) + seconds.get("quarantine", 0.0),
-                "query_id": query_id,
-                "batch_id": batch_id,
-            },
-        )
+        conn.execute(statement, params)
+
+
+def record_phases(
+    dsn: str, query_id: str, batch_id: int, seconds: dict[str, float], finished_at: datetime
+) -> None:
+    """Store a loaded batch's seconds per phase and its finish time in the ledger."""
+    _best_effort(
+        dsn,
+        f"batch {batch_id} timings",
+        "UPDATE stream_batches SET phase_seconds = %(phases)s, finished_at = %(finished)s"
+        " WHERE query_id = %(query_id)s AND batch_id = %(batch_id)s",
+        {
+            "phases": Jsonb(seconds),
+            "finished": finished_at,
+            "query_id": query_id,
+            "batch_id": batch_id,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class LakeBatch:
+    """One micro-batch written to bronze, the quarantine and silver, with its figures."""
+
+    query_id: str
+    batch_id: int
+    rows_in: int
+    rows_valid: int
+    kafka_ts_min: datetime
+    kafka_ts_max: datetime
+    kafka_ts_p05: datetime
+    kafka_ts_p50: datetime
+    silver_action: str
+    phase_seconds: dict[str, float]
+    started_at: datetime
+    finished_at: datetime
+
+
+def record_lake_batch(dsn: str, batch: LakeBatch) -> None:
+    """Store a lake batch's figures in lake_batches; a replayed batch keeps its first row."""
+    _best_effort(
+        dsn,
+        f"lake batch {batch.batch_id}",
+        "INSERT INTO lake_batches (query_id, batch_id, rows_in, rows_valid, rows_quarantined,"
+        " kafka_ts_min, kafka_ts_max, lag_p50_seconds, lag_p95_seconds, silver_action,"
+        " phase_seconds, started_at, finished_at)"
+        " VALUES (%(query_id)s, %(batch_id)s, %(rows_in)s, %(rows_valid)s, %(quarantined)s,"
+        " %(ts_min)s, %(ts_max)s, %(lag_p50)s, %(lag_p95)s, %(action)s, %(phases)s,"
+        " %(started)s, %(finished)s) ON CONFLICT (query_id, batch_id) DO NOTHING",
+        {
+            "query_id": batch.query_id,
+            "batch_id": batch.batch_id,
+            "rows_in": batch.rows_in,
+            "rows_valid": batch.rows_valid,
+            "quarantined": batch.rows_in - batch.rows_valid,
+            "ts_min": batch.kafka_ts_min,
+            "ts_max": batch.kafka_ts_max,
+            "lag_p50": (batch.finished_at - batch.kafka_ts_p50).total_seconds(),
+            "lag_p95": (batch.finished_at - batch.kafka_ts_p05).total_seconds(),
+            "action": batch.silver_action,
+            "phases": Jsonb(batch.phase_seconds),
+            "started": batch.started_at,
+            "finished": batch.finished_at,
+        },
+    )
 
 
 def load_batch_retrying(

@@ -18,7 +18,12 @@ from sf311.warehouse.migrate import load_migrations, migrate
 def stream_env(settings: Settings, tmp_path: Path) -> Iterator[StreamEnv]:
     """A StreamEnv on the shared stack, removed afterwards."""
     env, schema = make_env(
-        settings, tmp_path, stream_max_offsets_per_trigger=1000, stream_trigger="1 second"
+        settings,
+        tmp_path,
+        stream_max_offsets_per_trigger=1000,
+        stream_lake_max_offsets_per_trigger=1000,
+        stream_trigger="1 second",
+        stream_lake_trigger="1 second",
     )
     yield env
     drop_env(settings, env, schema)

@@ -15,7 +15,7 @@ import psycopg
 from pyspark.errors import AnalysisException
 from stream_support import PrivatePostgres, drop_env, latest, make_env, make_versions
 
-from sf311.lakehouse.checkpoints import checkpoint_location
+from sf311.lakehouse.checkpoints import WAREHOUSE_QUERY, checkpoint_location
 from sf311.lakehouse.stream import run_stream, start_stream
 
 
@@ -44,8 +44,8 @@ def _silver(env, spark) -> dict:
 
 
 def _planned_batches(env) -> int:
-    """Return how many micro-batches the checkpoint has planned (an offsets file each)."""
-    offsets = Path(checkpoint_location(env.settings)) / "offsets"
+    """Return how many micro-batches the warehouse query has planned (an offsets file each)."""
+    offsets = Path(checkpoint_location(env.settings, WAREHOUSE_QUERY)) / "offsets"
     return len([p for p in offsets.glob("*") if p.name.isdigit()]) if offsets.is_dir() else 0
 
 
@@ -61,15 +61,18 @@ def test_sigkill_five_times_then_restart_equals_the_source(spark, stream_env, tm
         **os.environ,
         **stream_env.env,
         "SF311_STREAM_MAX_OFFSETS_PER_TRIGGER": "300",
+        "SF311_STREAM_LAKE_MAX_OFFSETS_PER_TRIGGER": "300",
         "SF311_STREAM_TRIGGER": "1 second",
+        "SF311_STREAM_LAKE_TRIGGER": "1 second",
     }
     rng = random.Random(5)
     for attempt in range(5):
         stream_env.produce_cases(waves[attempt])
         log_path = tmp_path / f"run{attempt}.log"
         planned, committed = _planned_batches(stream_env), _ledger_batches(stream_env)
-        # Runs 0-3 die at a random point of the batch they are consuming (decode, bronze,
-        # silver or Postgres); run 4 dies shortly after a batch reached Postgres.
+        # Runs 0-3 die at a random point after the warehouse query planned a batch (the lake
+        # query is then anywhere in decode, bronze or silver); run 4 dies shortly after a batch
+        # reached Postgres.
         if attempt < 4:
             progressed, pause = (lambda p=planned: _planned_batches(stream_env) > p), 20.0
         else:
@@ -116,40 +119,42 @@ def test_postgres_outage_is_retried_and_the_job_catches_up(spark, settings, tmp_
         tmp_path,
         dsn=pg.dsn,
         stream_trigger="1 second",
+        stream_lake_trigger="1 second",
         stream_max_offsets_per_trigger=1000,
-        stream_pg_retry_seconds=240,
+        stream_lake_max_offsets_per_trigger=1000,
+        stream_pg_retry_seconds=600,
     )
-    query = None
+    streams = None
     try:
         first = make_versions(ids=600, updates=150, seed=3)
         second = make_versions(ids=600, updates=150, seed=4, first_id=2_000_000)
         env.produce_cases(first)
-        query = start_stream(spark, env.settings)
+        streams = start_stream(spark, env.settings)
         wait_until(lambda: env.pg_cases() == latest(first), 600, "the first wave in Postgres")
-        # Each batch reaches Postgres first, then bronze and silver.
         wait_until(lambda: _silver(env, spark) == latest(first), 600, "the first wave in silver")
 
         pg.stop()
         down_at = time.monotonic()
         planned = _planned_batches(env)
         env.produce_cases(second)
-        # The job takes a batch of the second wave and retries Postgres with it.
+        # The warehouse query takes a batch of the second wave and retries Postgres with it;
+        # the lake query does not wait for Postgres.
         wait_until(lambda: _planned_batches(env) > planned, 600, "a batch during the outage")
+        truth = latest(first + second)
+        wait_until(lambda: _silver(env, spark) == truth, 600, "the second wave in silver")
+        assert env.delta(spark, "bronze.cases_raw").count() == len(first) + len(second)
         time.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
-        assert query.isActive and query.exception() is None
+        assert streams.active and streams.exception() is None
         pg.start()
 
-        truth = latest(first + second)
         wait_until(lambda: env.pg_cases() == truth, 600, "the catch-up in Postgres")
-        assert query.isActive and query.exception() is None
-        wait_until(lambda: env.silver_cases(spark) == truth, 600, "the catch-up in silver")
-        assert env.delta(spark, "bronze.cases_raw").count() == len(first) + len(second)
+        assert streams.active and streams.exception() is None
         with env.pg() as conn:
             rows_in = conn.execute("SELECT sum(rows_in) FROM stream_batches").fetchone()[0]
         assert rows_in == len(first) + len(second)
     finally:
-        if query is not None:
-            query.stop()
+        if streams is not None:
+            streams.stop()
         try:
             drop_env(settings, env, schema, dsn=pg.dsn)
         finally:

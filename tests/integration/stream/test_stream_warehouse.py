@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
-from sf311.lakehouse.stream import collect_curated
-from sf311.warehouse.cases import CASE_COLUMNS, BatchLoad, load_batch, record_phases
+from sf311.warehouse.cases import (
+    CASE_COLUMNS,
+    BatchLoad,
+    LakeBatch,
+    csv_chunks,
+    load_batch,
+    record_lake_batch,
+    record_phases,
+)
 from sf311.warehouse.migrate import MigrationError, load_migrations, migrate
 
 T = datetime(2019, 5, 1, 12, tzinfo=UTC)
@@ -28,7 +36,7 @@ def test_migrate_is_re_runnable_and_refuses_edited_history(schema_dsn, tmp_path)
 def test_analyst_reads_views_and_cannot_write(schema_dsn, analyst_dsn):
     with psycopg.connect(analyst_dsn, autocommit=True) as conn:
         for view in ("open_backlog", "daily_volume", "resolution_times", "recent_cases",
-                     "stream_freshness", "cases", "stream_batches"):  # fmt: skip
+                     "stream_freshness", "cases", "stream_batches", "lake_batches"):  # fmt: skip
             conn.execute(f"SELECT * FROM {view} LIMIT 1").fetchall()
         # The role is read-only by default, but it may switch that off: grants must hold alone.
         conn.execute("SET default_transaction_read_only = off")
@@ -46,7 +54,7 @@ def _batch(chunks: list[str], batch_id: int, query_id: str = "q") -> BatchLoad:
     return BatchLoad(
         query_id=query_id, batch_id=batch_id, csv_chunks=chunks, rows_in=3, rows_valid=2,
         rows_quarantined=1, rows_curated=2, kafka_ts_min=T, kafka_ts_max=T, kafka_ts_p05=T,
-        kafka_ts_p50=T, bronze_seconds=0.1, silver_seconds=0.2, started_at=T,
+        kafka_ts_p50=T, started_at=T,
     )  # fmt: skip
 
 
@@ -62,9 +70,11 @@ def _spark_type(column: str) -> str:
     return "string"
 
 
-def _curated(spark, rows):
+def _csv_chunks(spark, rows) -> list[bytes]:
+    """Return the rows as the CSV text the warehouse query hands to COPY."""
     schema = ", ".join(f"{c} {_spark_type(c)}" for c in CASE_COLUMNS)
-    return spark.createDataFrame([tuple(r.get(c) for c in CASE_COLUMNS) for r in rows], schema)
+    df = spark.createDataFrame([tuple(r.get(c) for c in CASE_COLUMNS) for r in rows], schema)
+    return csv_chunks(df.toArrow())
 
 
 def test_csv_round_trips_nulls_empties_quotes_and_newlines(schema_dsn, spark):
@@ -76,10 +86,8 @@ def test_csv_round_trips_nulls_empties_quotes_and_newlines(schema_dsn, spark):
         {"service_request_id": 2, "requested_datetime": T, "updated_datetime": T,
          "kafka_timestamp": T, "batch_id": 0, "status_notes": "nul\u0000byte"},
     ]  # fmt: skip
-    collected = collect_curated(_curated(spark, rows))
-    assert (collected.rows, collected.id_min, collected.id_max) == (2, 1, 2)
     with psycopg.connect(schema_dsn) as conn:
-        assert load_batch(conn, _batch(collected.csv_chunks, 0)) == 2
+        assert load_batch(conn, _batch(_csv_chunks(spark, rows), 0)) == 2
         got = conn.execute(
             "SELECT status_notes, address, lat, supervisor_district, resolution_hours, "
             "requested_datetime, closed_date FROM cases ORDER BY 1 DESC"
@@ -95,7 +103,7 @@ def test_upsert_keeps_newer_rows_and_a_replayed_batch_changes_nothing(schema_dsn
              "kafka_timestamp": T, "batch_id": b, "status_notes": note}
             for sid, upd, note, b in versions
         ]  # fmt: skip
-        return collect_curated(_curated(spark, rows)).csv_chunks
+        return _csv_chunks(spark, rows)
 
     later = T.replace(hour=15)
     first = chunks((1, later, "new", 0), (2, T, "old", 0))
@@ -106,9 +114,9 @@ def test_upsert_keeps_newer_rows_and_a_replayed_batch_changes_nothing(schema_dsn
         assert load_batch(conn, _batch(second, 1)) is None
         assert load_batch(conn, _batch(first, 0)) is None
         assert load_batch(conn, _batch(first, 0, query_id="another")) == 0
-        record_phases(schema_dsn, "q", 1, {"postgres": 0.5, "bronze": 1.0, "silver": 2.0}, T)
+        record_phases(schema_dsn, "q", 1, {"decode": 1.0, "postgres": 0.5}, T)
         phases = conn.execute(
-            "SELECT phase_seconds, bronze_seconds, silver_seconds, finished_at FROM stream_batches"
+            "SELECT phase_seconds, finished_at FROM stream_batches"
             " WHERE query_id = 'q' AND batch_id = 1"
         ).fetchone()
         got = conn.execute(
@@ -119,5 +127,22 @@ def test_upsert_keeps_newer_rows_and_a_replayed_batch_changes_nothing(schema_dsn
             "ORDER BY committed_at"
         ).fetchall()
     assert got == [(1, "new", 0), (2, "newer", 1), (3, "third", 1)]
-    assert phases == ({"postgres": 0.5, "bronze": 1.0, "silver": 2.0}, 1.0, 2.0, T)
+    assert phases == ({"decode": 1.0, "postgres": 0.5}, T)
     assert ledger == [("q", 0, 2, True), ("q", 1, 2, True), ("another", 0, 0, True)]
+
+
+def test_a_lake_batch_is_recorded_once_with_its_lags(schema_dsn):
+    batch = LakeBatch(
+        query_id="lake", batch_id=4, rows_in=10, rows_valid=9, kafka_ts_min=T, kafka_ts_max=T,
+        kafka_ts_p05=T, kafka_ts_p50=T + timedelta(seconds=5), silver_action="merge",
+        phase_seconds={"bronze": 1.5}, started_at=T, finished_at=T + timedelta(seconds=10),
+    )  # fmt: skip
+    record_lake_batch(schema_dsn, batch)
+    # A replayed batch (its Delta writes skipped by txnVersion) keeps the first figures.
+    record_lake_batch(schema_dsn, replace(batch, rows_in=99))
+    with psycopg.connect(schema_dsn) as conn:
+        rows = conn.execute(
+            "SELECT rows_in, rows_quarantined, lag_p50_seconds, lag_p95_seconds, silver_action,"
+            " phase_seconds FROM lake_batches"
+        ).fetchall()
+    assert rows == [(10, 1, 5.0, 10.0, "merge", {"bronze": 1.5})]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+from datetime import UTC, datetime
 
+import pyarrow as pa
 import pytest
 
 from sf311.cli import build_parser
-from sf311.lakehouse.checkpoints import checkpoint_location
-from sf311.lakehouse.stream import trigger_options
+from sf311.lakehouse.checkpoints import QUERIES, checkpoint_location
+from sf311.lakehouse.stream import trigger_options, warehouse_rows
 from sf311.settings import load_settings
 from sf311.submit import job_file, spark_submit_command
 from sf311.warehouse.migrate import MigrationError, load_migrations
@@ -31,7 +33,10 @@ def test_one_setting_switches_between_processing_time_and_available_now(trigger,
 
 def test_each_query_checkpoints_under_the_configured_root():
     settings = load_settings(checkpoint_path="s3a://bucket/checkpoints/")
-    assert checkpoint_location(settings) == "s3a://bucket/checkpoints/sf311_cases"
+    assert [checkpoint_location(settings, q) for q in QUERIES] == [
+        "s3a://bucket/checkpoints/sf311_warehouse",
+        "s3a://bucket/checkpoints/sf311_lake",
+    ]
 
 
 def test_spark_submit_command_runs_the_job_file_with_jars_conf_and_once(tmp_path):
@@ -82,3 +87,37 @@ def test_malformed_migration_folders_are_refused(tmp_path, files, message):
         (tmp_path / name).write_text("SELECT 1;")
     with pytest.raises(MigrationError, match=message):
         load_migrations(tmp_path)
+
+
+def test_warehouse_rows_keep_the_newest_valid_version_and_the_batch_figures():
+    t = [datetime(2019, 5, 1, 12, 0, s, tzinfo=UTC) for s in range(60)]
+    table = pa.table(
+        {
+            "reason": [None, None, "missing_id", None, None, None],
+            "kafka_timestamp": [t[0], t[10], t[20], t[30], t[40], t[50]],
+            "service_request_id": [7, 7, None, 3, 7, 3],
+            "updated_datetime": [t[5], t[9], None, t[1], t[9], t[1]],
+            "kafka_offset": [0, 1, 2, 3, 4, 5],
+            "status_notes": ["7 old", "7 newest", None, "3 first", "7 same time, later", "3 later"],
+        }
+    )
+    rows = warehouse_rows(table)
+    # Newest updated_datetime wins; a tie goes to the later offset.
+    assert rows.newest["status_notes"].to_pylist() == ["3 later", "7 same time, later"]
+    assert (rows.rows_in, rows.rows_valid) == (6, 5)
+    assert (rows.ts_min, rows.ts_max, rows.ts_p50) == (t[0], t[50], t[20])
+    assert rows.ts_p05 == t[0]
+
+
+def test_an_empty_batch_has_no_rows_and_no_figures():
+    empty = pa.table(
+        {
+            "reason": pa.array([], pa.string()),
+            "kafka_timestamp": pa.array([], pa.timestamp("us", tz="UTC")),
+            "service_request_id": pa.array([], pa.int64()),
+            "updated_datetime": pa.array([], pa.timestamp("us", tz="UTC")),
+            "kafka_offset": pa.array([], pa.int64()),
+        }
+    )
+    rows = warehouse_rows(empty)
+    assert (rows.rows_in, rows.newest.num_rows, rows.ts_min) == (0, 0, None)
