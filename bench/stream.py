@@ -147,7 +147,7 @@ def _ledger(
     """Return the batches of one query from its table (stream_batches or lake_batches)."""
     table = "stream_batches" if query == WAREHOUSE_QUERY else "lake_batches"
     cur = conn.execute(
-        "SELECT batch_id, rows_in, rows_quarantined, phase_seconds, finished_at,"
+        "SELECT query_id, batch_id, rows_in, rows_quarantined, phase_seconds, finished_at,"
         " extract(epoch FROM finished_at - started_at)::float8 AS seconds,"
         f" lag_p50_seconds, lag_p95_seconds FROM {table}"
         " WHERE %(since)s::timestamptz IS NULL OR kafka_ts_min >= %(since)s ORDER BY batch_id",
@@ -162,13 +162,13 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def spark_jobs(spark: SparkSession, query: str, batches: list[dict[str, Any]]) -> dict[str, int]:
+def spark_jobs(spark: SparkSession, batches: list[dict[str, Any]]) -> dict[str, int]:
     """Return the number of Spark jobs each phase ran over the batches (tagged by the job)."""
     tracker = spark.sparkContext._jsc.sc().statusTracker()
     jobs: dict[str, int] = {}
     for b in batches:
         for phase in b["phase_seconds"] or {}:
-            n = len(tracker.getJobIdsForTag(job_tag(query, b["batch_id"], phase)))
+            n = len(tracker.getJobIdsForTag(job_tag(b["query_id"], b["batch_id"], phase)))
             jobs[phase] = jobs.get(phase, 0) + n
     return jobs
 
@@ -242,7 +242,7 @@ def backfill(spark: SparkSession, settings: Settings, feed: Feed, rows: int, dsn
             "phase_seconds": totals,
             "phase_rows_per_s": {p: round(consumed / s) for p, s in totals.items() if s > 0},
             "spark_jobs_per_batch": {
-                p: round(n / len(batches), 1) for p, n in spark_jobs(spark, query, batches).items()
+                p: round(n / len(batches), 1) for p, n in spark_jobs(spark, batches).items()
             },
         }
     consumed = min(q["rows_consumed"] for q in queries.values())

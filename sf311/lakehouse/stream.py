@@ -90,9 +90,10 @@ def unknown_schema_id() -> Column:
     return F.when(F.col("reason") == F.lit(decode.UNKNOWN_SCHEMA_ID), F.col("schema_id"))
 
 
-def job_tag(query: str, batch_id: int, phase: str) -> str:
-    """Return the Spark job tag of one phase of one micro-batch of a query."""
-    return f"{query}-batch-{batch_id}-{phase}"
+def job_tag(query_id: str, batch_id: int, phase: str) -> str:
+    """Return the Spark job tag of one phase of one micro-batch of a query (its id is unique
+    per checkpoint, so batch ids never collide across queries or runs)."""
+    return f"{query_id}-batch-{batch_id}-{phase}"
 
 
 @dataclass
@@ -100,15 +101,15 @@ class PhaseClock:
     """Seconds spent in each phase of one micro-batch; each phase tags the Spark jobs it runs."""
 
     spark: SparkSession
-    query: str
+    query_id: str
     batch_id: int
     seconds: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
     def __call__(self, phase: str) -> Iterator[None]:
-        """Time the block as `phase` and tag its Spark jobs with job_tag(query, batch, phase)."""
+        """Time the block as `phase` and tag its Spark jobs with job_tag(query_id, batch, phase)."""
         sc = self.spark.sparkContext
-        tag = job_tag(self.query, self.batch_id, phase)
+        tag = job_tag(self.query_id, self.batch_id, phase)
         sc.addJobTag(tag)
         t0 = time.monotonic()
         try:
@@ -245,7 +246,7 @@ class _Writer:
     def begin(self, batch_id: int) -> PhaseClock:
         """Put this thread's Spark jobs in the query's scheduler pool; return the batch's clock."""
         self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", self.query_name)
-        return PhaseClock(self.spark, self.query_name, batch_id)
+        return PhaseClock(self.spark, self.query_id(), batch_id)
 
     def query_id(self) -> str:
         """Return the id of the running query, stable across restarts from one checkpoint."""
