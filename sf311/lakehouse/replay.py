@@ -14,7 +14,7 @@ from its checkpoint and its writes only ever apply newer versions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -33,6 +33,8 @@ from sf311.warehouse.cases import CASE_COLUMNS, csv_chunks, replace_cases
 log = logging.getLogger(__name__)
 
 MESSAGE_KEY = ["topic", "partition", "offset"]
+# Cases collected to the driver at a time on their way to Postgres, so memory stays bounded.
+SLICE_ROWS = 500_000
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,14 @@ def revalidate(
     return silver.validate(decoded.select(*bronze.COLUMNS), as_of=as_of)
 
 
+def _csv_slices(curated: DataFrame, rows: int) -> Iterator[bytes]:
+    """Yield the CSV chunks of the curated (persisted) rows, one slice of ids at a time."""
+    slices = max(1, -(-rows // SLICE_ROWS))
+    for n in range(slices):
+        part = curated.where(F.pmod(F.col("service_request_id"), F.lit(slices)) == n)
+        yield from csv_chunks(part.select(*CASE_COLUMNS).toArrow())
+
+
 def replay(
     spark: SparkSession,
     settings: Settings,
@@ -91,9 +101,8 @@ def replay(
         silver.overwrite_silver(spark, curated, settings.table_path(silver.TABLE))
         silver_rows = curated.count()
         log.info("replay: silver.cases rewritten with %d cases; loading Postgres", silver_rows)
-        rows = curated.select(*CASE_COLUMNS).toArrow()
         with psycopg.connect(settings.postgres_dsn.get_secret_value()) as conn:
-            changed, deleted, total = replace_cases(conn, csv_chunks(rows))
+            changed, deleted, total = replace_cases(conn, _csv_slices(curated, silver_rows))
     finally:
         curated.unpersist()
         validated.unpersist()

@@ -420,14 +420,17 @@ class Streams:
             if q.isActive:
                 q.stop()
 
-    def wait(self, spark: SparkSession, once: bool) -> None:
+    def wait(self, once: bool) -> None:
         """Return when every query has finished (once) or when any has stopped; a failure
         raises."""
         if once:
             for q in self.queries:
                 q.awaitTermination()
         else:
-            spark.streams.awaitAnyTermination()
+            # Polls these queries rather than the session's awaitAnyTermination, which also
+            # returns at once for any query that ended earlier in the same session.
+            while self.active:
+                self.queries[0].awaitTermination(1)
         error = self.exception()
         if error is not None:
             raise error
@@ -472,7 +475,7 @@ def run_stream(spark: SparkSession, settings: Settings, once: bool = False) -> d
     """Run the job (to the end of the topic when once); return each query's last progress."""
     streams = start_stream(spark, settings, once)
     try:
-        streams.wait(spark, once)
+        streams.wait(once)
     finally:
         streams.stop()
     return {q.name: q.lastProgress for q in streams.queries}
