@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -27,6 +29,12 @@ from sf311.settings import Settings
 log = logging.getLogger(__name__)
 
 ORDER = "updated_datetime ASC, service_request_id ASC"
+# Bytes read at a time from a response (requests reads 10 KB at a time, a slower loop).
+_BODY_CHUNK = 1 << 22
+# Arrow reads a page of a few pieces of this size faster than the page as one document.
+_PIECE_BYTES = 4 << 20
+# Between two rows of a JSON array: "}", the comma, "{" (whitespace allowed).
+_ROW_BREAK = re.compile(rb"\}\s*,\s*\{")
 _TRANSIENT = (
     requests.Timeout,
     requests.ConnectionError,
@@ -50,44 +58,37 @@ class Page:
 class PageRows(Sequence[dict[str, Any]]):
     """The rows of one SODA page: Arrow columns read from its body, dicts parsed on demand."""
 
-    def __init__(self, structs: pa.StructArray, decode: Callable[[], Any]) -> None:
-        self.structs = structs
+    def __init__(self, table: pa.Table, decode: Callable[[], Any]) -> None:
+        self.table = table
         self._decode = decode
         self._dicts: list[dict[str, Any]] | None = None
 
     def __len__(self) -> int:
-        return len(self.structs)
+        return self.table.num_rows
 
     def __getitem__(self, index: Any) -> Any:
         if self._dicts is None:
             self._dicts = self._decode()
         return self._dicts[index]
 
-    def columns(self) -> dict[str, pa.Array]:
+    def columns(self) -> dict[str, pa.ChunkedArray]:
         """Return the page's columns by field name (the union of its rows' keys)."""
-        return {field.name: self.structs.field(i) for i, field in enumerate(self.structs.type)}
+        return dict(zip(self.table.column_names, self.table.columns, strict=True))
 
     def last_key(self) -> Watermark | None:
         """Return the keyset position of the last row that has one."""
         if self:
             # The key's two fields read alike from Arrow and from the row's dict.
-            key = _key(self.structs[len(self) - 1].as_py())
+            key = _key(self.table.slice(len(self) - 1).to_pylist()[0])
             if key is not None:
                 return key
         return next((k for k in map(_key, reversed(self)) if k is not None), None)
 
 
-def read_page(body: bytes, decode: Callable[[], Any]) -> PageRows | None:
-    """Return a JSON array of objects as PageRows, None if Arrow cannot read it as one.
-
-    `decode()` returns the rows as dicts, for those that need them.
-
-    Arrow reads only whole JSON documents of objects: the array is wrapped in one. Rows
-    whose keys disagree in type (a number here, a string there) make it give up.
-    """
-    if not body.lstrip().startswith(b"["):
-        return None
-    data = b'{"rows":' + body + b"}"
+def _rows_of(document: bytes) -> pa.Table | None:
+    """Return the rows of a JSON array of objects as a table, None if Arrow cannot read them."""
+    # Arrow reads only whole JSON documents of objects: the array is wrapped in one.
+    data = b'{"rows":' + document + b"}"
     options = pj.ReadOptions(use_threads=False, block_size=len(data) + 1)
     try:
         table = pj.read_json(io.BytesIO(data), read_options=options)
@@ -99,10 +100,53 @@ def read_page(body: bytes, decode: Callable[[], Any]) -> PageRows | None:
     structs = column.flatten()
     if not pa.types.is_struct(structs.type) or structs.null_count:
         return None
-    return PageRows(structs, decode)
+    return pa.Table.from_struct_array(structs)
+
+
+def _pieces(body: bytes) -> list[bytes]:
+    """Return a JSON array cut between rows into arrays of about _PIECE_BYTES each.
+
+    A cut that falls inside a string or a nested array leaves a piece that is no valid
+    JSON (an open string or bracket before the closing "]"), so it cannot go unnoticed.
+    """
+    start, end = body.index(b"["), body.rindex(b"]")
+    pieces, at = [], start + 1
+    while (found := _ROW_BREAK.search(body, at + _PIECE_BYTES, end)) is not None:
+        pieces.append(b"[" + body[at : found.start() + 1] + b"]")
+        at = found.end() - 1
+    pieces.append(b"[" + body[at:end] + b"]")
+    return pieces
+
+
+def read_page(body: bytes, decode: Callable[[], Any]) -> PageRows | None:
+    """Return a JSON array of objects as PageRows, None if Arrow cannot read it as one.
+
+    `decode()` returns the rows as dicts, for those that need them. A page is read in
+    pieces, then whole if a piece fails or their columns disagree. Rows whose keys
+    disagree in type (a number here, a string there) make Arrow give up.
+    """
+    if not body.lstrip().startswith(b"["):
+        return None
+    table = None
+    tables = [_rows_of(piece) for piece in _pieces(body)] if len(body) > 2 * _PIECE_BYTES else []
+    if tables and all(t is not None for t in tables):
+        with suppress(pa.ArrowInvalid, pa.ArrowTypeError):
+            # Columns missing from a piece, or null all through it, take the others' type.
+            table = pa.concat_tables(tables, promote_options="default")
+    table = table if table is not None else _rows_of(body)
+    return None if table is None else PageRows(table, decode)
 
 
 class _FastJsonResponse(requests.Response):
+    @property
+    def content(self) -> bytes:  # type: ignore[override]
+        """Return the body, read 4 MB at a time rather than 10 KB (a far shorter loop)."""
+        if self._content is False and not self._content_consumed and self.raw is not None:
+            # iter_content maps urllib3's errors to requests' own, as for .content.
+            self._content = b"".join(self.iter_content(_BODY_CHUNK)) or b""
+            self._content_consumed = True
+        return super().content
+
     def json(self, **kwargs: Any) -> Any:
         rows = read_page(self.content, lambda: self._decode(**kwargs))
         return self._decode(**kwargs) if rows is None else rows

@@ -8,12 +8,13 @@ import io
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, cast, overload
 
+import numpy as np
 import orjson
 from tqdm import tqdm
 
@@ -49,6 +50,7 @@ DISPLAY_NAMES = {
 # The key under which a JSON line that is no JSON object is passed on, to be dead-lettered.
 UNPARSEABLE = "_unparseable_line"
 _CHUNK = 1 << 20
+_NEWLINE, _RETURN, _BRACE = b"\n\r{"
 _SEPARATORS = re.compile(r"[\s,]*")
 
 
@@ -136,7 +138,7 @@ class RawBatch:
     """Rows not yet turned into dicts: JSON lines (bytes), CSV cells (with header) or dicts."""
 
     kind: str
-    items: list[Any]
+    items: Sequence[Any]
     header: list[str] | None = None
 
     def row(self, index: int) -> dict[str, Any]:
@@ -168,20 +170,71 @@ def _blank(line: bytes) -> bool:
     return not stripped or (stripped[:1] != b"{" and not line.decode().strip())
 
 
-def _byte_lines(binary: IO[bytes], first: bytes) -> Iterator[bytes]:
-    """Yield the non-blank lines of a JSON-lines byte stream, each with its line end."""
-    rest = first
-    while True:
-        more = binary.read(_CHUNK)
-        data = rest + more
-        # Lines end at \n, \r or \r\n, as in text mode with newline="".
-        cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1 if more else len(data)
-        block, rest = data[:cut], data[cut:]
-        for line in block.splitlines(keepends=True):
-            if not _blank(line):
-                yield line
-        if not more:
-            return
+class LineBlock(Sequence[bytes]):
+    """Whole JSON lines kept as one bytes block; split into lines only when one is asked for."""
+
+    __slots__ = ("data", "_count", "_lines")
+
+    def __init__(self, data: bytes, count: int) -> None:
+        self.data = data
+        self._count = count
+        self._lines: list[bytes] | None = None
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        if self._lines is None:
+            self._lines = self.data.splitlines(keepends=True)
+        return self._lines[index]
+
+
+def _non_blank_lines(data: bytes, ends: np.ndarray) -> Sequence[bytes]:
+    """Return the non-blank lines of `data` (whole lines; `ends` = offsets after each end)."""
+    view = np.frombuffer(data, np.uint8)
+    # The common file needs no splitting: every line starts with "{" and ends with a lone \n.
+    if (
+        len(ends)
+        and ends[-1] == len(data)
+        and view[0] == _BRACE
+        and b"\r" not in data
+        and (view[ends[:-1]] == _BRACE).all()
+    ):
+        return LineBlock(data, len(ends))
+    return [line for line in data.splitlines(keepends=True) if not _blank(line)]
+
+
+def _line_blocks(binary: IO[bytes], first: bytes, size: int) -> Iterator[Sequence[bytes]]:
+    """Yield the non-blank lines of a JSON-lines byte stream, in blocks cut every `size` lines."""
+    pieces: list[bytes] = []
+    ends: list[np.ndarray] = []
+    held = lines = 0
+    chunk = first
+    while chunk:
+        view = np.frombuffer(chunk, np.uint8)
+        # Lines end at \n, \r or \r\n, as in text mode with newline=""; \r\n counts twice
+        # here, its empty second line is dropped as blank.
+        at = np.flatnonzero((view == _NEWLINE) | (view == _RETURN)) + 1
+        while lines + len(at) >= size:
+            take = size - lines
+            cut = int(at[take - 1])
+            ends.append(at[:take] + held)
+            yield _non_blank_lines(b"".join([*pieces, chunk[:cut]]), np.concatenate(ends))
+            chunk, at = chunk[cut:], at[take:] - cut
+            pieces, ends, held, lines = [], [], 0, 0
+        if chunk:
+            pieces.append(chunk)
+            ends.append(at + held)
+            held, lines = held + len(chunk), lines + len(at)
+        chunk = binary.read(_CHUNK)
+    if pieces:
+        yield _non_blank_lines(b"".join(pieces), np.concatenate(ends))
 
 
 def _json_line_batches(path: Path, size: int, bar: tqdm) -> Iterator[RawBatch] | None:
@@ -194,9 +247,9 @@ def _json_line_batches(path: Path, size: int, bar: tqdm) -> Iterator[RawBatch] |
 
     def batches() -> Iterator[RawBatch]:
         with binary:
-            lines = _byte_lines(binary, first)
-            while chunk := list(islice(lines, size)):
-                yield RawBatch("lines", chunk)
+            for lines in _line_blocks(binary, first, size):
+                if lines:
+                    yield RawBatch("lines", lines)
 
     return batches()
 

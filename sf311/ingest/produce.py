@@ -128,7 +128,9 @@ class CaseProducer:
             for key, value in messages:
                 while True:
                     try:
-                        produce(topic, value, key, on_delivery=callback)
+                        # Positional (partition -1: the partitioner's choice): the keyword
+                        # form costs about twice as much CPU per call.
+                        produce(topic, value, key, -1, callback)
                         break
                     except BufferError:
                         # Local queue full: serve delivery reports until there is room.

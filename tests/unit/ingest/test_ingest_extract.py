@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -210,3 +211,24 @@ def test_the_client_mounts_the_fast_json_adapter(soda) -> None:
         adapter = client.session.get_adapter(f"http://{server.domain}/resource/x.json")
         assert isinstance(adapter, FastJsonAdapter)
         assert len(client.get("test-0001")) == 3
+
+
+def test_pages_read_in_pieces_equal_the_page_read_whole(monkeypatch) -> None:
+    import sf311.ingest.extract as extract
+
+    rows = [{**row, "status_notes": f"n{i}"} for i, row in enumerate(make_rows(60))]
+    rows[50]["media_url"] = {"url": "http://x/1.jpg"}  # a column only the last piece has
+    rows[20]["service_name"] = None  # null in one piece, a string elsewhere
+    cut_in_string = [*rows[:3], {**rows[3], "status_notes": 'a "},{" b'}, *rows[4:]]
+    monkeypatch.setattr(extract, "_PIECE_BYTES", 300)
+    for some in (rows, cut_in_string):
+        body = ("[" + ",\n ".join(json.dumps(row) for row in some) + "]").encode()
+        assert len(extract._pieces(body)) > 5
+        page = extract.read_page(body, list)
+        assert page is not None and page.table.to_pylist() == [
+            {**dict.fromkeys(page.table.column_names), **row} for row in some
+        ]
+        # Read in pieces (one chunk each) unless a cut fell inside a string: then whole.
+        assert (page.table.column(0).num_chunks > 1) == (some is rows)
+    mixed = body.replace(b'"n40"', b"40")  # a number where other pieces hold strings
+    assert extract.read_page(mixed, list) is None

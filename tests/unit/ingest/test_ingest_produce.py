@@ -35,7 +35,8 @@ class FakeProducer:
         self.sent: list[tuple[str, bytes | None, bytes, object]] = []
         self.flushed = False
 
-    def produce(self, topic, value, key, on_delivery) -> None:
+    def produce(self, topic, value=None, key=None, partition=-1, on_delivery=None) -> None:
+        """Takes its arguments as confluent-kafka's Producer.produce does."""
         self.sent.append((topic, key, value, on_delivery))
 
     def poll(self, timeout: float = 0) -> int:
@@ -145,6 +146,18 @@ def test_ingest_loops_collect_cycles_rarely_and_restore_the_threshold() -> None:
         assert gc.get_threshold() == (run.GC_YOUNG_THRESHOLD, *before[1:])
         raise RuntimeError("a failed page")
     assert gc.get_threshold() == before
+
+
+def test_ingest_loops_switch_threads_often_and_restore_the_interval() -> None:
+    import sys
+
+    import sf311.ingest.run as run
+
+    before = sys.getswitchinterval()
+    with pytest.raises(RuntimeError), run.quick_switches():
+        assert sys.getswitchinterval() == pytest.approx(run.SWITCH_INTERVAL)
+        raise RuntimeError("a failed page")
+    assert sys.getswitchinterval() == before
 
 
 def test_without_checkpoints_only_failures_are_reported(monkeypatch) -> None:
