@@ -12,11 +12,12 @@ Run: .venv/bin/python bench/model_quality.py [--select [--validation-days 182] [
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
 import time
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -28,11 +29,14 @@ from sf311.benchmarks import RESULTS_DIR, Figure, write_results
 from sf311.model import dataset
 from sf311.model.columns import CATEGORICAL, NUMERIC
 from sf311.model.export import export_pipeline
-from sf311.model.features import LOCAL_TZ, record_features
+from sf311.model.features import LABEL, LOCAL_TZ, record_features
+from sf311.model.online import OnlineRule, replay
 from sf311.model.scorer import Scorer
 from sf311.model.train import (
     TrainConfig,
+    TrainResult,
     fit_and_evaluate,
+    interval_figures,
     rank_candidates,
     regression_metrics,
     select_calibration,
@@ -75,6 +79,13 @@ GRID: dict[str, list] = {
     "scale_trees": [0, 20],
 }
 CHOICE_FIELDS = tuple(GRID)
+# Online recalibration candidates, also compared on the validation blocks only: how many of
+# the newest closures form the window, whether cases the model was fit on may join it, and
+# the central share of the window's residuals the interval spans.
+ONLINE_WINDOWS = [100, 200, 400]
+ONLINE_OUT_OF_SAMPLE = [True, False]
+ONLINE_LEVELS = [0.8, 0.85, 0.88, 0.9, 0.92]
+ONLINE_MIN_CASES = 30
 
 
 def main() -> int:
@@ -91,6 +102,12 @@ def main() -> int:
         help="length of each validation block of the backtest (--select)",
     )
     parser.add_argument("--folds", type=int, default=3, help="validation blocks (backtest)")
+    parser.add_argument(
+        "--online-folds",
+        type=int,
+        default=3,
+        help="validation blocks on which the online recalibration rule is chosen",
+    )
     parser.add_argument(
         "--select",
         action="store_true",
@@ -140,10 +157,21 @@ def main() -> int:
     fit_seconds = time.perf_counter() - started
     holdout = result.holdout
 
-    with tempfile.TemporaryDirectory() as tmp:
-        scorer = Scorer.load(
-            export_pipeline(result.model, result.calibration, Path(tmp), scale=result.scale)
-        )
+    scorer = exported_scorer(result)
+    online = online_figures(spark_cases, cases, cfg, args.validation_days, args.online_folds)
+    rule = OnlineRule(
+        window_cases=online["chosen"]["window_cases"],
+        min_cases=ONLINE_MIN_CASES,
+        level=online["chosen"]["level"],
+    )
+    not_before = TEST_START if online["chosen"]["out_of_sample"] else None
+    test_online = online_interval(scorer, cases, holdout, rule, not_before)
+    online["test"] = {
+        "training_calibration": interval_figures(
+            holdout[LABEL].to_numpy(), holdout[["low", "point", "high"]].to_numpy()
+        ),
+        "online": test_online,
+    }
     sample = holdout.sample(n=min(1000, len(holdout)), random_state=1)
     by_id = cases.set_index("service_request_id")
     records = [
@@ -159,14 +187,9 @@ def main() -> int:
     figures = [
         Figure("test_mae_log", m["mae_log"], "log1p h", n_test, target=1.244, better="lower"),
         Figure("test_r2_log", m["r2_log"], "", n_test, target=0.42),
-        Figure("test_interval_coverage_80", m["interval_coverage"], "fraction", n_test),
-        Figure(
-            "test_coverage_distance_from_80",
-            abs(m["interval_coverage"] - cfg.coverage),
-            "fraction",
-            n_test,
-            target=0.02,
-            better="lower",
+        *interval_figures_of("test", m["interval_coverage"], m["interval_width_log"], n_test),
+        *interval_figures_of(
+            "test_online", test_online["coverage"], test_online["width_log"], n_test
         ),
         Figure("sklearn_reference_mae_log", ref["mae_log"], "log1p h", n_test),
         Figure("sklearn_reference_r2_log", ref["r2_log"], "", n_test),
@@ -181,6 +204,7 @@ def main() -> int:
             k: v for k, v in selection.items() if k not in ("candidates", "folds")
         },
         "metrics": {k: round(v, 4) for k, v in m.items()},
+        "online_recalibration": online,
         "sklearn_reference": {k: round(v, 4) for k, v in ref.items()},
     }
     print(
@@ -190,9 +214,133 @@ def main() -> int:
         f"R2 {m['baseline_subtype_r2_log']:.3f} | sklearn MAE {ref['mae_log']:.3f} "
         f"R2 {ref['r2_log']:.3f} | parity {parity:.2e}"
     )
+    print(
+        f"online recalibration {online['chosen']}: validation coverage "
+        f"{online['chosen_figures']['coverage']:.3f} | test coverage "
+        f"{test_online['coverage']:.3f} width {test_online['width_log']:.3f} "
+        f"(training calibration {m['interval_coverage']:.3f} width "
+        f"{m['interval_width_log']:.3f}), online share {test_online['online_share']:.3f}"
+    )
     write_results("model_quality", figures, details)
     spark.stop()
     return 0
+
+
+def interval_figures_of(prefix: str, coverage: float, width: float, n: int) -> list[Figure]:
+    """Return the coverage, its distance from 80 % (the judged figure) and the mean width."""
+    return [
+        Figure(f"{prefix}_interval_coverage_80", coverage, "fraction", n),
+        Figure(
+            f"{prefix}_coverage_distance_from_80",
+            abs(coverage - 0.8),
+            "fraction",
+            n,
+            target=0.02,
+            better="lower",
+        ),
+        Figure(f"{prefix}_interval_width_log", width, "log1p h", n, better="lower"),
+    ]
+
+
+def exported_scorer(result: TrainResult) -> Scorer:
+    """Return the JVM-free scorer of a training result, as the registry exports it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return Scorer.load(
+            export_pipeline(result.model, result.calibration, Path(tmp), scale=result.scale)
+        )
+
+
+def online_interval(
+    scorer: Scorer,
+    cases: pd.DataFrame,
+    holdout: pd.DataFrame,
+    rule: OnlineRule,
+    not_before: datetime | None,
+) -> dict[str, float]:
+    """Return coverage, width and point figures of the online-recalibrated interval on a
+    holdout, each case seeing only the cases closed before it was requested."""
+    ordered = holdout.sort_values("requested_datetime", kind="stable")
+    bands, online = replay(scorer, cases, ordered, rule, not_before)
+    return {
+        **interval_figures(ordered[LABEL].to_numpy(), bands),
+        "online_share": float(online.mean()),
+        "n": len(ordered),
+    }
+
+
+def online_figures(
+    spark_cases, cases: pd.DataFrame, cfg: TrainConfig, validation_days: int, folds: int
+) -> dict:
+    """Return the online rule chosen on validation blocks before the test period, with the
+    coverage and width of every candidate and of the training-time interval on each block.
+
+    Each block is scored by a model trained exactly as fit_and_evaluate does for the test
+    split, on the training cases before the block; no test case is read."""
+    rows = []
+    for fold in range(1, folds + 1):
+        val_end = TEST_START - timedelta(days=(fold - 1) * validation_days)
+        val_start = val_end - timedelta(days=validation_days)
+        result = fit_and_evaluate(spark_cases, replace(cfg, test_start=val_start, test_end=val_end))
+        scorer = exported_scorer(result)
+        block = result.holdout
+        base = interval_figures(block[LABEL].to_numpy(), block[["low", "point", "high"]].to_numpy())
+        rows.append({"fold": fold, "rule": "training", **base})
+        for window, oos, level in itertools.product(
+            ONLINE_WINDOWS, ONLINE_OUT_OF_SAMPLE, ONLINE_LEVELS
+        ):
+            rule = OnlineRule(window_cases=window, min_cases=ONLINE_MIN_CASES, level=level)
+            figures = online_interval(scorer, cases, block, rule, val_start if oos else None)
+            rows.append(
+                {
+                    "fold": fold,
+                    "rule": "online",
+                    "window_cases": window,
+                    "out_of_sample": oos,
+                    "level": level,
+                    **figures,
+                }
+            )
+    folds_frame = pd.DataFrame(rows)
+    candidates = folds_frame[folds_frame["rule"] == "online"].assign(
+        miss=lambda f: (f["coverage"] - cfg.coverage).abs()
+    )
+    ranked = (
+        candidates.groupby(["window_cases", "out_of_sample", "level"], as_index=False)
+        .agg(
+            coverage=("coverage", "mean"),
+            miss=("miss", "mean"),
+            worst_miss=("miss", "max"),
+            width_log=("width_log", "mean"),
+            online_share=("online_share", "mean"),
+        )
+        .assign(miss_points=lambda f: np.round(f["miss"] * 100))
+        .sort_values(["miss_points", "width_log"])
+        .drop(columns="miss_points")
+    )
+    best = ranked.iloc[0]
+    print(ranked.round(3).to_string(index=False))
+    training = folds_frame[folds_frame["rule"] == "training"]
+    return {
+        "selected_on": (
+            f"{folds} validation blocks of {validation_days} days before {TEST_START.date()}"
+        ),
+        "rule": "smallest mean |block coverage - 0.80| in whole points, then mean width",
+        "min_cases": ONLINE_MIN_CASES,
+        "chosen": {
+            "window_cases": int(best["window_cases"]),
+            "out_of_sample": bool(best["out_of_sample"]),
+            "level": float(best["level"]),
+        },
+        "chosen_figures": {
+            k: round(float(best[k]), 4) for k in ("coverage", "worst_miss", "width_log")
+        },
+        "validation_training_calibration": {
+            "coverage": round(float(training["coverage"].mean()), 4),
+            "width_log": round(float(training["width_log"].mean()), 4),
+        },
+        "candidates": ranked.round(4).to_dict("records"),
+        "folds": folds_frame.round(4).to_dict("records"),
+    }
 
 
 def _plain(value: object) -> object:

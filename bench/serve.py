@@ -40,10 +40,14 @@ def run_server(scorer_dir: Path, port: int) -> None:
     import uvicorn
 
     from sf311.api import create_app
+    from sf311.model.online import OnlineRule, recalibrate
     from sf311.model.scorer import Scorer
     from sf311.model.service import LoadedModel, ModelService
 
-    service = ModelService(LoadedModel(Scorer.load(scorer_dir), "bench"))
+    scorer = Scorer.load(scorer_dir)
+    # Requests are answered under an online calibration, as served (none is recomputed here).
+    recal = recalibrate(scorer, dataset.silver_cases_from_api_csv(CSV), TEST_START, OnlineRule())
+    service = ModelService(LoadedModel(scorer, "bench", recalibration=recal))
     app = create_app(load_settings(), service)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -98,14 +98,34 @@ def _json(body: BaseModel) -> Response:
     return Response(content=body.model_dump_json(), media_type="application/json")
 
 
-async def _follow_champion(service: ModelService, every: float) -> None:
+async def _recalibrate(service: ModelService) -> None:
+    try:
+        recal = await run_in_threadpool(service.recalibrate, datetime.now(UTC))
+    except Exception:  # a failed round must not stop the loop; the last calibration stays
+        log.exception("online recalibration failed; keeping the calibration in service")
+        return
+    if recal is not None:
+        log.info("interval calibration: %s", recal.info())
+
+
+async def _follow_champion(service: ModelService, every: float, online: bool) -> None:
     while True:
         await asyncio.sleep(every)
         try:
-            if await run_in_threadpool(service.refresh) and service.model is not None:
-                log.info("now serving model version %s", service.model.version)
+            swapped = await run_in_threadpool(service.refresh)
         except Exception:  # the registry being briefly down must not stop the poller
             log.exception("champion check failed; keeping version in service")
+            continue
+        if swapped and service.model is not None:
+            log.info("now serving model version %s", service.model.version)
+            if online:
+                await _recalibrate(service)
+
+
+async def _follow_closures(service: ModelService, every: float) -> None:
+    while True:
+        await _recalibrate(service)
+        await asyncio.sleep(every)
 
 
 def create_app(settings: Settings, service: ModelService | None = None) -> FastAPI:
@@ -118,9 +138,17 @@ def create_app(settings: Settings, service: ModelService | None = None) -> FastA
             await run_in_threadpool(service.refresh)
         except Exception:
             log.exception("no champion loaded at start; will keep checking")
-        poller = asyncio.create_task(_follow_champion(service, settings.model_poll_seconds))
+        online = settings.model_online_seconds > 0
+        tasks = [
+            asyncio.create_task(_follow_champion(service, settings.model_poll_seconds, online))
+        ]
+        if online:
+            tasks.append(
+                asyncio.create_task(_follow_closures(service, settings.model_online_seconds))
+            )
         yield
-        poller.cancel()
+        for task in tasks:
+            task.cancel()
 
     # sf311 exports no OpenTelemetry: without this FastAPI probes the global providers on
     # every request, a measurable share of a one-row prediction.
@@ -153,7 +181,7 @@ def create_app(settings: Settings, service: ModelService | None = None) -> FastA
         model = service.model
         if model is None:
             raise HTTPException(status_code=503, detail="no champion model loaded")
-        return {"version": model.version, **model.info}
+        return {"version": model.version, **model.info, "calibration": model.calibration_info()}
 
     return app
 

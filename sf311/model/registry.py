@@ -98,6 +98,8 @@ def log_and_register(settings: Settings, result: TrainResult, cfg: TrainConfig) 
             run_id=run.info.run_id,
             metrics=result.metrics,
             trained_at=pd.Timestamp.now(tz="UTC").isoformat(),
+            # Cases requested from here on are out of sample: online recalibration uses them.
+            data_end=cfg.test_start.isoformat(),
         )
         mlflow.log_artifacts(str(scorer_dir), SCORER_PATH)
         decision = _decide(client, settings.model_name, version, run.info.run_id, result, tmp)

@@ -189,13 +189,29 @@ class Scorer:
             bins[:, j] = np.searchsorted(cuts, x[:, j], side="left")
         return bins
 
-    def predict_features(self, rows: Sequence[Mapping[str, Any]]) -> Prediction:
-        """Return predictions and intervals for feature rows built by record_features."""
+    @property
+    def calibration(self) -> dict[str, Any]:
+        """Return the training-time interval calibration exported with the model."""
+        return self._calibration
+
+    def raw_and_scale(
+        self, rows: Sequence[Mapping[str, Any]]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Return the forest's raw predictions and the predicted |residual| (None if unused)."""
         raw = self.predict_matrix(self.matrix(rows))
-        column = self._calibration["group_column"]
-        keys = [None] * len(rows) if column == RAW_BIN else [row[column] for row in rows]
         scale = self._scale.predict_matrix(self._scale.matrix(rows)) if self._scale else None
-        low, point, high = interval_bands(raw, keys, self._calibration, scale).T
+        return raw, scale
+
+    def predict_features(
+        self, rows: Sequence[Mapping[str, Any]], calibration: Mapping[str, Any] | None = None
+    ) -> Prediction:
+        """Return predictions and intervals for feature rows built by record_features, under
+        `calibration` (an online recalibration) or else the training-time one."""
+        cal = self._calibration if calibration is None else calibration
+        raw, scale = self.raw_and_scale(rows)
+        column = cal["group_column"]
+        keys = [None] * len(rows) if column == RAW_BIN else [row[column] for row in rows]
+        low, point, high = interval_bands(raw, keys, cal, scale).T
         return Prediction(log_hours=point, log_lower=low, log_upper=high)
 
     def predict(self, cases: Iterable[Mapping[str, Any]]) -> Prediction:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sf311.model.features import record_features
+from sf311.model.online import OnlineRule, Recalibration, recalibrate_from_warehouse
 from sf311.model.scorer import Prediction, Scorer
 from sf311.settings import Settings
 
@@ -21,11 +23,21 @@ class LoadedModel:
     scorer: Scorer
     version: str
     info: dict[str, Any] = field(default_factory=dict)
+    # None until the first online recalibration: the training calibration is in use.
+    recalibration: Recalibration | None = None
+
+    def calibration_info(self) -> dict[str, Any]:
+        """Return which interval calibration answers requests (training or online)."""
+        if self.recalibration is None:
+            return {"source": "training", "reason": "not recalibrated online yet"}
+        return self.recalibration.info()
 
 
 # Returns the current champion version, and loads a given version.
 VersionProbe = Callable[[], str | None]
 VersionLoader = Callable[[str], LoadedModel]
+# Recomputes a scorer's interval calibration as of an instant (sf311.model.online).
+Recalibrator = Callable[[Scorer, datetime], Recalibration]
 
 
 class ModelService:
@@ -36,10 +48,12 @@ class ModelService:
         model: LoadedModel | None = None,
         probe: VersionProbe | None = None,
         loader: VersionLoader | None = None,
+        recalibrator: Recalibrator | None = None,
     ) -> None:
         self._model = model
         self._probe = probe
         self._loader = loader
+        self._recalibrator = recalibrator
         self._lock = threading.Lock()
 
     @property
@@ -58,6 +72,20 @@ class ModelService:
             self._model = self._loader(version)
             return True
 
+    def recalibrate(self, as_of: datetime) -> Recalibration | None:
+        """Return the calibration now in service after recomputing it as of `as_of` (None when
+        there is no model or no recalibrator). Runs off the request path: requests keep using
+        the previous calibration until the new one is swapped in whole."""
+        model = self._model
+        if model is None or self._recalibrator is None:
+            return None
+        recal = self._recalibrator(model.scorer, as_of)
+        with self._lock:
+            # A champion swapped in meanwhile is recalibrated on the next round, not with this.
+            if self._model is model:
+                self._model = replace(model, recalibration=recal)
+        return recal
+
     def predict(self, cases: list[Mapping[str, Any]]) -> tuple[LoadedModel, Prediction, list]:
         """Return the model used, its predictions, and per case the features it had not seen."""
         model = self._model
@@ -65,7 +93,8 @@ class ModelService:
             raise LookupError("no champion model is loaded yet")
         rows = [record_features(c) for c in cases]
         unseen = [model.scorer.unseen(row) for row in rows]
-        return model, model.scorer.predict_features(rows), unseen
+        cal = model.recalibration.calibration if model.recalibration else None
+        return model, model.scorer.predict_features(rows, cal), unseen
 
 
 def mlflow_service(settings: Settings) -> ModelService:
@@ -96,4 +125,28 @@ def mlflow_service(settings: Settings) -> ModelService:
         }
         return LoadedModel(scorer=scorer, version=version, info=info)
 
-    return ModelService(probe=probe, loader=load)
+    return ModelService(probe=probe, loader=load, recalibrator=warehouse_recalibrator(settings))
+
+
+def warehouse_recalibrator(settings: Settings) -> Recalibrator | None:
+    """Return a recalibrator reading the warehouse as the analyst role, None when disabled."""
+    if settings.model_online_seconds <= 0:
+        return None
+    rule = online_rule(settings)
+    dsn = settings.analyst_dsn.get_secret_value()
+
+    def recalibrator(scorer: Scorer, as_of: datetime) -> Recalibration:
+        return recalibrate_from_warehouse(scorer, dsn, as_of, rule)
+
+    return recalibrator
+
+
+def online_rule(settings: Settings) -> OnlineRule:
+    """Return the online recalibration rule configured in settings."""
+    return OnlineRule(
+        window_cases=settings.model_online_window,
+        min_cases=settings.model_online_min_cases,
+        max_age_days=settings.model_online_max_age_days,
+        level=settings.model_online_level,
+        out_of_sample=settings.model_online_out_of_sample,
+    )

@@ -82,7 +82,11 @@ def test_batch_scores_in_order_and_caps_at_10000(client) -> None:
 
 def test_health_and_model(client) -> None:
     assert client.get("/health").json() == {"status": "ok", "model_version": "7"}
-    assert client.get("/model").json() == {"version": "7", "metrics": {"mae_log": 1.2}}
+    assert client.get("/model").json() == {
+        "version": "7",
+        "metrics": {"mae_log": 1.2},
+        "calibration": {"source": "training", "reason": "not recalibrated online yet"},
+    }
 
 
 def test_without_a_model_answers_503_not_500(settings) -> None:

@@ -1,0 +1,110 @@
+"""The API recalibrates its interval from cases closed in a real warehouse (scratch database)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from sf311.api import create_app
+from sf311.dashboard import scratch
+from sf311.model.samples import paper_scorer
+from sf311.model.service import LoadedModel, ModelService, warehouse_recalibrator
+from sf311.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+DB_NAME = "model_online_test"
+LA = ZoneInfo("America/Los_Angeles")
+# Residuals -1.0 .. 1.0 by 0.05 around the paper model's 3.0: 10 % and 90 % at -0.8 and 0.8.
+EVEN = np.linspace(-1.0, 1.0, 41)
+
+
+def _morning(days_ago: int) -> datetime:
+    """Return 10:00 San Francisco time `days_ago` days ago: category B scores raw 3.0 then."""
+    day = datetime.now(LA).date() - timedelta(days=days_ago)
+    return datetime(day.year, day.month, day.day, 10, tzinfo=LA)
+
+
+def _insert(conn: psycopg.Connection, first_id: int, opened: datetime, residuals) -> None:
+    rows = []
+    for i, r in enumerate(residuals):
+        requested = (opened + timedelta(minutes=i)).astimezone(UTC)
+        closed = requested + timedelta(hours=math.expm1(3.0 + r))
+        rows.append((first_id + i, requested, closed, closed))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO cases (service_request_id, requested_datetime, closed_date,"
+            " updated_datetime, service_name, kafka_timestamp, batch_id)"
+            " VALUES (%s, %s, %s, %s, 'B', now(), 1)",
+            rows,
+        )
+
+
+@pytest.fixture(scope="module")
+def warehouse(settings: Settings) -> Iterator[scratch.ScratchDb]:
+    """A scratch warehouse: 41 B cases closed days ago, 30 still to close (closed_date ahead)."""
+    db = scratch.create(settings, DB_NAME)
+    with psycopg.connect(db.owner_dsn, autocommit=True) as conn:
+        _insert(conn, 1, _morning(10), EVEN)
+        # Opened yesterday, closing about 124 days from now: not known yet, never used.
+        _insert(conn, 1000, _morning(1), [5.0] * 30)
+    yield db
+    scratch.drop(settings, DB_NAME)
+
+
+def _online_settings(settings: Settings, analyst_dsn: str) -> Settings:
+    return settings.model_copy(
+        update={
+            "analyst_dsn": SecretStr(analyst_dsn),
+            "model_online_seconds": 3600.0,
+            "model_online_min_cases": 20,
+            "model_online_window": 200,
+            "model_online_level": 0.8,
+        }
+    )
+
+
+def _serve_one(settings: Settings, analyst_dsn: str) -> tuple[dict, dict]:
+    """Return /model's calibration after the first background round, and one /predict answer."""
+    local = _online_settings(settings, analyst_dsn)
+    service = ModelService(
+        LoadedModel(paper_scorer(["A", "B"]), "7"), recalibrator=warehouse_recalibrator(local)
+    )
+    case = {"requested_datetime": _morning(0).isoformat(), "service_name": "B"}
+    with TestClient(create_app(local, service)) as api:
+        # The first round runs at start-up, in the background.
+        for _ in range(200):
+            calibration = api.get("/model").json()["calibration"]
+            if calibration.get("as_of"):
+                resp = api.post("/predict", json=case)
+                assert resp.status_code == 200
+                return calibration, resp.json()
+            time.sleep(0.05)
+    raise AssertionError("the API never recalibrated")
+
+
+def test_api_answers_with_the_interval_of_the_closed_cases(settings, warehouse) -> None:
+    calibration, body = _serve_one(settings, warehouse.analyst_dsn)
+    assert calibration["source"] == "online"
+    assert calibration["n_cases"] == 41
+    np.testing.assert_allclose(calibration["quantiles"], [-0.8, 0.0, 0.8], atol=1e-9)
+    assert body["predicted_hours"] == pytest.approx(math.expm1(3.0))
+    assert body["lower_hours"] == pytest.approx(math.expm1(2.2))
+    assert body["upper_hours"] == pytest.approx(math.expm1(3.8))
+
+
+def test_unreachable_warehouse_keeps_the_training_interval(settings) -> None:
+    # Port 1 is privileged and unused here: the connection is refused at once.
+    calibration, body = _serve_one(settings, "postgresql://analyst:analyst@127.0.0.1:1/sf311")
+    assert calibration["source"] == "training"
+    assert "warehouse not readable" in calibration["reason"]
+    assert body["upper_hours"] == pytest.approx(math.expm1(4.0))
