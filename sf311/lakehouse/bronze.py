@@ -7,6 +7,8 @@ from datetime import datetime
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from sf311.lakehouse.tables import create_if_missing, stats_columns
+
 TABLE = "bronze.cases_raw"
 
 COLUMNS = [
@@ -24,6 +26,12 @@ COLUMNS = [
     "ingest_date",
 ]
 
+# Readers find a message by its Kafka coordinates, its case or its batch.
+PROPERTIES = stats_columns(
+    "partition", "offset", "kafka_timestamp", "schema_id", "case.service_request_id",
+    "batch_id", "ingested_at",
+)  # fmt: skip
+
 
 def bronze_rows(decoded: DataFrame, batch_id: int, ingested_at: datetime) -> DataFrame:
     """Return decoded Kafka messages in the bronze.cases_raw shape, stamped with the batch."""
@@ -39,6 +47,7 @@ def bronze_rows(decoded: DataFrame, batch_id: int, ingested_at: datetime) -> Dat
 
 def write_bronze(rows: DataFrame, path: str, app_id: str, batch_id: int) -> None:
     """Append one batch to bronze; Delta skips it when (app_id, batch_id) already committed."""
+    create_if_missing(rows.sparkSession, rows.schema, path, PROPERTIES, ["ingest_date"])
     (
         rows.write.format("delta")
         .mode("append")

@@ -9,6 +9,8 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from sf311.lakehouse.tables import create_if_missing, stats_columns
+
 TABLE = "silver.cases"
 QUARANTINE_TABLE = "silver.cases_quarantine"
 
@@ -35,6 +37,21 @@ QUARANTINE_COLUMNS = [
     "ingested_at",
     "ingest_date",
 ]
+
+
+# MERGE skips files by id; readers filter by time.
+PROPERTIES = {
+    **stats_columns(
+        "service_request_id", "requested_datetime", "updated_datetime", "closed_date",
+        "kafka_timestamp", "batch_id",
+    ),
+    # Updates then mark replaced rows in a deletion vector instead of rewriting files.
+    "delta.enableDeletionVectors": "true",
+}  # fmt: skip
+QUARANTINE_PROPERTIES = stats_columns(
+    "reason", "service_request_id", "schema_id", "partition", "offset", "kafka_timestamp",
+    "batch_id",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -112,49 +129,23 @@ def curated_rows(validated: DataFrame) -> DataFrame:
     return valid.withColumn("_n", F.row_number().over(newest)).where("_n = 1").drop("_n")
 
 
-def _create_if_missing(spark: SparkSession, rows: DataFrame, path: str) -> DeltaTable:
-    if DeltaTable.isDeltaTable(spark, path):
-        return DeltaTable.forPath(spark, path)
-    return (
-        DeltaTable.createIfNotExists(spark)
-        .location(path)
-        .addColumns(rows.schema)
-        # Updates then mark replaced rows in a deletion vector instead of rewriting files.
-        .property("delta.enableDeletionVectors", "true")
-        .execute()
+def newest_id(spark: SparkSession, path: str) -> int | None:
+    """Return the highest service_request_id in silver.cases, or None when it holds none."""
+    return spark.read.format("delta").load(path).agg(F.max("service_request_id")).first()[0]
+
+
+def _append(rows: DataFrame, path: str, app_id: str, batch_id: int) -> None:
+    (
+        rows.write.format("delta")
+        .mode("append")
+        .option("mergeSchema", "true")
+        .option("txnAppId", app_id)
+        .option("txnVersion", batch_id)
+        .save(path)
     )
 
 
-def merge_silver(
-    spark: SparkSession,
-    rows: DataFrame,
-    path: str,
-    app_id: str,
-    batch_id: int,
-    id_range: tuple[int, int] | None = None,
-) -> str:
-    """Upsert curated rows into silver.cases where the source is newer; return the action.
-
-    id_range, the (min, max) service_request_id of rows, spares a Spark job when known."""
-    if not DeltaTable.isDeltaTable(spark, path):
-        # A new table has nothing to match: a plain append is the same result, far cheaper,
-        # and txnAppId/txnVersion keep it idempotent. Checking only that the table exists
-        # spares the Spark jobs that counting its files would run at every batch.
-        _create_if_missing(spark, rows, path)
-        (
-            rows.write.format("delta")
-            .mode("append")
-            .option("txnAppId", app_id)
-            .option("txnVersion", batch_id)
-            .save(path)
-        )
-        return "append"
-    table = DeltaTable.forPath(spark, path)
-    if id_range is None:
-        bounds = rows.agg(F.min("service_request_id"), F.max("service_request_id")).first()
-        id_range = (bounds[0], bounds[1])
-    if id_range[0] is None:
-        return "empty"
+def _merge(table: DeltaTable, rows: DataFrame, id_range: tuple[int, int]) -> None:
     # The id range lets Delta skip files by their min/max statistics.
     condition = (
         "t.service_request_id = s.service_request_id"
@@ -168,11 +159,50 @@ def merge_silver(
         .whenNotMatchedInsertAll()
         .execute()
     )
-    return "merge"
+
+
+def merge_silver(
+    spark: SparkSession,
+    rows: DataFrame,
+    path: str,
+    app_id: str,
+    batch_id: int,
+    id_range: tuple[int, int] | None = None,
+) -> str:
+    """Upsert curated rows into silver.cases where the source is newer; return the action:
+    append, merge, append+merge or empty.
+
+    Cases above the table's highest id cannot match any row: they are appended, which costs a
+    fraction of a MERGE, and only the rest is merged. The append is idempotent through
+    txnAppId/txnVersion and the MERGE through its newer-wins guard; a batch replayed after its
+    append committed finds its new cases at or below the highest id, so it merges them all.
+    id_range, the (min, max) service_request_id of rows, spares a Spark job when known."""
+    if not DeltaTable.isDeltaTable(spark, path):
+        create_if_missing(spark, rows.schema, path, PROPERTIES)
+        _append(rows, path, app_id, batch_id)
+        return "append"
+    if id_range is None:
+        bounds = rows.agg(F.min("service_request_id"), F.max("service_request_id")).first()
+        id_range = (bounds[0], bounds[1])
+    if id_range[0] is None:
+        return "empty"
+    top = newest_id(spark, path)
+    if top is None or id_range[0] > top:
+        _append(rows, path, app_id, batch_id)
+        return "append"
+    table = DeltaTable.forPath(spark, path)
+    if id_range[1] <= top:
+        _merge(table, rows, id_range)
+        return "merge"
+    key = F.col("service_request_id")
+    _append(rows.where(key > F.lit(top)), path, app_id, batch_id)
+    _merge(table, rows.where(key <= F.lit(top)), (id_range[0], top))
+    return "append+merge"
 
 
 def append_quarantine(rows: DataFrame, path: str, app_id: str, batch_id: int) -> None:
     """Append one batch's rejected rows; Delta skips it when (app_id, batch_id) committed."""
+    create_if_missing(rows.sparkSession, rows.schema, path, QUARANTINE_PROPERTIES, ["ingest_date"])
     (
         rows.write.format("delta")
         .mode("append")
@@ -185,10 +215,11 @@ def append_quarantine(rows: DataFrame, path: str, app_id: str, batch_id: int) ->
 
 def overwrite_silver(spark: SparkSession, rows: DataFrame, path: str) -> None:
     """Replace silver.cases with rows in one atomic commit, creating the table if missing."""
-    _create_if_missing(spark, rows, path)
+    create_if_missing(spark, rows.schema, path, PROPERTIES)
     rows.write.format("delta").mode("overwrite").save(path)
 
 
 def overwrite_quarantine(rows: DataFrame, path: str) -> None:
     """Replace silver.cases_quarantine with rows in one atomic commit."""
+    create_if_missing(rows.sparkSession, rows.schema, path, QUARANTINE_PROPERTIES, ["ingest_date"])
     rows.write.format("delta").mode("overwrite").partitionBy("ingest_date").save(path)

@@ -77,7 +77,7 @@ def _csv_chunks(spark, rows) -> list[bytes]:
     return csv_chunks(df.toArrow())
 
 
-def test_csv_round_trips_nulls_empties_quotes_and_newlines(schema_dsn, spark):
+def test_csv_round_trips_nulls_empties_quotes_newlines_and_instants(schema_dsn, spark):
     nasty = 'say "hi",\nthen\\leave; \u00e9\u00e8 \t end'
     rows = [
         {"service_request_id": 1, "requested_datetime": T, "updated_datetime": T,
@@ -87,6 +87,9 @@ def test_csv_round_trips_nulls_empties_quotes_and_newlines(schema_dsn, spark):
          "kafka_timestamp": T, "batch_id": 0, "status_notes": "nul\u0000byte"},
     ]  # fmt: skip
     with psycopg.connect(schema_dsn) as conn:
+        # The CSV holds UTC wall-clock times: they must load as the same instants whatever
+        # the session's zone.
+        conn.execute("SET TIME ZONE 'America/Los_Angeles'")
         assert load_batch(conn, _batch(_csv_chunks(spark, rows), 0)) == 2
         got = conn.execute(
             "SELECT status_notes, address, lat, supervisor_district, resolution_hours, "

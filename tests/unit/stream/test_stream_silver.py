@@ -116,14 +116,42 @@ def test_merge_applies_only_newer_versions_and_replays_change_nothing(
     second = curated(wire.case(1, updated_datetime=ts(4), status_notes="older"),
                      wire.case(2, updated_datetime=ts(6), status_notes="v6"),
                      wire.case(3, updated_datetime=ts(1), status_notes="new"))  # fmt: skip
-    assert silver.merge_silver(spark, second, path, "app", 1) == "merge"
+    # Case 3 is above the table's highest id: appended; 1 and 2 go through the MERGE.
+    assert silver.merge_silver(spark, second, path, "app", 1) == "append+merge"
     expected = {1: (ts(5), "v5"), 2: (ts(6), "v6"), 3: (ts(1), "new")}
     assert _silver_ids(spark, path) == expected
 
-    silver.merge_silver(spark, second, path, "app", 1)
+    assert silver.merge_silver(spark, second, path, "app", 1) == "merge"
     silver.merge_silver(spark, first, path, "app", 0)
     assert _silver_ids(spark, path) == expected
     assert spark.read.format("delta").load(path).count() == 3
+
+    third = curated(wire.case(4, updated_datetime=ts(2), status_notes="new"),
+                    wire.case(5, updated_datetime=ts(2), status_notes="new"))  # fmt: skip
+    assert silver.merge_silver(spark, third, path, "app", 2) == "append"
+    assert silver.merge_silver(spark, third, path, "app", 2) == "merge"
+    assert spark.read.format("delta").load(path).count() == 5
+
+
+def test_a_batch_replayed_after_its_append_committed_still_merges_its_updates(
+    to_bronze, wire, spark, tmp_path
+):
+    path = str(tmp_path / "silver")
+
+    def curated(*records):
+        values = [wire.frame(1, wire.v1, r) for r in records]
+        return silver.curated_rows(silver.validate(to_bronze(values), AS_OF))
+
+    silver.merge_silver(spark, curated(wire.case(1, updated_datetime=ts(5))), path, "app", 0)
+    batch = curated(wire.case(1, updated_datetime=ts(6), status_notes="v6"),
+                    wire.case(2, updated_datetime=ts(6), status_notes="new"))  # fmt: skip
+    # The job died after the append of batch 1 (case 2) committed, before its MERGE (case 1).
+    batch.where("service_request_id = 2").write.format("delta").mode("append").option(
+        "txnAppId", "app"
+    ).option("txnVersion", 1).save(path)
+    assert silver.merge_silver(spark, batch, path, "app", 1) == "merge"
+    assert _silver_ids(spark, path) == {1: (ts(6), "v6"), 2: (ts(6), "new")}
+    assert spark.read.format("delta").load(path).count() == 2
 
 
 def test_append_quarantine_is_idempotent_per_batch(to_bronze, spark, tmp_path):
