@@ -23,13 +23,15 @@ def create_if_missing(
     path: str,
     properties: Mapping[str, str],
     partition_by: Sequence[str] = (),
-) -> DeltaTable:
-    """Return the Delta table at path, created empty with the schema and properties if absent."""
+) -> None:
+    """Create the Delta table at path, empty with the schema and properties, if absent."""
+    # Only an existence check when present: writers call this every micro-batch, and loading
+    # the table's snapshot here would repeat what their own write does.
     if DeltaTable.isDeltaTable(spark, path):
-        return DeltaTable.forPath(spark, path)
+        return
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
     for key, value in properties.items():
         builder = builder.property(key, value)
-    return builder.execute()
+    builder.execute()

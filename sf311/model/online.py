@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
+from psycopg import sql
 
 from sf311.model.columns import CATEGORICAL
 from sf311.model.features import MAX_HOURS_DEFAULT, record_features
@@ -171,9 +173,6 @@ def recent_closed_cases(
     dsn: str, as_of: datetime, rule: OnlineRule, not_before: datetime | None = None
 ) -> pd.DataFrame:
     """Return the newest closures before `as_of` from the warehouse `cases` table."""
-    import psycopg
-    from psycopg import sql
-
     query = sql.SQL(RECENT_CLOSED_SQL).format(
         columns=sql.SQL(", ").join(sql.Identifier(c) for c in CASE_COLUMNS)
     )
@@ -205,8 +204,6 @@ def recalibrate_from_warehouse(
 ) -> Recalibration:
     """Return the calibration recomputed from the warehouse's newest closed cases, or the
     training calibration when the warehouse cannot be read (prediction never depends on it)."""
-    import psycopg
-
     not_before = data_end(scorer) if rule.out_of_sample else None
     try:
         cases = recent_closed_cases(dsn, as_of, rule, not_before)
