@@ -5,7 +5,9 @@ cases requested 2015-01-01 .. 2018-06-30, test on cases requested from 2018-07-0
 Every calibration choice (window, refit, min_group, weighting, centering, prediction bins, a
 forest of |residual| scaling each interval) is made by a backtest on validation blocks carved
 from the end of the training period (--select);
-the test split is scored once, with the TrainConfig defaults that selection recorded.
+the test split is scored once, with the TrainConfig defaults that selection recorded. The online
+recalibration rule (the newest closures, or the newest requests with open cases right-censored)
+is chosen the same way, on validation blocks, before the test is replayed once.
 Run: .venv/bin/python bench/model_quality.py [--select [--validation-days 182] [--folds 3]]
 """
 
@@ -30,7 +32,7 @@ from sf311.model import dataset
 from sf311.model.columns import CATEGORICAL, NUMERIC
 from sf311.model.export import export_pipeline
 from sf311.model.features import LABEL, LOCAL_TZ, record_features
-from sf311.model.online import OnlineRule, replay
+from sf311.model.online import REQUESTS, OnlineRule, replay
 from sf311.model.scorer import Scorer
 from sf311.model.train import (
     TrainConfig,
@@ -79,12 +81,17 @@ GRID: dict[str, list] = {
     "scale_trees": [0, 20],
 }
 CHOICE_FIELDS = tuple(GRID)
-# Online recalibration candidates, also compared on the validation blocks only: how many of
-# the newest closures form the window, whether cases the model was fit on may join it, and
-# the central share of the window's residuals the interval spans.
+# Online recalibration candidates, also compared on the validation blocks only. CLOSURES: how
+# many of the newest closures form the window, whether cases the model was fit on may join it,
+# and the central share of the window's residuals the interval spans. REQUESTS (censored,
+# Kaplan-Meier): how many of the newest requests, at least how many days old, and the level.
 ONLINE_WINDOWS = [100, 200, 400]
 ONLINE_OUT_OF_SAMPLE = [True, False]
 ONLINE_LEVELS = [0.8, 0.85, 0.88, 0.9, 0.92]
+CENSORED_WINDOWS = [200, 400, 800]
+CENSORED_MIN_AGE_DAYS = [0.0, 30.0]
+CENSORED_LEVELS = [0.8, 0.82, 0.85, 0.88]
+RULE_FIELDS = ["method", "window_cases", "min_age_days", "out_of_sample", "level"]
 ONLINE_MIN_CASES = 30
 
 
@@ -159,12 +166,11 @@ def main() -> int:
 
     scorer = exported_scorer(result)
     online = online_figures(spark_cases, cases, cfg, args.validation_days, args.online_folds)
+    chosen = online["chosen"]
     rule = OnlineRule(
-        window_cases=online["chosen"]["window_cases"],
-        min_cases=ONLINE_MIN_CASES,
-        level=online["chosen"]["level"],
+        min_cases=ONLINE_MIN_CASES, **{k: chosen[k] for k in RULE_FIELDS if k != "out_of_sample"}
     )
-    not_before = TEST_START if online["chosen"]["out_of_sample"] else None
+    not_before = TEST_START if chosen["out_of_sample"] else None
     test_online = online_interval(scorer, cases, holdout, rule, not_before)
     online["test"] = {
         "training_calibration": interval_figures(
@@ -268,6 +274,63 @@ def online_interval(
     }
 
 
+def online_rules() -> list[tuple[OnlineRule, bool]]:
+    """Return every online candidate of the grids: its rule and whether it is out of sample."""
+    closures = [
+        (OnlineRule(window_cases=w, min_cases=ONLINE_MIN_CASES, level=level), oos)
+        for w, oos, level in itertools.product(ONLINE_WINDOWS, ONLINE_OUT_OF_SAMPLE, ONLINE_LEVELS)
+    ]
+    censored = [
+        (
+            OnlineRule(
+                window_cases=w,
+                min_cases=ONLINE_MIN_CASES,
+                level=level,
+                method=REQUESTS,
+                min_age_days=age,
+            ),
+            oos,
+        )
+        for w, age, oos, level in itertools.product(
+            CENSORED_WINDOWS, CENSORED_MIN_AGE_DAYS, ONLINE_OUT_OF_SAMPLE, CENSORED_LEVELS
+        )
+    ]
+    return closures + censored
+
+
+def online_candidates(
+    scorer: Scorer, cases: pd.DataFrame, block: pd.DataFrame, block_start: datetime
+) -> list[dict]:
+    """Return the coverage and width of every online candidate replayed on one block."""
+    rows = []
+    for rule, oos in online_rules():
+        figures = online_interval(scorer, cases, block, rule, block_start if oos else None)
+        fields = {k: getattr(rule, k) for k in RULE_FIELDS if k != "out_of_sample"}
+        rows.append({"rule": "online", **fields, "out_of_sample": oos, **figures})
+    return rows
+
+
+def rank_online(folds_frame: pd.DataFrame, coverage: float) -> pd.DataFrame:
+    """Return the online candidates ranked by mean |block coverage - target| in whole points,
+    then by mean width, with their mean and worst figures over the blocks."""
+    candidates = folds_frame[folds_frame["rule"] == "online"].assign(
+        miss=lambda f: (f["coverage"] - coverage).abs()
+    )
+    return (
+        candidates.groupby(RULE_FIELDS, as_index=False)
+        .agg(
+            coverage=("coverage", "mean"),
+            miss=("miss", "mean"),
+            worst_miss=("miss", "max"),
+            width_log=("width_log", "mean"),
+            online_share=("online_share", "mean"),
+        )
+        .assign(miss_points=lambda f: np.round(f["miss"] * 100))
+        .sort_values(["miss_points", "width_log"])
+        .drop(columns="miss_points")
+    )
+
+
 def online_figures(
     spark_cases, cases: pd.DataFrame, cfg: TrainConfig, validation_days: int, folds: int
 ) -> dict:
@@ -285,38 +348,9 @@ def online_figures(
         block = result.holdout
         base = interval_figures(block[LABEL].to_numpy(), block[["low", "point", "high"]].to_numpy())
         rows.append({"fold": fold, "rule": "training", **base})
-        for window, oos, level in itertools.product(
-            ONLINE_WINDOWS, ONLINE_OUT_OF_SAMPLE, ONLINE_LEVELS
-        ):
-            rule = OnlineRule(window_cases=window, min_cases=ONLINE_MIN_CASES, level=level)
-            figures = online_interval(scorer, cases, block, rule, val_start if oos else None)
-            rows.append(
-                {
-                    "fold": fold,
-                    "rule": "online",
-                    "window_cases": window,
-                    "out_of_sample": oos,
-                    "level": level,
-                    **figures,
-                }
-            )
+        rows += [{"fold": fold, **r} for r in online_candidates(scorer, cases, block, val_start)]
     folds_frame = pd.DataFrame(rows)
-    candidates = folds_frame[folds_frame["rule"] == "online"].assign(
-        miss=lambda f: (f["coverage"] - cfg.coverage).abs()
-    )
-    ranked = (
-        candidates.groupby(["window_cases", "out_of_sample", "level"], as_index=False)
-        .agg(
-            coverage=("coverage", "mean"),
-            miss=("miss", "mean"),
-            worst_miss=("miss", "max"),
-            width_log=("width_log", "mean"),
-            online_share=("online_share", "mean"),
-        )
-        .assign(miss_points=lambda f: np.round(f["miss"] * 100))
-        .sort_values(["miss_points", "width_log"])
-        .drop(columns="miss_points")
-    )
+    ranked = rank_online(folds_frame, cfg.coverage)
     best = ranked.iloc[0]
     print(ranked.round(3).to_string(index=False))
     training = folds_frame[folds_frame["rule"] == "training"]
@@ -327,7 +361,9 @@ def online_figures(
         "rule": "smallest mean |block coverage - 0.80| in whole points, then mean width",
         "min_cases": ONLINE_MIN_CASES,
         "chosen": {
+            "method": str(best["method"]),
             "window_cases": int(best["window_cases"]),
+            "min_age_days": float(best["min_age_days"]),
             "out_of_sample": bool(best["out_of_sample"]),
             "level": float(best["level"]),
         },

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     model_online_level: float = Field(0.85, gt=0, lt=1)
     # Only cases requested after the model's training data (the validation chose False).
     model_online_out_of_sample: bool = False
+    # "closures": a share of the newest closures' residuals; "requests": the newest requests at
+    # least model_online_min_age_days old, open ones right-censored (Kaplan-Meier).
+    model_online_method: Literal["closures", "requests"] = "closures"
+    model_online_min_age_days: float = Field(0.0, ge=0)
 
     # Airflow 3 in its own virtualenv.
     airflow_venv: Path = PROJECT_ROOT / ".venv-airflow"

@@ -149,4 +149,6 @@ def online_rule(settings: Settings) -> OnlineRule:
         max_age_days=settings.model_online_max_age_days,
         level=settings.model_online_level,
         out_of_sample=settings.model_online_out_of_sample,
+        method=settings.model_online_method,
+        min_age_days=settings.model_online_min_age_days,
     )

@@ -51,17 +51,25 @@ def _insert(conn: psycopg.Connection, first_id: int, opened: datetime, residuals
 
 @pytest.fixture(scope="module")
 def warehouse(settings: Settings) -> Iterator[scratch.ScratchDb]:
-    """A scratch warehouse: 41 B cases closed days ago, 30 still to close (closed_date ahead)."""
+    """A scratch warehouse: 41 B cases closed days ago, 31 still to close (closed_date ahead),
+    one never closed."""
     db = scratch.create(settings, DB_NAME)
     with psycopg.connect(db.owner_dsn, autocommit=True) as conn:
         _insert(conn, 1, _morning(10), EVEN)
         # Opened yesterday, closing about 124 days from now: not known yet, never used.
         _insert(conn, 1000, _morning(1), [5.0] * 30)
+        # Opened 5 days ago, still open: one never closed, one closing about 124 days on.
+        _insert(conn, 2000, _morning(5), [5.0])
+        conn.execute(
+            "INSERT INTO cases (service_request_id, requested_datetime, updated_datetime,"
+            " service_name, kafka_timestamp, batch_id) VALUES (2001, %s, %s, 'B', now(), 1)",
+            (_morning(5) + timedelta(minutes=1),) * 2,
+        )
     yield db
     scratch.drop(settings, DB_NAME)
 
 
-def _online_settings(settings: Settings, analyst_dsn: str) -> Settings:
+def _online_settings(settings: Settings, analyst_dsn: str, **rule) -> Settings:
     return settings.model_copy(
         update={
             "analyst_dsn": SecretStr(analyst_dsn),
@@ -69,13 +77,15 @@ def _online_settings(settings: Settings, analyst_dsn: str) -> Settings:
             "model_online_min_cases": 20,
             "model_online_window": 200,
             "model_online_level": 0.8,
+            "model_online_method": "closures",
+            **rule,
         }
     )
 
 
-def _serve_one(settings: Settings, analyst_dsn: str) -> tuple[dict, dict]:
+def _serve_one(settings: Settings, analyst_dsn: str, **rule) -> tuple[dict, dict]:
     """Return /model's calibration after the first background round, and one /predict answer."""
-    local = _online_settings(settings, analyst_dsn)
+    local = _online_settings(settings, analyst_dsn, **rule)
     service = ModelService(
         LoadedModel(paper_scorer(["A", "B"]), "7"), recalibrator=warehouse_recalibrator(local)
     )
@@ -100,6 +110,22 @@ def test_api_answers_with_the_interval_of_the_closed_cases(settings, warehouse) 
     assert body["predicted_hours"] == pytest.approx(math.expm1(3.0))
     assert body["lower_hours"] == pytest.approx(math.expm1(2.2))
     assert body["upper_hours"] == pytest.approx(math.expm1(3.8))
+
+
+def test_api_answers_with_the_censored_interval_of_the_requests(settings, warehouse) -> None:
+    # Requests 2 days old or more: the 41 closed and the 2 opened 5 days ago, still open then
+    # 110 hours or more, above every closure (log1p(110) - 3.0 = 1.7): 90 % is the 39th of
+    # 43, 0.9.
+    calibration, body = _serve_one(
+        settings,
+        warehouse.analyst_dsn,
+        model_online_method="requests",
+        model_online_min_age_days=2.0,
+    )
+    assert (calibration["source"], calibration["method"]) == ("online", "requests")
+    assert (calibration["n_cases"], calibration["n_open"]) == (43, 2)
+    np.testing.assert_allclose(calibration["quantiles"], [-0.8, 0.0, 0.9], atol=1e-9)
+    assert body["upper_hours"] == pytest.approx(math.expm1(3.9))
 
 
 def test_unreachable_warehouse_keeps_the_training_interval(settings) -> None:
