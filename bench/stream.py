@@ -3,8 +3,9 @@
 1. Backfill: N generated cases (10 % of them later versions of earlier ids) are produced to a
    fresh topic, then one availableNow run of both queries loads them; rows/s per query and
    phase (from the job's own stream_batches and lake_batches tables), Spark jobs per phase, when
-   each query caught up, and end to end. `--scale` repeats it at each size, each on its own
-   topic, schema and lake, and records the scale curve.
+   each query caught up, end to end, and the CPU seconds Spark, Postgres, Kafka and this driver
+   spent on it (per million rows: a figure that load on the machine barely moves). `--scale`
+   repeats it at each size, each on its own topic, schema and lake, and records the scale curve.
 2. Steady: a producer sends R events/s for S seconds while the job runs with its default
    processingTime trigger; freshness = Postgres commit time - Kafka timestamp, p50/p95 (and the
    same to the silver commit, for the lake).
@@ -35,7 +36,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from pyspark.sql import SparkSession
 
-from sf311.benchmarks import Figure, write_results
+from sf311.benchmarks import Figure, cpu_seconds, write_results
 from sf311.ingest.generate import CaseGenerator
 from sf311.ingest.normalize import normalize
 from sf311.ingest.records import CaseEncoder, latest_schema_path, load_schema, register_schema
@@ -222,9 +223,10 @@ def backfill(spark: SparkSession, settings: Settings, feed: Feed, rows: int, dsn
     """Return the backfill figures: produce rate, per query and phase, and end to end."""
     produce_rate = produce_backfill(settings, feed, rows)
     started = datetime.now(UTC)
-    t0 = time.monotonic()
+    cpu0, t0 = cpu_seconds(), time.monotonic()
     run_stream(spark, settings, once=True)
     wall = time.monotonic() - t0
+    cpu = {kind: round(used - cpu0[kind], 1) for kind, used in cpu_seconds().items()}
     with psycopg.connect(dsn) as conn:
         ledgers = {q: _ledger(conn, q) for q in QUERIES}
         loaded = conn.execute("SELECT count(*) FROM cases").fetchone()[0]
@@ -258,6 +260,9 @@ def backfill(spark: SparkSession, settings: Settings, feed: Feed, rows: int, dsn
         "queries": queries,
         "end_to_end_rows_per_s": round(consumed / wall),
         "end_to_end_seconds": round(wall, 1),
+        # CPU the run cost, robust to how busy the machine was; 2 cores give 2 s per second.
+        "cpu_seconds": cpu,
+        "cpu_seconds_per_million_rows": round(sum(cpu.values()) * 1e6 / consumed, 1),
     }
 
 
@@ -372,6 +377,8 @@ def figures(details: dict[str, Any]) -> list[Figure]:
     out = [
         Figure("backfill end-to-end", largest["end_to_end_rows_per_s"], "rows/s",
                largest["rows"], TARGET_ROWS_PER_S),
+        Figure("backfill CPU seconds per million rows",
+               largest["cpu_seconds_per_million_rows"], "CPU-s", largest["rows"], better="lower"),
     ]  # fmt: skip
     for query, q in largest["queries"].items():
         out.append(Figure(f"backfill {query} caught up", q["rows_per_s"], "rows/s",

@@ -50,6 +50,46 @@ def machine() -> dict[str, Any]:
     }
 
 
+# What a process's command line holds when it is a Spark driver JVM or a Kafka broker.
+SPARK_MAIN = "org.apache.spark.deploy.SparkSubmit"
+KAFKA_MAIN = "kafka.Kafka"
+
+
+def _process_kind(comm: str, cmdline: str) -> str | None:
+    if comm == "postgres":
+        return "postgres"
+    if SPARK_MAIN in cmdline:
+        return "spark"
+    if KAFKA_MAIN in cmdline:
+        return "kafka"
+    return None
+
+
+def cpu_seconds(proc: Path = Path("/proc")) -> dict[str, float]:
+    """Return the CPU seconds (user + system) used so far by the machine's PostgreSQL, Spark
+    driver and Kafka broker processes, each kind summed, and by this process ("driver")."""
+    tick = os.sysconf("SC_CLK_TCK")
+    totals = {"postgres": 0.0, "spark": 0.0, "kafka": 0.0}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # the process ended while being read
+            continue
+        comm, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :]
+        kind = _process_kind(comm, cmdline)
+        if kind is None:
+            continue
+        utime, stime, cutime, cstime = (int(v) for v in fields.split()[11:15])
+        # Exited children count in their parent once reaped: Postgres backends, one per
+        # connection, come and go within a benchmark and land in the postmaster's share.
+        totals[kind] += (utime + stime + cutime + cstime) / tick
+    own = os.times()
+    return {**totals, "driver": own.user + own.system}
+
+
 def write_results(
     bench: str,
     figures: list[Figure],

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-from sf311.benchmarks import Figure, summary_markdown, write_results
+from sf311.benchmarks import (
+    KAFKA_MAIN,
+    SPARK_MAIN,
+    Figure,
+    cpu_seconds,
+    summary_markdown,
+    write_results,
+)
 
 
 def test_met_follows_the_direction_of_the_target() -> None:
@@ -34,3 +42,30 @@ def test_results_round_trip_into_the_summary(tmp_path: Path) -> None:
     # Sorted by size, with the cost per 100k rows that shows how cost grows.
     assert curve[4] == "| 100,000 | 50.0 | 2,000 | 50.0 |"
     assert curve[5] == "| 1,000,000 | 400.0 | 2,500 | 40.0 |"
+
+
+def _fake_process(proc: Path, pid: int, comm: str, cmdline: str, ticks: tuple) -> None:
+    """Write /proc/<pid>/stat and cmdline with utime, stime, cutime, cstime = ticks."""
+    (proc / str(pid)).mkdir()
+    fields = ["S", "1", *["0"] * 9, *map(str, ticks), "20", "0"]
+    (proc / str(pid) / "stat").write_text(f"{pid} ({comm}) {' '.join(fields)}\n")
+    (proc / str(pid) / "cmdline").write_bytes(cmdline.replace(" ", "\0").encode())
+
+
+def test_cpu_seconds_sums_each_kind_with_its_reaped_children(tmp_path: Path) -> None:
+    tick = os.sysconf("SC_CLK_TCK")
+    # The postmaster has reaped exited backends (cutime/cstime); one backend still runs.
+    _fake_process(tmp_path, 10, "postgres", "/usr/lib/postgresql/15/bin/postgres -D x",
+                  (1 * tick, 1 * tick, 5 * tick, 2 * tick))  # fmt: skip
+    _fake_process(tmp_path, 11, "postgres", "postgres: sf311 sf311 127.0.0.1 COPY",
+                  (3 * tick, 0, 0, 0))  # fmt: skip
+    _fake_process(tmp_path, 20, "java", f"java -cp x {SPARK_MAIN} pyspark-shell",
+                  (40 * tick, 4 * tick, 0, 0))  # fmt: skip
+    _fake_process(tmp_path, 30, "java", f"java -cp y {KAFKA_MAIN} server.properties",
+                  (6 * tick, 1 * tick, 0, 0))  # fmt: skip
+    # A name with a space and a parenthesis must not shift the fields; it counts as nothing.
+    _fake_process(tmp_path, 40, "tmux: server (1)", "tmux", (99 * tick, 0, 0, 0))
+    (tmp_path / "self").mkdir()
+    used = cpu_seconds(tmp_path)
+    assert (used["postgres"], used["spark"], used["kafka"]) == (12.0, 44.0, 7.0)
+    assert used["driver"] > 0
