@@ -4,7 +4,7 @@
    fresh topic, then one availableNow run of both queries loads them; rows/s per query and
    phase (from the job's own stream_batches and lake_batches tables), Spark jobs per phase, when
    each query caught up, end to end, and the CPU seconds Spark, Postgres, Kafka and this driver
-   spent on it (per million rows: a figure that load on the machine barely moves). `--scale`
+   spent on it (per million rows: what the pipeline itself spent, whatever else ran). `--scale`
    repeats it at each size, each on its own topic, schema and lake, and records the scale curve.
 2. Steady: a producer sends R events/s for S seconds while the job runs with its default
    processingTime trigger; freshness = Postgres commit time - Kafka timestamp, p50/p95 (and the
