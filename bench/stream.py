@@ -260,7 +260,8 @@ def backfill(spark: SparkSession, settings: Settings, feed: Feed, rows: int, dsn
         "queries": queries,
         "end_to_end_rows_per_s": round(consumed / wall),
         "end_to_end_seconds": round(wall, 1),
-        # CPU the run cost, robust to how busy the machine was; 2 cores give 2 s per second.
+        # What the pipeline's processes spent, apart from the rest of the machine; 2 cores give
+        # 2 CPU-s per second of wall time.
         "cpu_seconds": cpu,
         "cpu_seconds_per_million_rows": round(sum(cpu.values()) * 1e6 / consumed, 1),
     }
