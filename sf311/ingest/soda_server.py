@@ -385,7 +385,7 @@ class SodaServer(ThreadingHTTPServer):
         self.statuses: Counter[int] = Counter()
         self.slow_answers = 0
         self._rng = random.Random(self.faults.seed)
-        self._rng_lock = threading.Lock()
+        self._lock = threading.Lock()
 
     @property
     def domain(self) -> str:
@@ -396,11 +396,16 @@ class SodaServer(ThreadingHTTPServer):
     def draw(self) -> tuple[int | None, bool]:
         """Return (failure status or None, whether to answer slowly) for the next request."""
         faults = self.faults
-        with self._rng_lock:
+        with self._lock:
             fail = self._rng.random() < faults.fail_rate
             code = self._rng.choice(faults.fail_codes) if fail else None
             slow = self._rng.random() < faults.slow_rate
         return code, slow
+
+    def count(self, status: int) -> None:
+        """Count one answer given with this status (handler threads call this concurrently)."""
+        with self._lock:
+            self.statuses[status] += 1
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -408,6 +413,8 @@ class _Handler(BaseHTTPRequestHandler):
     server: SodaServer
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        # Counted before answering: a client that reads the answer may look at the count at once.
+        self.server.count(status)
         self.send_response(status)
         self.send_header("Content-Type", "application/json;charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -417,8 +424,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
-            return  # the client gave up waiting (a slow answer past its timeout)
-        self.server.statuses[status] += 1
+            log.debug("soda: the client gave up waiting for a %d answer", status)
 
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         body = json.dumps({"error": True, "code": status, "message": message}).encode()
