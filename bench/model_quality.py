@@ -6,8 +6,9 @@ Every calibration choice (window, refit, min_group, weighting, centering, predic
 forest of |residual| scaling each interval) is made by a backtest on validation blocks carved
 from the end of the training period (--select);
 the test split is scored once, with the TrainConfig defaults that selection recorded. The online
-recalibration rule (the newest closures, or the newest requests with open cases right-censored)
-is chosen the same way, on validation blocks, before the test is replayed once.
+recalibration rule (the newest closures, at a fixed or an adaptive level, or the newest requests
+with open cases right-censored) is chosen the same way, on validation blocks, before the test is
+replayed once.
 Run: .venv/bin/python bench/model_quality.py [--select [--validation-days 182] [--folds 3]]
 """
 
@@ -32,7 +33,7 @@ from sf311.model import dataset
 from sf311.model.columns import CATEGORICAL, NUMERIC
 from sf311.model.export import export_pipeline
 from sf311.model.features import LABEL, LOCAL_TZ, record_features
-from sf311.model.online import REQUESTS, OnlineRule, replay
+from sf311.model.online import REQUESTS, OnlineRule, adaptive_levels, replay
 from sf311.model.scorer import Scorer
 from sf311.model.train import (
     TrainConfig,
@@ -91,7 +92,21 @@ ONLINE_LEVELS = [0.8, 0.85, 0.88, 0.9, 0.92]
 CENSORED_WINDOWS = [200, 400, 800]
 CENSORED_MIN_AGE_DAYS = [0.0, 30.0]
 CENSORED_LEVELS = [0.8, 0.82, 0.85, 0.88]
-RULE_FIELDS = ["method", "window_cases", "min_age_days", "out_of_sample", "level"]
+# Adaptive level (ACI with delayed feedback) on the newest 100 closures: the step gamma per
+# revealed outcome, how many of the last requests it replays, and the level it starts from.
+ADAPTIVE_WINDOW = 100
+ADAPTIVE_GAMMAS = [0.002, 0.005, 0.01, 0.02, 0.05]
+ADAPTIVE_HORIZONS = [200, 500]
+ADAPTIVE_LEVELS = [0.8, 0.85]
+RULE_FIELDS = [
+    "method",
+    "window_cases",
+    "min_age_days",
+    "out_of_sample",
+    "level",
+    "adaptive_gamma",
+    "adaptive_horizon",
+]
 ONLINE_MIN_CASES = 30
 
 
@@ -172,6 +187,12 @@ def main() -> int:
     )
     not_before = TEST_START if chosen["out_of_sample"] else None
     test_online = online_interval(scorer, cases, holdout, rule, not_before)
+    if rule.adaptive_gamma > 0:
+        instants = pd.to_datetime(holdout["requested_datetime"], utc=True)
+        steered = adaptive_levels(
+            scorer, cases, np.array([t.timestamp() for t in instants]), rule, not_before
+        )
+        test_online["adaptive_level"] = level_spread([s.level for s in steered])
     online["test"] = {
         "training_calibration": interval_figures(
             holdout[LABEL].to_numpy(), holdout[["low", "point", "high"]].to_numpy()
@@ -274,10 +295,24 @@ def online_interval(
     }
 
 
+def level_spread(levels: list[float]) -> dict[str, float]:
+    """Return the mean and the 10/50/90 % points of the adaptive levels served."""
+    p10, p50, p90 = np.percentile(levels, [10, 50, 90])
+    return {
+        "mean": round(float(np.mean(levels)), 4),
+        "p10": round(float(p10), 4),
+        "p50": round(float(p50), 4),
+        "p90": round(float(p90), 4),
+    }
+
+
 def online_rules() -> list[tuple[OnlineRule, bool]]:
     """Return every online candidate of the grids: its rule and whether it is out of sample."""
     closures = [
-        (OnlineRule(window_cases=w, min_cases=ONLINE_MIN_CASES, level=level), oos)
+        (
+            OnlineRule(window_cases=w, min_cases=ONLINE_MIN_CASES, level=level, adaptive_gamma=0.0),
+            oos,
+        )
         for w, oos, level in itertools.product(ONLINE_WINDOWS, ONLINE_OUT_OF_SAMPLE, ONLINE_LEVELS)
     ]
     censored = [
@@ -288,6 +323,7 @@ def online_rules() -> list[tuple[OnlineRule, bool]]:
                 level=level,
                 method=REQUESTS,
                 min_age_days=age,
+                adaptive_gamma=0.0,
             ),
             oos,
         )
@@ -295,7 +331,22 @@ def online_rules() -> list[tuple[OnlineRule, bool]]:
             CENSORED_WINDOWS, CENSORED_MIN_AGE_DAYS, ONLINE_OUT_OF_SAMPLE, CENSORED_LEVELS
         )
     ]
-    return closures + censored
+    adaptive = [
+        (
+            OnlineRule(
+                window_cases=ADAPTIVE_WINDOW,
+                min_cases=ONLINE_MIN_CASES,
+                level=level,
+                adaptive_gamma=gamma,
+                adaptive_horizon=horizon,
+            ),
+            False,
+        )
+        for gamma, horizon, level in itertools.product(
+            ADAPTIVE_GAMMAS, ADAPTIVE_HORIZONS, ADAPTIVE_LEVELS
+        )
+    ]
+    return closures + censored + adaptive
 
 
 def online_candidates(
@@ -366,6 +417,8 @@ def online_figures(
             "min_age_days": float(best["min_age_days"]),
             "out_of_sample": bool(best["out_of_sample"]),
             "level": float(best["level"]),
+            "adaptive_gamma": float(best["adaptive_gamma"]),
+            "adaptive_horizon": int(best["adaptive_horizon"]),
         },
         "chosen_figures": {
             k: round(float(best[k]), 4) for k in ("coverage", "worst_miss", "width_log")

@@ -88,14 +88,19 @@ class Settings(BaseSettings):
     model_online_window: int = Field(100, ge=1)
     model_online_min_cases: int = Field(30, ge=1)
     model_online_max_age_days: float | None = Field(None, gt=0)
-    # Central share of the window's residuals spanned (above 0.8: quick closures dominate it).
-    model_online_level: float = Field(0.85, gt=0, lt=1)
+    # Central share of the window's residuals spanned, where the adaptive level starts.
+    model_online_level: float = Field(0.8, gt=0, lt=1)
     # Only cases requested after the model's training data (the validation chose False).
     model_online_out_of_sample: bool = False
     # "closures": a share of the newest closures' residuals; "requests": the newest requests at
     # least model_online_min_age_days old, open ones right-censored (Kaplan-Meier).
     model_online_method: Literal["closures", "requests"] = "closures"
     model_online_min_age_days: float = Field(0.0, ge=0)
+    # Adaptive level (closures only; 0 is off): each outcome revealed among the last
+    # model_online_adaptive_horizon requests moves the level by this step (ACI). Chosen on the
+    # validation blocks with the window and level above.
+    model_online_adaptive_gamma: float = Field(0.01, ge=0, lt=1)
+    model_online_adaptive_horizon: int = Field(200, ge=1)
 
     # Airflow 3 in its own virtualenv.
     airflow_venv: Path = PROJECT_ROOT / ".venv-airflow"

@@ -9,10 +9,23 @@ since long ones have not closed yet); REQUESTS takes the newest requests, closed
 and estimates the residual distribution with right-censoring (Kaplan-Meier): a case still open
 is known only to resolve later than its elapsed time. The point prediction stays the model's
 own, so online recalibration moves only the interval's ends.
+
+An adaptive level (CLOSURES only) steers the share spanned by the misses of the intervals
+served so far: Adaptive Conformal Inference (Gibbs & Candes 2021), alpha_{t+1} = alpha_t +
+gamma (alpha - err_t), with delayed feedback. An interval's outcome is known when its case
+closes, or, as a miss, once the case is still open past the interval's upper end. The level at
+an instant is replayed from the nominal level over the last `adaptive_horizon` requests before
+it, so the API and the benchmark compute it the same way, and a restarted API gives the same.
+The price of replaying from the nominal level: a request inside that horizon is re-served at the
+replayed level, which may differ from the one computed at its own time (over an earlier
+horizon). The benchmark replays exactly what the API serves, so its figures include that.
 """
 
 from __future__ import annotations
 
+import heapq
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +37,7 @@ from psycopg import sql
 
 from sf311.model.columns import CATEGORICAL
 from sf311.model.features import MAX_HOURS_DEFAULT, record_features
-from sf311.model.scorer import Scorer
+from sf311.model.scorer import RAW_BIN, Scorer, calibration_groups, interval_bands
 
 ONLINE = "online"
 TRAINING = "training"
@@ -50,8 +63,10 @@ class OnlineRule:
     old (REQUESTS); at least `min_cases` closed among them, else the training calibration."""
 
     # Defaults chosen on 3 validation blocks of the training period (bench/model_quality.py):
-    # 100 closures, cases the model was fit on allowed, 85 % of their residuals spanned. The
-    # censored REQUESTS windows came no closer to 80 % there and were wider (they lag a drift).
+    # 100 closures, cases the model was fit on allowed, a level starting at 0.8 and steered by
+    # gamma 0.01 over the last 200 requests. It came as close to 80 % there as the best fixed
+    # level (0.85) and was narrower. The censored REQUESTS windows came no closer to 80 % and
+    # were wider (they lag a drift).
     window_cases: int = 100
     min_cases: int = 30
     max_age_days: float | None = None
@@ -59,12 +74,30 @@ class OnlineRule:
     # Central share of the window's residuals the interval spans; None: the model's coverage.
     # In-sample residuals are small and the newest closures over-represent quick cases (long
     # ones have not closed yet), so 80 % coverage needs a wider share; validation decides.
-    level: float | None = 0.85
+    level: float | None = 0.8
     # True: only cases requested after the model's training data (out of sample) count.
     out_of_sample: bool = False
     method: str = CLOSURES
     # REQUESTS: requests younger than this are left out (their outcome is mostly unknown).
     min_age_days: float = 0.0
+    # Adaptive level (CLOSURES only; 0 is off): each revealed outcome of the last
+    # `adaptive_horizon` requests moves the level by gamma * (err - miss target), starting from
+    # `level`. The level stays within [adaptive_min_level, adaptive_max_level] after every
+    # step (projected steps, so a long easy or hard spell cannot wind it up past recovery):
+    # below half of the window the interval is no longer an 80 % one in any sense, and above
+    # 0.99 a window of 100 closures has no quantile left but its extremes (plain ACI's level of
+    # 1 or more is an infinite interval, no answer for an API).
+    adaptive_gamma: float = 0.01
+    adaptive_horizon: int = 200
+    adaptive_min_level: float = 0.5
+    adaptive_max_level: float = 0.99
+
+    def __post_init__(self) -> None:
+        if self.adaptive_gamma > 0 and self.method != CLOSURES:
+            raise ValueError(
+                "the adaptive level applies to the closures method only: set adaptive_gamma"
+                " (SF311_MODEL_ONLINE_ADAPTIVE_GAMMA) to 0 with the requests method"
+            )
 
 
 @dataclass(frozen=True)
@@ -79,6 +112,10 @@ class Recalibration:
     method: str = CLOSURES
     # REQUESTS: how many cases of the window were still open at `as_of` (censored).
     n_open: int = 0
+    # Central share of the window spanned (the adaptive one when adaptive), and the outcomes
+    # the adaptive level was steered by: revealed before `as_of`, and how many were misses.
+    level: float | None = None
+    adaptive: AdaptiveLevel | None = None
 
     def info(self) -> dict[str, Any]:
         """Return what GET /model reports about the calibration in use."""
@@ -89,7 +126,28 @@ class Recalibration:
             "n_cases": self.n_cases,
             "n_open": self.n_open,
             "reason": self.reason,
+            "level": self.level,
+            "adaptive": None if self.adaptive is None else self.adaptive.info(),
             "quantiles": self.calibration["global"],
+        }
+
+
+@dataclass(frozen=True)
+class AdaptiveLevel:
+    """The adaptive level at an instant and the outcomes it was steered by."""
+
+    level: float
+    n_requests: int
+    n_revealed: int
+    n_missed: int
+
+    def info(self) -> dict[str, Any]:
+        """Return the adaptive level's figures as GET /model reports them."""
+        return {
+            "level": self.level,
+            "n_requests": self.n_requests,
+            "n_revealed": self.n_revealed,
+            "n_missed": self.n_missed,
         }
 
 
@@ -238,10 +296,11 @@ def censored_recalibration(
     when fewer than `rule.min_cases` closed or the estimate never reaches a quantile."""
     n, n_closed = len(closed), int(np.sum(closed))
     n_open = n - n_closed
+    level = rule.level or training["coverage"]
     if n_closed < rule.min_cases:
         reason = f"{n_closed} of {n} requests closed in the window, fewer than {rule.min_cases}"
-        return Recalibration(training, TRAINING, as_of, n, reason, REQUESTS, n_open)
-    alpha = (1.0 - (rule.level or training["coverage"])) / 2.0
+        return Recalibration(training, TRAINING, as_of, n, reason, REQUESTS, n_open, level)
+    alpha = (1.0 - level) / 2.0
     low, high = km_quantiles(normalized, closed, [alpha, 1.0 - alpha])
     if np.isnan(low) or np.isnan(high):
         # An open case beyond the last closure is a miss we cannot place: the window does not
@@ -252,7 +311,7 @@ def censored_recalibration(
             f"Kaplan-Meier never reaches the {missing:.1%} quantile: {beyond} of {n} cases "
             "still open past the last closure; training calibration kept"
         )
-        return Recalibration(training, TRAINING, as_of, n, reason, REQUESTS, n_open)
+        return Recalibration(training, TRAINING, as_of, n, reason, REQUESTS, n_open, level)
     return Recalibration(
         _online_calibration(training, float(low), float(high)),
         ONLINE,
@@ -260,6 +319,7 @@ def censored_recalibration(
         n,
         method=REQUESTS,
         n_open=n_open,
+        level=level,
     )
 
 
@@ -269,11 +329,12 @@ def closure_recalibration(
     """Return the calibration whose ends span the central `rule.level` of a window of closures'
     normalized residuals, or the training calibration when fewer than `rule.min_cases`."""
     n = len(normalized)
+    level = rule.level or training["coverage"]
     if n < rule.min_cases:
         reason = f"{n} cases closed in the window, fewer than {rule.min_cases}"
-        return Recalibration(training, TRAINING, as_of, n, reason)
-    low, high = interval_quantiles(normalized, rule.level or training["coverage"])
-    return Recalibration(_online_calibration(training, low, high), ONLINE, as_of, n)
+        return Recalibration(training, TRAINING, as_of, n, reason, level=level)
+    low, high = interval_quantiles(normalized, level)
+    return Recalibration(_online_calibration(training, low, high), ONLINE, as_of, n, level=level)
 
 
 def _normalized(scorer: Scorer, window: pd.DataFrame) -> np.ndarray:
@@ -293,7 +354,8 @@ def recalibrate(
     not_before: datetime | None = None,
 ) -> Recalibration:
     """Return the interval calibration recomputed from what `cases` tell at `as_of` under
-    `rule.method`, or the scorer's training calibration when too little is known.
+    `rule.method` (at the adaptive level when `rule.adaptive_gamma`), or the scorer's training
+    calibration when too little is known.
 
     `cases` holds silver-shaped records (requested_datetime, closed_date and the feature
     columns); a closure at or after `as_of` is never used, so a later closure never leaks."""
@@ -302,8 +364,188 @@ def recalibrate(
         window = known_requested(cases, as_of, rule, not_before)
         closed = window[CLOSED].to_numpy()
         return censored_recalibration(training, _normalized(scorer, window), closed, as_of, rule)
+    adaptive = None
+    if rule.adaptive_gamma > 0:
+        at = np.array([_utc(as_of).timestamp()])
+        adaptive = adaptive_levels(scorer, cases, at, rule, not_before)[0]
+        rule = replace(rule, level=adaptive.level)
     window = known_closed(cases, as_of, rule, not_before)
-    return closure_recalibration(training, _normalized(scorer, window), as_of, rule)
+    recal = closure_recalibration(training, _normalized(scorer, window), as_of, rule)
+    return replace(recal, adaptive=adaptive)
+
+
+def sorted_quantile(values: Sequence[float], p: float) -> float:
+    """Return the p-quantile of ascending `values` exactly as np.quantile's default (linear)
+    method computes it, in plain Python: the adaptive replay asks for thousands of them."""
+    n = len(values)
+    virtual = (n - 1) * p
+    below = math.floor(virtual)
+    if below >= n - 1:
+        return float(values[-1])
+    if below < 0:
+        return float(values[0])
+    a, b = values[below], values[below + 1]
+    t = virtual - below
+    # np.quantile's lerp, which interpolates from the nearer neighbour.
+    return float(b - (b - a) * (1 - t)) if t >= 0.5 else float(a + (b - a) * t)
+
+
+def aci_step(level: float, missed: bool, target: float, rule: OnlineRule) -> float:
+    """Return the level after one revealed outcome: ACI's alpha + gamma (alpha_target - err)
+    on the miss rate alpha = 1 - level, projected into the rule's level range."""
+    moved = level + rule.adaptive_gamma * (float(missed) - (1.0 - target))
+    return min(max(moved, rule.adaptive_min_level), rule.adaptive_max_level)
+
+
+def _eligible_closures(
+    scorer: Scorer, cases: pd.DataFrame, rule: OnlineRule, not_before: datetime | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the closure instants (epoch seconds, ascending) of every case a CLOSURES window
+    may ever hold, and their normalized residuals, each case scored once."""
+    end = pd.to_datetime(cases["closed_date"], utc=True).max()
+    everything = replace(rule, window_cases=len(cases), max_age_days=None)
+    eligible = (
+        known_closed(cases, end + timedelta(seconds=1), everything, not_before).iloc[::-1]
+        if pd.notna(end)
+        else cases.iloc[:0]
+    )
+    return _seconds(eligible["closed_date"]), _normalized(scorer, eligible)
+
+
+def closure_bounds(closed: np.ndarray, at: float, rule: OnlineRule) -> tuple[int, int]:
+    """Return the [start, stop) positions, among ascending closure instants, of the newest
+    `rule.window_cases` closures before `at` no older than `rule.max_age_days`."""
+    stop = int(np.searchsorted(closed, at, side="left"))
+    start = max(0, stop - rule.window_cases)
+    if rule.max_age_days is not None:
+        oldest = at - rule.max_age_days * 86400.0
+        start = max(start, int(np.searchsorted(closed, oldest, side="left")))
+    return start, stop
+
+
+@dataclass(frozen=True)
+class _Served:
+    """What the interval served to each of a run of requests depends on, its level aside."""
+
+    opened: list[float]
+    closed: list[float]
+    label: list[float]
+    raw: list[float]
+    # Multiplies the window's quantiles: the predicted scale of a scaled calibration, else 1.
+    mult: list[float]
+    center: list[float]
+    # The request's window of normalized residuals, ascending; None: too few, training ends.
+    window: list[list[float] | None]
+    training: list[tuple[float, float]]
+
+    def ends(self, j: int, level: float) -> tuple[float, float]:
+        """Return the (low, high) log ends served to request j at `level`, as interval_bands
+        computes them under the online calibration of closure_recalibration."""
+        window = self.window[j]
+        if window is None:
+            return self.training[j]
+        alpha = (1.0 - level) / 2.0
+        low_q, high_q = sorted_quantile(window, alpha), sorted_quantile(window, 1.0 - alpha)
+        raw, mult, center = self.raw[j], self.mult[j], self.center[j]
+        low = max(raw + min(low_q, center) * mult, 0.0)
+        return low, max(raw + max(high_q, center) * mult, low)
+
+
+def _served(
+    scorer: Scorer,
+    requests: pd.DataFrame,
+    closures: tuple[np.ndarray, np.ndarray],
+    rule: OnlineRule,
+) -> _Served:
+    """Return the served-interval inputs of `requests` (usable_requests rows), each window cut
+    from `closures` (_eligible_closures) at its request instant."""
+    cal = scorer.calibration
+    rows = [record_features(r) for r in _records(requests)]
+    raw, scale = scorer.raw_and_scale(rows)
+    column = cal["group_column"]
+    keys = [None] * len(rows) if column == RAW_BIN else [row[column] for row in rows]
+    groups = calibration_groups(raw, keys, cal)
+    training = interval_bands(raw, keys, cal, scale)
+    opened, closed = _seconds(requests["requested_datetime"]), _seconds(requests["closed_date"])
+    closed_at, normalized = closures
+    windows: list[list[float] | None] = []
+    cache: dict[tuple[int, int], list[float] | None] = {}
+    for t in opened:
+        bounds = closure_bounds(closed_at, t, rule)
+        if bounds not in cache:
+            start, stop = bounds
+            enough = stop - start >= rule.min_cases
+            cache[bounds] = np.sort(normalized[start:stop]).tolist() if enough else None
+        windows.append(cache[bounds])
+    mult = scale if cal.get("scaled") and scale is not None else np.ones(len(rows))
+    return _Served(
+        opened=opened.tolist(),
+        closed=closed.tolist(),
+        label=np.log1p((closed - opened) / 3600.0).tolist(),
+        raw=raw.tolist(),
+        mult=np.asarray(mult, dtype=np.float64).tolist(),
+        center=[float(cal["groups"].get(g, cal["global"])[1]) for g in groups],
+        window=windows,
+        training=[(float(lo), float(hi)) for lo, _, hi in training],
+    )
+
+
+def _replay_level(
+    served: _Served, start: int, stop: int, at: float, target: float, rule: OnlineRule
+) -> AdaptiveLevel:
+    """Return the adaptive level at `at` replayed over requests [start, stop) of `served`
+    from the nominal level: each gets the interval of the level then, and its outcome moves the
+    level once revealed (at its closure, or, still open past the upper end, then as a miss)."""
+    level = rule.level if rule.level is not None else target
+    # (instant the outcome is known, request, missed), soonest known first.
+    pending: list[tuple[float, int, bool]] = []
+    revealed = missed = 0
+
+    def reveal_before(instant: float) -> None:
+        nonlocal level, revealed, missed
+        while pending and pending[0][0] < instant:
+            miss = heapq.heappop(pending)[2]
+            level = aci_step(level, miss, target, rule)
+            revealed, missed = revealed + 1, missed + miss
+
+    for j in range(start, stop):
+        opened = served.opened[j]
+        reveal_before(opened)
+        low, high = served.ends(j, level)
+        label = served.label[j]
+        if label <= high:
+            heapq.heappush(pending, (served.closed[j], j, label < low))
+        else:
+            # Open past the upper end: a miss from that instant, whenever it closes.
+            heapq.heappush(pending, (opened + math.expm1(high) * 3600.0, j, True))
+    reveal_before(at)
+    return AdaptiveLevel(level, stop - start, revealed, missed)
+
+
+def adaptive_levels(
+    scorer: Scorer,
+    cases: pd.DataFrame,
+    instants: np.ndarray,
+    rule: OnlineRule,
+    not_before: datetime | None = None,
+) -> list[AdaptiveLevel]:
+    """Return the adaptive level at each instant (epoch seconds): replayed from `rule.level`
+    over the last `rule.adaptive_horizon` usable requests before it (requested at or after
+    `not_before`), using only the outcomes `cases` reveal before that instant."""
+    usable = usable_requests(cases, not_before)
+    opened = _seconds(usable["requested_datetime"])
+    horizon = replace(rule, window_cases=rule.adaptive_horizon, min_age_days=0.0)
+    bounds = [request_bounds(opened, float(at), horizon) for at in instants]
+    first = min((b[0] for b in bounds), default=0)
+    last = max((b[1] for b in bounds), default=0)
+    served = _served(
+        scorer, usable.iloc[first:last], _eligible_closures(scorer, cases, rule, not_before), rule
+    )
+    target = float(scorer.calibration["coverage"])
+    return [
+        _replay_level(served, start - first, stop - first, float(at), target, rule)
+        for at, (start, stop) in zip(instants, bounds, strict=True)
+    ]
 
 
 RECENT_CLOSED_SQL = """
@@ -327,32 +569,68 @@ LIMIT %(limit)s
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def _fetch(
+    cur: psycopg.Cursor, template: str, params: dict[str, Any], columns: Sequence[str]
+) -> pd.DataFrame:
+    query = sql.SQL(template).format(columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns))
+    cur.execute(query, params)
+    return pd.DataFrame(cur.fetchall(), columns=list(columns))
+
+
+def _closures_params(as_of: datetime, rule: OnlineRule, oldest_from: datetime) -> dict[str, Any]:
+    oldest = oldest_from - timedelta(days=rule.max_age_days) if rule.max_age_days else _EPOCH
+    return {"as_of": as_of, "oldest": oldest, "max_hours": rule.max_hours}
+
+
+def _adaptive_cases(
+    cur: psycopg.Cursor, as_of: datetime, rule: OnlineRule, since: datetime
+) -> pd.DataFrame:
+    """Return what the adaptive level at `as_of` replays from: the last `adaptive_horizon`
+    requests, every closure since the oldest of them, and the window before it."""
+    columns = ("service_request_id", *CASE_COLUMNS)
+    requests = _fetch(
+        cur,
+        RECENT_REQUESTED_SQL,
+        {
+            "newest": as_of,
+            "oldest": as_of - timedelta(hours=rule.max_hours),
+            "since": since,
+            "limit": rule.adaptive_horizon,
+        },
+        columns,
+    )
+    first = requests["requested_datetime"].min() if len(requests) else as_of
+    # LIMIT NULL is no limit: every closure from the first request on.
+    recent = _closures_params(as_of, rule, first) | {"oldest": first, "since": since, "limit": None}
+    before = _closures_params(first, rule, first) | {"since": since, "limit": rule.window_cases}
+    frames = [requests, *(_fetch(cur, RECENT_CLOSED_SQL, p, columns) for p in (recent, before))]
+    # A request of the horizon may also be one of the closures: keep each case once. Empty
+    # frames are left out: their all-NA columns would set the dtypes.
+    found = [f for f in frames if not f.empty] or [requests]
+    return pd.concat(found).drop_duplicates("service_request_id").reset_index(drop=True)
+
+
 def recent_cases(
     dsn: str, as_of: datetime, rule: OnlineRule, not_before: datetime | None = None
 ) -> pd.DataFrame:
     """Return the warehouse `cases` rows `rule.method` recalibrates from at `as_of`: the newest
-    closures before it (CLOSURES) or the newest requests, open ones included (REQUESTS)."""
-    if rule.method == REQUESTS:
-        template = RECENT_REQUESTED_SQL
-        params: dict[str, Any] = {
-            "newest": as_of - timedelta(days=rule.min_age_days),
-            "oldest": as_of - timedelta(hours=rule.max_hours),
-        }
-    else:
-        template = RECENT_CLOSED_SQL
-        params = {
-            "as_of": as_of,
-            "oldest": as_of - timedelta(days=rule.max_age_days) if rule.max_age_days else _EPOCH,
-            "max_hours": rule.max_hours,
-        }
-    query = sql.SQL(template).format(
-        columns=sql.SQL(", ").join(sql.Identifier(c) for c in CASE_COLUMNS)
-    )
-    params |= {"since": not_before or _EPOCH, "limit": rule.window_cases}
+    closures before it (CLOSURES, with what the adaptive level replays when adaptive) or the
+    newest requests, open ones included (REQUESTS)."""
+    since = not_before or _EPOCH
     with psycopg.connect(dsn, connect_timeout=5) as conn, conn.cursor() as cur:
-        cur.execute(query, params)
-        rows = cur.fetchall()
-    return pd.DataFrame(rows, columns=list(CASE_COLUMNS))
+        if rule.adaptive_gamma > 0:
+            return _adaptive_cases(cur, as_of, rule, since)
+        if rule.method == REQUESTS:
+            template = RECENT_REQUESTED_SQL
+            params: dict[str, Any] = {
+                "newest": as_of - timedelta(days=rule.min_age_days),
+                "oldest": as_of - timedelta(hours=rule.max_hours),
+            }
+        else:
+            template = RECENT_CLOSED_SQL
+            params = _closures_params(as_of, rule, as_of)
+        params |= {"since": since, "limit": rule.window_cases}
+        return _fetch(cur, template, params, CASE_COLUMNS)
 
 
 def data_end(scorer: Scorer) -> datetime | None:
@@ -386,33 +664,29 @@ def _replay_closures(
     rule: OnlineRule,
     not_before: datetime | None,
 ) -> list[Recalibration]:
-    """Return the CLOSURES recalibration in force at each of the ascending `requested`."""
+    """Return the CLOSURES recalibration in force at each of the ascending `requested`, at the
+    adaptive level of each instant when `rule.adaptive_gamma`."""
     # Every case that will ever qualify, oldest closure first, scored once; a request's window
     # is the last `window_cases` of those closed before it (and within max_age_days).
-    end = pd.to_datetime(cases["closed_date"], utc=True).max()
-    everything = replace(rule, window_cases=len(cases), max_age_days=None)
-    eligible = (
-        known_closed(cases, end + timedelta(seconds=1), everything, not_before).iloc[::-1]
-        if pd.notna(end)
-        else cases.iloc[:0]
+    closed, normalized = _eligible_closures(scorer, cases, rule, not_before)
+    instants = np.array([at.timestamp() for at in requested])
+    adaptive: list[AdaptiveLevel | None] = (
+        list(adaptive_levels(scorer, cases, instants, rule, not_before))
+        if rule.adaptive_gamma > 0
+        else [None] * len(instants)
     )
-    normalized, closed = _normalized(scorer, eligible), _seconds(eligible["closed_date"])
     out: list[Recalibration] = []
-    last, recal = (-1, -1), None
-    for at in requested:
-        t = at.timestamp()
-        stop = int(np.searchsorted(closed, t, side="left"))
-        start = max(0, stop - rule.window_cases)
-        if rule.max_age_days is not None:
-            oldest = t - rule.max_age_days * 86400.0
-            start = max(start, int(np.searchsorted(closed, oldest, side="left")))
+    last, recal = None, None
+    for at, t, steered in zip(requested, instants, adaptive, strict=True):
+        at_rule = rule if steered is None else replace(rule, level=steered.level)
+        start, stop = closure_bounds(closed, t, at_rule)
         # The window changes only when a case closes (or ages out): reuse it in between.
-        if recal is None or (start, stop) != last:
+        if recal is None or (start, stop, at_rule.level) != last:
             recal = closure_recalibration(
-                scorer.calibration, normalized[start:stop], at.to_pydatetime(), rule
+                scorer.calibration, normalized[start:stop], at.to_pydatetime(), at_rule
             )
-            last = (start, stop)
-        out.append(recal)
+            last = (start, stop, at_rule.level)
+        out.append(replace(recal, adaptive=steered))
     return out
 
 

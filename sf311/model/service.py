@@ -151,4 +151,6 @@ def online_rule(settings: Settings) -> OnlineRule:
         out_of_sample=settings.model_online_out_of_sample,
         method=settings.model_online_method,
         min_age_days=settings.model_online_min_age_days,
+        adaptive_gamma=settings.model_online_adaptive_gamma,
+        adaptive_horizon=settings.model_online_adaptive_horizon,
     )

@@ -78,6 +78,7 @@ def _online_settings(settings: Settings, analyst_dsn: str, **rule) -> Settings:
             "model_online_window": 200,
             "model_online_level": 0.8,
             "model_online_method": "closures",
+            "model_online_adaptive_gamma": 0.0,
             **rule,
         }
     )
@@ -126,6 +127,25 @@ def test_api_answers_with_the_censored_interval_of_the_requests(settings, wareho
     assert (calibration["n_cases"], calibration["n_open"]) == (43, 2)
     np.testing.assert_allclose(calibration["quantiles"], [-0.8, 0.0, 0.9], atol=1e-9)
     assert body["upper_hours"] == pytest.approx(math.expm1(3.9))
+
+
+def test_api_answers_at_the_adaptive_level_of_the_revealed_misses(settings, warehouse) -> None:
+    # The last 32 requests: the 2 opened 5 days ago and the 30 opened yesterday. Replayed from
+    # 0.8: the 2 are served -/+0.8 on the 41 closures and, still open 43.7 hours on, both miss:
+    # 0.8 + 2 x 0.05 x 0.8 = 0.88. The 30 are served -/+0.88: open past their upper end only
+    # tomorrow, not revealed yet, and their future closures never count.
+    calibration, body = _serve_one(
+        settings,
+        warehouse.analyst_dsn,
+        model_online_adaptive_gamma=0.05,
+        model_online_adaptive_horizon=32,
+    )
+    assert calibration["source"] == "online"
+    assert calibration["level"] == pytest.approx(0.88)
+    adaptive = calibration["adaptive"]
+    assert (adaptive["n_requests"], adaptive["n_revealed"], adaptive["n_missed"]) == (32, 2, 2)
+    np.testing.assert_allclose(calibration["quantiles"], [-0.88, 0.0, 0.88], atol=1e-9)
+    assert body["upper_hours"] == pytest.approx(math.expm1(3.88))
 
 
 def test_unreachable_warehouse_keeps_the_training_interval(settings) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -15,7 +16,8 @@ from sf311.model.service import LoadedModel, ModelService
 
 # 18:00 UTC is 10:00 or 11:00 in San Francisco: category B before 12:00 scores raw 3.0.
 AS_OF = datetime(2019, 3, 31, 18, tzinfo=UTC)
-RULE = OnlineRule(window_cases=100, min_cases=20, level=0.8)
+# A fixed level: the adaptive one has tests of its own (test_model_online_adaptive.py).
+RULE = OnlineRule(window_cases=100, min_cases=20, level=0.8, adaptive_gamma=0.0)
 
 
 def closed_cases(residuals: list[float], first: datetime) -> pd.DataFrame:
@@ -66,7 +68,7 @@ def test_window_holds_the_newest_closures_only(paper_scorer: Scorer) -> None:
     # Closed about 13 days before the instant, while the newer cases close 3 to 5 days before.
     old = closed_cases([3.0] * 50, days_before(30))
     new = closed_cases(EVEN, days_before(5))
-    recal = recalibrate(paper_scorer, pd.concat([old, new]), AS_OF, OnlineRule(41, 20, level=0.8))
+    recal = recalibrate(paper_scorer, pd.concat([old, new]), AS_OF, replace(RULE, window_cases=41))
     np.testing.assert_allclose(recal.calibration["global"], [-0.8, 0.0, 0.8], atol=1e-9)
 
 
@@ -161,7 +163,7 @@ def test_replay_without_any_closed_case_keeps_training(paper_scorer: Scorer) -> 
 
 def test_a_wider_level_widens_the_ends(paper_scorer: Scorer) -> None:
     cases = closed_cases(EVEN, days_before(10))
-    wide = OnlineRule(window_cases=100, min_cases=20, level=0.9)
+    wide = replace(RULE, level=0.9)
     recal = recalibrate(paper_scorer, cases, AS_OF, wide)
     # 5 % and 95 % of -1.0 .. 1.0 by 0.05: -0.9 and 0.9.
     np.testing.assert_allclose(recal.calibration["global"], [-0.9, 0.0, 0.9], atol=1e-9)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -24,7 +25,7 @@ from sf311.model.service import LoadedModel, ModelService
 
 # 18:00 UTC is 11:00 in San Francisco: category B before 12:00 scores raw 3.0.
 AS_OF = datetime(2019, 3, 31, 18, tzinfo=UTC)
-RULE = OnlineRule(window_cases=100, min_cases=20, level=0.8, method=REQUESTS)
+RULE = OnlineRule(window_cases=100, min_cases=20, level=0.8, method=REQUESTS, adaptive_gamma=0.0)
 # 41 residuals -1.0 .. 1.0 by 0.05.
 EVEN = list(np.linspace(-1.0, 1.0, 41))
 
@@ -138,11 +139,11 @@ def test_window_holds_the_newest_requests_old_enough(paper_scorer: Scorer) -> No
     # Requested 30 days before: pushed out by the 41 newer requests of a 41-case window.
     old = closed_cases([3.0] * 50, days_before(30))
     cases = pd.concat([old, closed_cases(EVEN, days_before(10)), open_cases(2, PAST_ALL)])
-    newest = OnlineRule(window_cases=43, min_cases=20, level=0.8, method=REQUESTS)
+    newest = replace(RULE, window_cases=43)
     recal = recalibrate(paper_scorer, cases, AS_OF, newest)
     np.testing.assert_allclose(recal.calibration["global"], [-0.8, 0.0, 0.9], atol=1e-9)
     # Requests younger than 5 days (the open two) are left out, the window reaches back.
-    aged = OnlineRule(window_cases=41, min_cases=20, level=0.8, method=REQUESTS, min_age_days=5)
+    aged = replace(RULE, window_cases=41, min_age_days=5)
     recal = recalibrate(paper_scorer, cases, AS_OF, aged)
     assert (recal.n_cases, recal.n_open) == (41, 0)
     np.testing.assert_allclose(recal.calibration["global"], [-0.8, 0.0, 0.8], atol=1e-9)
