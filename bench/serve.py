@@ -154,7 +154,12 @@ def main() -> int:
     for p in payloads:
         if p["supervisor_district"] is not None:
             p["supervisor_district"] = int(p["supervisor_district"])
-    calibration = {"group_column": "service_name", "global": [-1.0, 0.0, 1.0], "groups": {}}
+    calibration = {
+        "group_column": "service_name",
+        "coverage": 0.8,
+        "global": [-1.0, 0.0, 1.0],
+        "groups": {},
+    }
     results: dict[str, object] = {"requests": args.requests, "concurrency": 16}
     with tempfile.TemporaryDirectory() as tmp:
         scorer_dir = export_pipeline(model, calibration, Path(tmp) / "scorer")
