@@ -528,19 +528,21 @@ def adaptive_levels(
     instants: np.ndarray,
     rule: OnlineRule,
     not_before: datetime | None = None,
+    closures: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[AdaptiveLevel]:
     """Return the adaptive level at each instant (epoch seconds): replayed from `rule.level`
     over the last `rule.adaptive_horizon` usable requests before it (requested at or after
-    `not_before`), using only the outcomes `cases` reveal before that instant."""
+    `not_before`), using only the outcomes `cases` reveal before that instant. `closures` is
+    _eligible_closures of the same arguments when the caller has it already."""
     usable = usable_requests(cases, not_before)
     opened = _seconds(usable["requested_datetime"])
     horizon = replace(rule, window_cases=rule.adaptive_horizon, min_age_days=0.0)
     bounds = [request_bounds(opened, float(at), horizon) for at in instants]
     first = min((b[0] for b in bounds), default=0)
     last = max((b[1] for b in bounds), default=0)
-    served = _served(
-        scorer, usable.iloc[first:last], _eligible_closures(scorer, cases, rule, not_before), rule
-    )
+    if closures is None:
+        closures = _eligible_closures(scorer, cases, rule, not_before)
+    served = _served(scorer, usable.iloc[first:last], closures, rule)
     target = float(scorer.calibration["coverage"])
     return [
         _replay_level(served, start - first, stop - first, float(at), target, rule)
@@ -668,10 +670,11 @@ def _replay_closures(
     adaptive level of each instant when `rule.adaptive_gamma`."""
     # Every case that will ever qualify, oldest closure first, scored once; a request's window
     # is the last `window_cases` of those closed before it (and within max_age_days).
-    closed, normalized = _eligible_closures(scorer, cases, rule, not_before)
+    closures = _eligible_closures(scorer, cases, rule, not_before)
+    closed, normalized = closures
     instants = np.array([at.timestamp() for at in requested])
     adaptive: list[AdaptiveLevel | None] = (
-        list(adaptive_levels(scorer, cases, instants, rule, not_before))
+        list(adaptive_levels(scorer, cases, instants, rule, not_before, closures))
         if rule.adaptive_gamma > 0
         else [None] * len(instants)
     )
