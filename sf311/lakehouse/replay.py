@@ -87,8 +87,9 @@ def replay(
     ids = [r.schema_id for r in raw.select("schema_id").distinct().collect() if r.schema_id]
     reader = decode.reader_schema(settings.schemas_dir)
     validated = revalidate(raw, registry.writer_schemas(ids), reader, as_of=clock())
-    validated = validated.persist(StorageLevel.MEMORY_AND_DISK)
-    curated = silver.curated_rows(validated).persist(StorageLevel.MEMORY_AND_DISK)
+    # Deserialized, as the stream's cache: no serializer pass on each write and read.
+    validated = validated.persist(StorageLevel.MEMORY_AND_DISK_DESER)
+    curated = silver.curated_rows(validated).persist(StorageLevel.MEMORY_AND_DISK_DESER)
     try:
         counts = validated.agg(
             F.count(F.lit(1)), F.count(F.when(F.col("reason").isNotNull(), 1))
