@@ -84,6 +84,19 @@ STREAM_SQL_CONF = {
 }
 
 
+# silver's MERGE asks Spark to broadcast the batch's rows; the steps of a MERGE that do not join
+# them, or cannot build that side, log a warning about the hint: two lines a batch, harmless.
+HINT_LOGGER = "org.apache.spark.sql.catalyst.analysis.HintErrorLogger"
+
+
+def quiet_hint_warnings(spark: SparkSession) -> None:
+    """Keep only errors of Spark's hint logger in this JVM's log."""
+    jvm = spark.sparkContext._jvm
+    jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+        HINT_LOGGER, jvm.org.apache.logging.log4j.Level.ERROR
+    )
+
+
 def unknown_schema_id() -> Column:
     """Return the schema id of a message whose id the decode did not know, else null (a
     decode error is also the row's validation reason)."""
@@ -443,6 +456,7 @@ def start_stream(spark: SparkSession, settings: Settings, once: bool = False) ->
     """Return the started warehouse and lake queries of the cases topic."""
     for key, value in STREAM_SQL_CONF.items():
         spark.conf.set(key, value)
+    quiet_hint_warnings(spark)
     decoder = BatchDecoder(
         decode.SchemaRegistry(settings.schema_registry_url),
         decode.reader_schema(settings.schemas_dir),

@@ -10,7 +10,12 @@ import pytest
 
 from sf311.cli import build_parser
 from sf311.lakehouse.checkpoints import QUERIES, checkpoint_location
-from sf311.lakehouse.stream import trigger_options, warehouse_rows
+from sf311.lakehouse.stream import (
+    HINT_LOGGER,
+    quiet_hint_warnings,
+    trigger_options,
+    warehouse_rows,
+)
 from sf311.settings import load_settings
 from sf311.submit import job_file, spark_submit_command
 from sf311.warehouse.migrate import MigrationError, load_migrations
@@ -121,3 +126,9 @@ def test_an_empty_batch_has_no_rows_and_no_figures():
     )
     rows = warehouse_rows(empty)
     assert (rows.rows_in, rows.newest.num_rows, rows.ts_min) == (0, 0, None)
+
+
+def test_the_job_keeps_only_errors_of_sparks_hint_logger(spark):
+    log_manager = spark.sparkContext._jvm.org.apache.logging.log4j.LogManager
+    quiet_hint_warnings(spark)
+    assert log_manager.getLogger(HINT_LOGGER).getLevel().toString() == "ERROR"
