@@ -6,13 +6,19 @@
 
 Both decode and validate alike, and every sink is idempotent per batch (the Postgres ledger,
 Delta txnAppId/txnVersion, newer-wins guards), so a crash anywhere replays safely.
+
+A bounded run (`--once`) runs the lake query alone, and it loads Postgres too from the rows it
+decoded, so a backfill reads and decodes each message once. Postgres' warehouse_offsets
+records, per partition, how far the warehouse is loaded; the warehouse query skips what lies
+below, so a streaming run after a bounded one does not decode and upsert those messages again.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,12 +29,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from delta.tables import DeltaTable
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, Row, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from sf311.lakehouse import bronze, decode, silver
-from sf311.lakehouse.checkpoints import LAKE_QUERY, WAREHOUSE_QUERY, checkpoint_location
+from sf311.lakehouse.checkpoints import (
+    LAKE_QUERY,
+    WAREHOUSE_QUERY,
+    checkpoint_location,
+    parse_offsets,
+)
 from sf311.logs import configure_logging
 from sf311.settings import Settings
 from sf311.spark import build_spark
@@ -36,10 +47,13 @@ from sf311.warehouse.cases import (
     CASE_COLUMNS,
     BatchLoad,
     LakeBatch,
+    OffsetRange,
     csv_chunks,
     load_batch_retrying,
+    loaded_offsets,
     record_lake_batch,
     record_phases,
+    retrying,
 )
 
 log = logging.getLogger(__name__)
@@ -174,22 +188,72 @@ def _utc(micros: int) -> datetime:
 
 
 @dataclass(frozen=True)
-class WarehouseRows:
-    """One batch collected for Postgres: its figures and the newest version of each valid case."""
+class BatchFigures:
+    """What a batch held: its messages, the valid ones, the span and quantiles of their Kafka
+    times and the id range of its valid cases."""
 
     rows_in: int
     rows_valid: int
+    ts_min: datetime | None = None
+    ts_max: datetime | None = None
+    ts_p05: datetime | None = None
+    ts_p50: datetime | None = None
+    id_min: int | None = None
+    id_max: int | None = None
+
+
+@dataclass(frozen=True)
+class WarehouseRows:
+    """One batch collected for Postgres: its figures, the newest version of each valid case
+    and the offsets of its messages."""
+
+    figures: BatchFigures
     newest: pa.Table
-    ts_min: datetime | None
-    ts_max: datetime | None
-    ts_p05: datetime | None
-    ts_p50: datetime | None
+    offsets: list[OffsetRange]
+
+
+def batch_figures(table: pa.Table) -> BatchFigures:
+    """Return the figures of a batch collected to Arrow (columns reason, kafka_timestamp and
+    service_request_id)."""
+    if table.num_rows == 0:
+        return BatchFigures(0, 0)
+    valid = pc.is_null(table["reason"])
+    ts = pc.cast(table["kafka_timestamp"], pa.int64())
+    bounds = pc.min_max(ts)
+    p05, p50 = pc.quantile(ts, q=[0.05, 0.5], interpolation="lower").to_pylist()
+    ids = pc.min_max(table["service_request_id"].filter(valid))
+    return BatchFigures(
+        rows_in=table.num_rows,
+        rows_valid=pc.sum(valid).as_py() or 0,
+        ts_min=_utc(bounds["min"].as_py()),
+        ts_max=_utc(bounds["max"].as_py()),
+        ts_p05=_utc(p05),
+        ts_p50=_utc(p50),
+        id_min=ids["min"].as_py(),
+        id_max=ids["max"].as_py(),
+    )
+
+
+def offset_ranges(table: pa.Table) -> list[OffsetRange]:
+    """Return the first and last offset of the batch's messages in each Kafka partition."""
+    spans = table.group_by("kafka_partition").aggregate(
+        [("kafka_offset", "min"), ("kafka_offset", "max")]
+    )
+    return [
+        OffsetRange(p, first, last)
+        for p, first, last in zip(
+            spans["kafka_partition"].to_pylist(),
+            spans["kafka_offset_min"].to_pylist(),
+            spans["kafka_offset_max"].to_pylist(),
+            strict=True,
+        )
+    ]
 
 
 def warehouse_rows(table: pa.Table) -> WarehouseRows:
-    """Return the figures and the newest valid version of each case of a batch collected to
-    Arrow (columns reason, kafka_timestamp, service_request_id, updated_datetime, kafka_offset
-    and the rest of the warehouse's columns)."""
+    """Return the figures, the newest valid version of each case and the offsets of a batch
+    collected to Arrow (columns reason, kafka_timestamp, kafka_partition, kafka_offset and the
+    warehouse's columns)."""
     valid = table.filter(pc.is_null(table["reason"]))
     # Newest version of each id; an id's versions share a Kafka partition, so the offset
     # breaks ties in arrival order (as silver.curated_rows does).
@@ -201,46 +265,63 @@ def warehouse_rows(table: pa.Table) -> WarehouseRows:
     first = np.ones(len(ids), dtype=bool)
     first[1:] = ids[1:] != ids[:-1]
     newest = valid.filter(pa.array(first))
-    if table.num_rows == 0:
-        return WarehouseRows(0, 0, newest, None, None, None, None)
-    ts = pc.cast(table["kafka_timestamp"], pa.int64())
-    bounds = pc.min_max(ts)
-    p05, p50 = pc.quantile(ts, q=[0.05, 0.5], interpolation="lower").to_pylist()
-    return WarehouseRows(
-        rows_in=table.num_rows,
-        rows_valid=valid.num_rows,
-        newest=newest,
-        ts_min=_utc(bounds["min"].as_py()),
-        ts_max=_utc(bounds["max"].as_py()),
-        ts_p05=_utc(p05),
-        ts_p50=_utc(p50),
-    )
+    return WarehouseRows(batch_figures(table), newest, offset_ranges(table))
 
 
-def collect_warehouse(validated: DataFrame) -> tuple[WarehouseRows, list[int]]:
-    """Return a batch's WarehouseRows and its unknown schema ids, in one Spark job."""
+def not_loaded(
+    loaded: Mapping[int, int], partition: str = "partition", offset: str = "offset"
+) -> Column:
+    """Return the condition that keeps the Kafka messages at or above the next_offset of their
+    partition in warehouse_offsets, those the warehouse has still to load."""
+    keep = F.lit(True)
+    for p, next_offset in sorted(loaded.items()):
+        keep &= (F.col(partition) != F.lit(p)) | (F.col(offset) >= F.lit(next_offset))
+    return keep
+
+
+def collect_warehouse(
+    validated: DataFrame, loaded: Mapping[int, int] | None = None
+) -> tuple[pa.Table, list[int]]:
+    """Return a batch collected to Arrow for the warehouse, in one Spark job, and its unknown
+    schema ids; column `to_load` tells the messages not loaded yet (not_loaded)."""
     flat = silver.flatten(validated)
     table = flat.select(
-        "reason", unknown_schema_id().alias("unknown_id"), "kafka_offset", *CASE_COLUMNS
-    ).toArrow()
+        "reason", unknown_schema_id().alias("unknown_id"), "kafka_partition", "kafka_offset",
+        not_loaded(loaded or {}, "kafka_partition", "kafka_offset").alias("to_load"),
+        *CASE_COLUMNS,
+    ).toArrow()  # fmt: skip
     unknown = pc.unique(table["unknown_id"].drop_null()).to_pylist()
-    return warehouse_rows(table), unknown
+    return table, unknown
 
 
-def lake_figures(validated: DataFrame) -> Row:
-    """Return rows_in, rows_valid, ts_min, ts_max, pct (Kafka time p05, p50 in ms), the id range
-    of the valid rows and unknown_ids (schema ids the decode did not know)."""
+def lake_figures(validated: DataFrame) -> tuple[BatchFigures, list[int]]:
+    """Return a batch's figures, computed in Spark, and the schema ids the decode did not
+    know."""
     valid_id = F.when(F.col("reason").isNull(), F.col("case.service_request_id"))
-    return validated.agg(
+    row = validated.agg(
         F.count(F.lit(1)).alias("rows_in"),
         F.count(F.when(F.col("reason").isNull(), 1)).alias("rows_valid"),
-        F.min("kafka_timestamp").alias("ts_min"),
-        F.max("kafka_timestamp").alias("ts_max"),
-        F.percentile_approx(F.unix_millis("kafka_timestamp"), [0.05, 0.5]).alias("pct"),
+        F.min(F.unix_micros("kafka_timestamp")).alias("ts_min"),
+        F.max(F.unix_micros("kafka_timestamp")).alias("ts_max"),
+        F.percentile_approx(F.unix_micros("kafka_timestamp"), [0.05, 0.5]).alias("pct"),
         F.min(valid_id).alias("id_min"),
         F.max(valid_id).alias("id_max"),
         F.collect_set(unknown_schema_id()).alias("unknown_ids"),
     ).first()
+    if row.rows_in == 0:
+        return BatchFigures(0, 0), row.unknown_ids
+    p05, p50 = row.pct
+    figures = BatchFigures(
+        rows_in=row.rows_in,
+        rows_valid=row.rows_valid,
+        ts_min=_utc(row.ts_min),
+        ts_max=_utc(row.ts_max),
+        ts_p05=_utc(p05),
+        ts_p50=_utc(p50),
+        id_min=row.id_min,
+        id_max=row.id_max,
+    )
+    return figures, row.unknown_ids
 
 
 class _Writer:
@@ -270,38 +351,43 @@ class _Writer:
             self._query_id = running[0].id
         return self._query_id
 
+    def loaded_offsets(self) -> dict[int, int]:
+        """Return the topic's warehouse_offsets, waiting out a Postgres outage as a load does."""
+        return retrying(
+            self.settings.postgres_dsn.get_secret_value(),
+            lambda conn: loaded_offsets(conn, self.settings.kafka_topic),
+            self.settings.stream_pg_retry_seconds,
+        )
 
-class WarehouseWriter(_Writer):
-    """foreachBatch of sf311_warehouse: one batch -> Postgres `cases`, with its ledger row."""
-
-    query_name = WAREHOUSE_QUERY
-
-    def __call__(self, messages: DataFrame, batch_id: int) -> None:
-        started = self.clock()
-        phase = self.begin(batch_id)
-        with phase("decode"):
-            rows = self.decoder.collect(messages, batch_id, started, collect_warehouse)
-        if rows.rows_in == 0:
-            return
+    def load_warehouse(
+        self, rows: WarehouseRows, batch_id: int, started: datetime, seconds: dict[str, float]
+    ) -> None:
+        """Upsert a batch's rows into Postgres with its ledger row; seconds (the batch's phases
+        so far) gets `postgres` and goes to the ledger."""
+        f = rows.figures
         load = BatchLoad(
             query_id=self.query_id(),
             batch_id=batch_id,
             csv_chunks=csv_chunks(rows.newest),
-            rows_in=rows.rows_in,
-            rows_valid=rows.rows_valid,
-            rows_quarantined=rows.rows_in - rows.rows_valid,
+            rows_in=f.rows_in,
+            rows_valid=f.rows_valid,
+            rows_quarantined=f.rows_in - f.rows_valid,
             rows_curated=rows.newest.num_rows,
-            kafka_ts_min=rows.ts_min,
-            kafka_ts_max=rows.ts_max,
-            kafka_ts_p05=rows.ts_p05,
-            kafka_ts_p50=rows.ts_p50,
+            kafka_ts_min=f.ts_min,
+            kafka_ts_max=f.ts_max,
+            kafka_ts_p05=f.ts_p05,
+            kafka_ts_p50=f.ts_p50,
             started_at=started,
+            topic=self.settings.kafka_topic,
+            offsets=rows.offsets,
+            own_checkpoint=self.query_name == WAREHOUSE_QUERY,
         )
         dsn = self.settings.postgres_dsn.get_secret_value()
-        with phase("postgres"):
-            changed = load_batch_retrying(dsn, load, self.settings.stream_pg_retry_seconds)
+        t0 = time.monotonic()
+        changed = load_batch_retrying(dsn, load, self.settings.stream_pg_retry_seconds)
+        seconds["postgres"] = round(time.monotonic() - t0, 3)
         finished = self.clock()
-        record_phases(dsn, load.query_id, batch_id, phase.seconds, finished)
+        record_phases(dsn, load.query_id, batch_id, seconds, finished)
         log.info(
             "warehouse batch %d: %d in, %d valid, %d curated, %s rows upserted",
             batch_id, load.rows_in, load.rows_valid, load.rows_curated,
@@ -313,16 +399,51 @@ class WarehouseWriter(_Writer):
                 "rows_valid": load.rows_valid,
                 "rows_curated": load.rows_curated,
                 "rows_upserted": changed,
-                "phase_seconds": phase.seconds,
-                "max_lag_seconds": round((finished - rows.ts_min).total_seconds(), 3),
+                "phase_seconds": seconds,
+                "max_lag_seconds": round((finished - f.ts_min).total_seconds(), 3),
             },
         )  # fmt: skip
 
 
+class WarehouseWriter(_Writer):
+    """foreachBatch of sf311_warehouse: one batch -> Postgres `cases`, with its ledger row.
+
+    It skips the messages warehouse_offsets records as loaded (by a bounded run's lake query),
+    before decoding them."""
+
+    query_name = WAREHOUSE_QUERY
+
+    def __call__(self, messages: DataFrame, batch_id: int) -> None:
+        started = self.clock()
+        phase = self.begin(batch_id)
+        with phase("decode"):
+            loaded = self.loaded_offsets()
+            if loaded:
+                messages = messages.where(not_loaded(loaded))
+
+            def collect(validated: DataFrame) -> tuple[WarehouseRows, list[int]]:
+                table, unknown = collect_warehouse(validated)
+                return warehouse_rows(table), unknown
+
+            rows = self.decoder.collect(messages, batch_id, started, collect)
+        if rows.figures.rows_in:
+            self.load_warehouse(rows, batch_id, started, phase.seconds)
+
+
 class LakeWriter(_Writer):
-    """foreachBatch of sf311_lake: one batch -> bronze, the quarantine and silver (MERGE)."""
+    """foreachBatch of sf311_lake: one batch -> bronze, the quarantine and silver (MERGE).
+
+    With loads_warehouse (a bounded run, which runs this query alone) it also loads Postgres
+    from the rows it decoded, those warehouse_offsets does not record as loaded, in a thread
+    beside the Delta writes; the warehouse query then skips them."""
 
     query_name = LAKE_QUERY
+
+    def __init__(self, spark: SparkSession, settings: Settings, decoder: BatchDecoder,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 loads_warehouse: bool = False) -> None:  # fmt: skip
+        super().__init__(spark, settings, decoder, clock)
+        self.loader = ThreadPoolExecutor(1, "sf311-warehouse-load") if loads_warehouse else None
 
     def __call__(self, messages: DataFrame, batch_id: int) -> None:
         started = self.clock()
@@ -331,21 +452,33 @@ class LakeWriter(_Writer):
         app_id = f"sf311.{self.query_name}.{self.query_id()}"
         s = self.settings
         cached: list[DataFrame] = []
+        loaded = self.loaded_offsets() if self.loader else None
+        Decoded = tuple[DataFrame, BatchFigures, WarehouseRows | None]
 
-        def persisted(validated: DataFrame) -> tuple[tuple[DataFrame, Row], list[int]]:
+        def persisted(validated: DataFrame) -> tuple[Decoded, list[int]]:
             # Deserialized: the column batches stay as built. The serialized level (PySpark's
             # MEMORY_AND_DISK) copies each through the serializer on every write and read,
             # about a tenth of the lake query's JVM CPU per batch.
             validated = validated.persist(StorageLevel.MEMORY_AND_DISK_DESER)
             cached.append(validated)
-            figures = lake_figures(validated)
-            return (validated, figures), figures.unknown_ids
+            if loaded is None:
+                figures, unknown = lake_figures(validated)
+                return (validated, figures, None), unknown
+            table, unknown = collect_warehouse(validated, loaded)
+            rows = warehouse_rows(table.filter(table["to_load"]))
+            return (validated, batch_figures(table), rows), unknown
 
+        pending: Future | None = None
         try:
             with phase("decode"):
-                validated, figures = self.decoder.collect(messages, batch_id, started, persisted)
+                validated, figures, rows = self.decoder.collect(
+                    messages, batch_id, started, persisted
+                )
             if figures.rows_in == 0:
                 return
+            if self.loader and rows.figures.rows_in:
+                seconds = {"decode": phase.seconds["decode"]}
+                pending = self.loader.submit(self.load_warehouse, rows, batch_id, started, seconds)
             with phase("bronze"):
                 bronze.write_bronze(
                     validated.select(*bronze.COLUMNS), s.table_path(bronze.TABLE), app_id, batch_id
@@ -374,17 +507,19 @@ class LakeWriter(_Writer):
         finally:
             for df in cached:
                 df.unpersist()
-        p05, p50 = (datetime.fromtimestamp(ms / 1000, UTC) for ms in figures.pct)
+            if pending is not None:
+                wait([pending])
+        if pending is not None:
+            pending.result()  # the warehouse load's failure fails the batch, which is replayed
         batch = LakeBatch(
             query_id=self.query_id(),
             batch_id=batch_id,
             rows_in=figures.rows_in,
             rows_valid=figures.rows_valid,
-            # Spark hands back naive local times; make them instants.
-            kafka_ts_min=figures.ts_min.astimezone(UTC),
-            kafka_ts_max=figures.ts_max.astimezone(UTC),
-            kafka_ts_p05=p05,
-            kafka_ts_p50=p50,
+            kafka_ts_min=figures.ts_min,
+            kafka_ts_max=figures.ts_max,
+            kafka_ts_p05=figures.ts_p05,
+            kafka_ts_p50=figures.ts_p50,
             silver_action=action,
             phase_seconds=phase.seconds,
             started_at=started,
@@ -452,8 +587,47 @@ class Streams:
             raise error
 
 
+def committed_offsets(spark: SparkSession, location: str, topic: str) -> dict[int, int]:
+    """Return where the last batch a query committed read up to, per partition, from its
+    checkpoint on whatever file system Spark reads it from; empty before its first commit."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path
+    root = path(location)
+    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    commits = path(root, "commits")
+    if not fs.exists(commits):
+        return {}
+    done = [int(n) for st in fs.listStatus(commits) if (n := st.getPath().getName()).isdigit()]
+    if not done:
+        return {}
+    stream = fs.open(path(root, f"offsets/{max(done)}"))
+    try:
+        text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
+    return parse_offsets(text, topic)
+
+
+def warehouse_behind_lake(spark: SparkSession, settings: Settings) -> bool:
+    """Return True when the lake query has committed messages that the warehouse has not
+    loaded (the lake ran ahead while streaming): a bounded run loads the warehouse only from
+    what its lake query reads, so it must run the warehouse query first."""
+    topic = settings.kafka_topic
+    lake = committed_offsets(spark, checkpoint_location(settings, LAKE_QUERY), topic)
+    if not lake:
+        return False
+    own = committed_offsets(spark, checkpoint_location(settings, WAREHOUSE_QUERY), topic)
+    loaded = retrying(
+        settings.postgres_dsn.get_secret_value(),
+        lambda conn: loaded_offsets(conn, topic),
+        settings.stream_pg_retry_seconds,
+    )
+    return any(end > max(own.get(p, 0), loaded.get(p, 0)) for p, end in lake.items())
+
+
 def start_stream(spark: SparkSession, settings: Settings, once: bool = False) -> Streams:
-    """Return the started warehouse and lake queries of the cases topic."""
+    """Return the started queries of the cases topic: the warehouse and lake queries, or for a
+    bounded run (once) the lake query alone, loading the warehouse too from what it decodes."""
     for key, value in STREAM_SQL_CONF.items():
         spark.conf.set(key, value)
     quiet_hint_warnings(spark)
@@ -461,31 +635,34 @@ def start_stream(spark: SparkSession, settings: Settings, once: bool = False) ->
         decode.SchemaRegistry(settings.schema_registry_url),
         decode.reader_schema(settings.schemas_dir),
     )
-    warehouse = trigger_options(settings.stream_trigger, once)
-    once = once or "availableNow" in warehouse
-    writers = [
-        (
-            WarehouseWriter(spark, settings, decoder),
-            warehouse,
-            settings.stream_max_offsets_per_trigger,
-        ),
-        (
-            LakeWriter(spark, settings, decoder),
-            trigger_options(settings.stream_lake_trigger, once),
-            settings.stream_lake_max_offsets_per_trigger,
-        ),
-    ]
-    return Streams(
-        [
+    warehouse_trigger = trigger_options(settings.stream_trigger, once)
+    once = once or "availableNow" in warehouse_trigger
+
+    def start(writer: _Writer, trigger: dict[str, object], max_offsets: int) -> StreamingQuery:
+        return (
             kafka_messages(spark, settings, max_offsets)
             .writeStream.queryName(writer.query_name)
             .option("checkpointLocation", checkpoint_location(settings, writer.query_name))
             .foreachBatch(writer)
             .trigger(**trigger)
             .start()
-            for writer, trigger, max_offsets in writers
-        ]
-    )
+        )
+
+    def warehouse() -> StreamingQuery:
+        writer = WarehouseWriter(spark, settings, decoder)
+        return start(writer, warehouse_trigger, settings.stream_max_offsets_per_trigger)
+
+    def lake() -> StreamingQuery:
+        writer = LakeWriter(spark, settings, decoder, loads_warehouse=once)
+        trigger = trigger_options(settings.stream_lake_trigger, once)
+        return start(writer, trigger, settings.stream_lake_max_offsets_per_trigger)
+
+    if not once:
+        return Streams([warehouse(), lake()])
+    if warehouse_behind_lake(spark, settings):
+        log.info("the warehouse is behind the lake: the warehouse query runs to the end first")
+        Streams([warehouse()]).wait(once=True)
+    return Streams([lake()])
 
 
 def run_stream(spark: SparkSession, settings: Settings, once: bool = False) -> dict[str, dict]:

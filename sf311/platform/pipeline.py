@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -11,8 +10,15 @@ from urllib.parse import urlsplit
 import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from sf311.lakehouse.checkpoints import LAKE_QUERY, QUERIES, checkpoint_location
+from sf311.lakehouse.checkpoints import (
+    LAKE_QUERY,
+    QUERIES,
+    WAREHOUSE_QUERY,
+    checkpoint_location,
+    parse_offsets,
+)
 from sf311.settings import Settings
+from sf311.warehouse.cases import loaded_offsets
 
 KAFKA_TIMEOUT = 5.0
 
@@ -67,18 +73,36 @@ def checkpoint_offsets(checkpoint: str, topic: str) -> dict[int, int] | None:
     commits = [int(p.name) for p in (root / "commits").glob("[0-9]*") if p.name.isdigit()]
     if not commits:
         return {} if root.exists() else None
-    lines = (root / "offsets" / str(max(commits))).read_text().splitlines()
-    offsets = json.loads(lines[-1]).get(topic, {})
-    return {int(p): int(o) for p, o in offsets.items()}
+    return parse_offsets((root / "offsets" / str(max(commits))).read_text(), topic)
+
+
+def warehouse_loaded(settings: Settings) -> dict[int, int]:
+    """Return the warehouse_offsets of the cases topic; empty when Postgres cannot tell."""
+    try:
+        with psycopg.connect(settings.postgres_dsn.get_secret_value(), connect_timeout=3) as conn:
+            if conn.execute("SELECT to_regclass('warehouse_offsets') IS NULL").fetchone()[0]:
+                return {}
+            return loaded_offsets(conn, settings.kafka_topic)
+    except psycopg.Error:
+        return {}
 
 
 def lags(settings: Settings) -> dict[str, Lag]:
-    """Return, per streaming query, the topic's end offsets beside what it has committed."""
+    """Return, per streaming query, the topic's end offsets beside what it has committed; the
+    warehouse's counts as far as warehouse_offsets records it loaded, since a bounded run loads
+    it without running the warehouse query."""
     end = topic_end_offsets(settings)
-    return {
+    out = {
         q: Lag(end, checkpoint_offsets(checkpoint_location(settings, q), settings.kafka_topic))
         for q in QUERIES
     }
+    loaded = warehouse_loaded(settings)
+    if loaded:
+        own = out[WAREHOUSE_QUERY].committed or {}
+        out[WAREHOUSE_QUERY] = Lag(
+            end, {p: max(own.get(p, 0), loaded.get(p, 0)) for p in own.keys() | loaded.keys()}
+        )
+    return out
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 import psycopg
 import pyarrow as pa
@@ -17,6 +18,8 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 # Column order of the CSV text a batch hands over; it matches migration 0001 minus loaded_at.
 CASE_COLUMNS = [
@@ -92,6 +95,15 @@ def copy_cases(cur: psycopg.Cursor, table: str, chunks: Iterable[bytes]) -> None
 
 
 @dataclass(frozen=True)
+class OffsetRange:
+    """The first and last offset of a batch's messages in one Kafka partition."""
+
+    partition: int
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
 class BatchLoad:
     """One micro-batch for the warehouse: curated rows as CSV text plus the batch's figures."""
 
@@ -108,6 +120,53 @@ class BatchLoad:
     kafka_ts_p05: datetime | None
     kafka_ts_p50: datetime | None
     started_at: datetime
+    # The batch's messages per partition of `topic`, loaded or rejected; they move
+    # warehouse_offsets on (see advance_offsets).
+    topic: str = ""
+    offsets: Sequence[OffsetRange] = ()
+    # True for the warehouse query's batches: its checkpoint has seen every earlier message.
+    own_checkpoint: bool = True
+
+
+def loaded_offsets(conn: psycopg.Connection, topic: str) -> dict[int, int]:
+    """Return {partition: next_offset}: every message of the topic below it is loaded."""
+    return dict(
+        conn.execute(
+            "SELECT kafka_partition, next_offset FROM warehouse_offsets WHERE topic = %s", [topic]
+        ).fetchall()
+    )
+
+
+def advance_offsets(
+    conn: psycopg.Connection, topic: str, ranges: Sequence[OffsetRange], own_checkpoint: bool
+) -> None:
+    """Move each partition's next_offset past a loaded batch's last offset, inside the
+    caller's transaction; it never moves back.
+
+    The warehouse query's own batches follow its checkpoint, which has seen every earlier
+    message, so they always move it on. Any other writer (a bounded run's lake query) moves it
+    only where its batch starts at or below next_offset, or at offset 0 of a partition not yet
+    recorded, so next_offset never passes a message that nobody loaded."""
+    if not ranges:
+        return
+    conn.execute(
+        "INSERT INTO warehouse_offsets AS w (topic, kafka_partition, next_offset)"
+        " SELECT %(topic)s, r.p, r.last + 1"
+        " FROM unnest(%(p)s::integer[], %(first)s::bigint[], %(last)s::bigint[])"
+        " AS r(p, first, last)"
+        " WHERE %(own)s OR r.first = 0 OR EXISTS (SELECT 1 FROM warehouse_offsets o"
+        "  WHERE o.topic = %(topic)s AND o.kafka_partition = r.p AND o.next_offset >= r.first)"
+        " ON CONFLICT (topic, kafka_partition) DO UPDATE"
+        " SET next_offset = EXCLUDED.next_offset, updated_at = now()"
+        " WHERE w.next_offset < EXCLUDED.next_offset",
+        {
+            "topic": topic,
+            "p": [r.partition for r in ranges],
+            "first": [r.first for r in ranges],
+            "last": [r.last for r in ranges],
+            "own": own_checkpoint,
+        },
+    )
 
 
 def _upsert_sql() -> sql.Composed:
@@ -139,6 +198,7 @@ def load_batch(conn: psycopg.Connection, batch: BatchLoad) -> int | None:
             copy_cases(cur, "cases_stage", batch.csv_chunks)
             cur.execute(_upsert_sql())
             changed = cur.rowcount
+        advance_offsets(conn, batch.topic, batch.offsets, batch.own_checkpoint)
         conn.execute(
             "INSERT INTO stream_batches (query_id, batch_id, rows_in, rows_valid,"
             " rows_quarantined, rows_curated, rows_upserted, kafka_ts_min, kafka_ts_max,"
@@ -291,12 +351,23 @@ def load_batch_retrying(
 ) -> int | None:
     """Return load_batch's result, reconnecting with backoff while Postgres is unreachable
     for up to retry_seconds; the ledger makes a retry after an unknown commit outcome safe."""
+    return retrying(dsn, lambda conn: load_batch(conn, batch), retry_seconds, sleep)
+
+
+def retrying(
+    dsn: str,
+    work: Callable[[psycopg.Connection], _T],
+    retry_seconds: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> _T:
+    """Return work(connection), reconnecting with backoff while Postgres is unreachable for up
+    to retry_seconds; work must be safe to run again after an unknown outcome."""
     deadline = time.monotonic() + retry_seconds
     delay = 0.5
     while True:
         try:
             with psycopg.connect(dsn, connect_timeout=5) as conn:
-                return load_batch(conn, batch)
+                return work(conn)
         except psycopg.OperationalError as err:
             if time.monotonic() + delay > deadline:
                 raise

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 
 from stream_support import latest, make_versions
 
 from sf311.lakehouse import decode, silver
-from sf311.lakehouse.stream import run_stream
+from sf311.lakehouse.checkpoints import LAKE_QUERY
+from sf311.lakehouse.stream import run_stream, start_stream
 
 
 def _poison(env, rng: random.Random) -> list[tuple[bytes, str]]:
@@ -68,3 +70,51 @@ def test_poison_is_quarantined_with_reasons_and_every_valid_row_lands(spark, str
     assert stream_env.delta(spark, "bronze.cases_raw").count() == len(messages)
     with stream_env.pg() as conn:
         assert conn.execute("SELECT count(*) FROM stream_batches").fetchone()[0] == ledger[2]
+
+
+def test_the_warehouse_query_skips_what_a_bounded_run_loaded(spark, stream_env):
+    first = make_versions(ids=600, updates=150, seed=21)
+    second = make_versions(ids=600, updates=150, seed=22, first_id=3_000_000)
+    stream_env.produce_cases(first)
+    # A bounded run is the lake query alone; it loads Postgres from the rows it decoded.
+    progress = run_stream(spark, stream_env.settings, once=True)
+    assert set(progress) == {LAKE_QUERY}
+    assert stream_env.pg_cases() == latest(first)
+
+    stream_env.produce_cases(second)
+    streams = start_stream(spark, stream_env.settings)
+    try:
+        truth = latest(first + second)
+        deadline = time.monotonic() + 600
+        while stream_env.pg_cases() != truth:
+            assert streams.exception() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+    finally:
+        streams.stop()
+    with stream_env.pg() as conn:
+        by_query = dict(
+            conn.execute(
+                "SELECT query_id = %s, sum(rows_in) FROM stream_batches GROUP BY 1",
+                [progress[LAKE_QUERY]["id"]],
+            ).fetchall()
+        )
+    # The warehouse query started at offset 0 of its own checkpoint, yet decoded and loaded
+    # only the second wave: every message is counted once.
+    assert by_query == {True: len(first), False: len(second)}
+
+
+def test_a_bounded_run_first_catches_up_a_warehouse_behind_the_lake(spark, stream_env):
+    versions = make_versions(ids=500, updates=100, seed=23)
+    stream_env.produce_cases(versions)
+    run_stream(spark, stream_env.settings, once=True)
+    # The lake has committed every message; make the warehouse lag behind it, as when the
+    # warehouse query fell behind while streaming.
+    with stream_env.pg() as conn:
+        conn.execute("TRUNCATE cases, warehouse_offsets")
+        lake_batches = conn.execute("SELECT count(*) FROM lake_batches").fetchone()[0]
+    assert stream_env.pg_cases() == {}
+
+    run_stream(spark, stream_env.settings, once=True)
+    # The lake query had nothing new to read; the warehouse query reloaded what it lacked.
+    assert stream_env.pg_cases() == latest(versions)
+    assert stream_env.pg_count("lake_batches") == lake_batches

@@ -12,8 +12,11 @@ from sf311.warehouse.cases import (
     CASE_COLUMNS,
     BatchLoad,
     LakeBatch,
+    OffsetRange,
+    advance_offsets,
     csv_chunks,
     load_batch,
+    loaded_offsets,
     record_lake_batch,
     record_phases,
 )
@@ -36,7 +39,8 @@ def test_migrate_is_re_runnable_and_refuses_edited_history(schema_dsn, tmp_path)
 def test_analyst_reads_views_and_cannot_write(schema_dsn, analyst_dsn):
     with psycopg.connect(analyst_dsn, autocommit=True) as conn:
         for view in ("open_backlog", "daily_volume", "resolution_times", "recent_cases",
-                     "stream_freshness", "cases", "stream_batches", "lake_batches"):  # fmt: skip
+                     "stream_freshness", "cases", "stream_batches", "lake_batches",
+                     "warehouse_offsets"):  # fmt: skip
             conn.execute(f"SELECT * FROM {view} LIMIT 1").fetchall()
         # The role is read-only by default, but it may switch that off: grants must hold alone.
         conn.execute("SET default_transaction_read_only = off")
@@ -149,3 +153,39 @@ def test_a_lake_batch_is_recorded_once_with_its_lags(schema_dsn):
             " phase_seconds FROM lake_batches"
         ).fetchall()
     assert rows == [(10, 1, 5.0, 10.0, "merge", {"bronze": 1.5})]
+
+
+def test_offsets_move_on_only_past_messages_somebody_loaded(schema_dsn):
+    def other(p, first, last):  # a bounded run's lake query
+        advance_offsets(conn, "cases", [OffsetRange(p, first, last)], own_checkpoint=False)
+
+    with psycopg.connect(schema_dsn, autocommit=True) as conn:
+        other(0, 5, 9)  # nothing recorded below 5: offsets 0-4 may be unloaded
+        assert loaded_offsets(conn, "cases") == {}
+        other(0, 0, 9)
+        other(1, 0, 3)
+        other(0, 12, 20)  # a gap: 10 and 11 are nobody's
+        assert loaded_offsets(conn, "cases") == {0: 10, 1: 4}
+        other(0, 8, 20)  # overlaps what is loaded
+        assert loaded_offsets(conn, "cases") == {0: 21, 1: 4}
+        # The warehouse query's checkpoint has seen everything before its batch.
+        advance_offsets(conn, "cases", [OffsetRange(1, 30, 40)], own_checkpoint=True)
+        other(0, 0, 3)  # never moves back
+        advance_offsets(conn, "other-topic", [OffsetRange(0, 0, 99)], own_checkpoint=False)
+        assert loaded_offsets(conn, "cases") == {0: 21, 1: 41}
+        assert loaded_offsets(conn, "other-topic") == {0: 100}
+
+
+def test_a_batch_moves_its_offsets_in_its_own_transaction(schema_dsn, spark):
+    rows = [{"service_request_id": 1, "requested_datetime": T, "updated_datetime": T,
+             "kafka_timestamp": T, "batch_id": 0}]  # fmt: skip
+    batch = replace(
+        _batch(_csv_chunks(spark, rows), 0), topic="cases", offsets=[OffsetRange(0, 0, 2)]
+    )
+    with psycopg.connect(schema_dsn) as conn:
+        broken = replace(batch, csv_chunks=[b'"not a number"\n'])
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+            load_batch(conn, broken)
+        assert loaded_offsets(conn, "cases") == {}
+        assert load_batch(conn, batch) == 1
+        assert loaded_offsets(conn, "cases") == {0: 3}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -12,12 +13,15 @@ from sf311.cli import build_parser
 from sf311.lakehouse.checkpoints import QUERIES, checkpoint_location
 from sf311.lakehouse.stream import (
     HINT_LOGGER,
+    committed_offsets,
+    not_loaded,
     quiet_hint_warnings,
     trigger_options,
     warehouse_rows,
 )
 from sf311.settings import load_settings
 from sf311.submit import job_file, spark_submit_command
+from sf311.warehouse.cases import OffsetRange
 from sf311.warehouse.migrate import MigrationError, load_migrations
 
 JOB = job_file("stream")
@@ -102,16 +106,23 @@ def test_warehouse_rows_keep_the_newest_valid_version_and_the_batch_figures():
             "kafka_timestamp": [t[0], t[10], t[20], t[30], t[40], t[50]],
             "service_request_id": [7, 7, None, 3, 7, 3],
             "updated_datetime": [t[5], t[9], None, t[1], t[9], t[1]],
-            "kafka_offset": [0, 1, 2, 3, 4, 5],
+            "kafka_partition": [1, 1, 0, 0, 1, 0],
+            "kafka_offset": [10, 11, 4, 5, 12, 6],
             "status_notes": ["7 old", "7 newest", None, "3 first", "7 same time, later", "3 later"],
         }
     )
     rows = warehouse_rows(table)
     # Newest updated_datetime wins; a tie goes to the later offset.
     assert rows.newest["status_notes"].to_pylist() == ["3 later", "7 same time, later"]
-    assert (rows.rows_in, rows.rows_valid) == (6, 5)
-    assert (rows.ts_min, rows.ts_max, rows.ts_p50) == (t[0], t[50], t[20])
-    assert rows.ts_p05 == t[0]
+    f = rows.figures
+    assert (f.rows_in, f.rows_valid, f.id_min, f.id_max) == (6, 5, 3, 7)
+    assert (f.ts_min, f.ts_max, f.ts_p50) == (t[0], t[50], t[20])
+    assert f.ts_p05 == t[0]
+    # The rejected message at offset 4 counts: the batch covers it.
+    assert sorted(rows.offsets, key=lambda r: r.partition) == [
+        OffsetRange(0, 4, 6),
+        OffsetRange(1, 10, 12),
+    ]
 
 
 def test_an_empty_batch_has_no_rows_and_no_figures():
@@ -121,14 +132,44 @@ def test_an_empty_batch_has_no_rows_and_no_figures():
             "kafka_timestamp": pa.array([], pa.timestamp("us", tz="UTC")),
             "service_request_id": pa.array([], pa.int64()),
             "updated_datetime": pa.array([], pa.timestamp("us", tz="UTC")),
+            "kafka_partition": pa.array([], pa.int32()),
             "kafka_offset": pa.array([], pa.int64()),
         }
     )
     rows = warehouse_rows(empty)
-    assert (rows.rows_in, rows.newest.num_rows, rows.ts_min) == (0, 0, None)
+    assert (rows.figures.rows_in, rows.newest.num_rows, rows.figures.ts_min) == (0, 0, None)
+    assert rows.offsets == []
+
+
+def test_not_loaded_keeps_messages_at_or_above_their_partitions_next_offset(spark):
+    messages = spark.createDataFrame(
+        [(0, 4), (0, 5), (0, 6), (1, 0), (1, 9), (2, 0)], "partition int, offset long"
+    )
+    kept = messages.where(not_loaded({0: 5, 1: 9}))
+    # Partition 2 has no next_offset: nothing of it is loaded yet.
+    assert sorted(tuple(r) for r in kept.collect()) == [(0, 5), (0, 6), (1, 9), (2, 0)]
+    assert messages.where(not_loaded({})).count() == 6
 
 
 def test_the_job_keeps_only_errors_of_sparks_hint_logger(spark):
     log_manager = spark.sparkContext._jvm.org.apache.logging.log4j.LogManager
     quiet_hint_warnings(spark)
     assert log_manager.getLogger(HINT_LOGGER).getLevel().toString() == "ERROR"
+
+
+def test_committed_offsets_are_read_through_sparks_file_system(spark, tmp_path):
+    def batch(n: int, offsets: dict[str, int], committed: bool) -> None:
+        (tmp_path / "offsets").mkdir(exist_ok=True)
+        (tmp_path / "commits").mkdir(exist_ok=True)
+        meta = json.dumps({"batchWatermarkMs": 0, "batchTimestampMs": 0, "conf": {}})
+        (tmp_path / "offsets" / str(n)).write_text(f"v1\n{meta}\n{json.dumps({'t': offsets})}")
+        if committed:
+            (tmp_path / "commits" / str(n)).write_text('v1\n{"nextBatchWatermarkMs":0}')
+
+    location = f"file://{tmp_path}"
+    assert committed_offsets(spark, location, "t") == {}
+    batch(0, {"0": 10, "1": 7}, committed=True)
+    batch(1, {"0": 25, "1": 9}, committed=True)
+    batch(2, {"0": 40, "1": 30}, committed=False)  # planned, not committed
+    assert committed_offsets(spark, location, "t") == {0: 25, 1: 9}
+    assert committed_offsets(spark, str(tmp_path), "other") == {}
