@@ -7,8 +7,10 @@ replace silver, the quarantine and the warehouse table. Each target is replaced 
 only from bronze, so running it twice gives the same result and no message of bronze is lost.
 
 Stop the streaming job first: a batch committed while replay runs could be overwritten by the
-older snapshot of bronze that replay read. Restarting the job afterwards is safe; it resumes
-from its checkpoint and its writes only ever apply newer versions.
+older snapshot of bronze that replay read. Then run a bounded run (`sf311 stream --once`)
+before streaming again: the warehouse query may have loaded messages that bronze did not hold
+yet, which replay takes back out of `cases`; replay sets warehouse_offsets to where bronze
+ends, so the bounded run's lake query loads them again as it writes them to bronze.
 """
 
 from __future__ import annotations
@@ -102,8 +104,12 @@ def replay(
         silver.overwrite_silver(spark, curated, settings.table_path(silver.TABLE))
         silver_rows = curated.count()
         log.info("replay: silver.cases rewritten with %d cases; loading Postgres", silver_rows)
+        ends = raw.groupBy("topic", "partition").agg((F.max("offset") + 1).alias("end"))
+        offsets = [(r.topic, r.partition, r.end) for r in ends.collect()]
         with psycopg.connect(settings.postgres_dsn.get_secret_value()) as conn:
-            changed, deleted, total = replace_cases(conn, _csv_slices(curated, silver_rows))
+            changed, deleted, total = replace_cases(
+                conn, _csv_slices(curated, silver_rows), offsets
+            )
     finally:
         curated.unpersist()
         validated.unpersist()

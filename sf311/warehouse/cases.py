@@ -228,9 +228,12 @@ def load_batch(conn: psycopg.Connection, batch: BatchLoad) -> int | None:
     return changed
 
 
-def replace_cases(conn: psycopg.Connection, chunks: Iterable[bytes]) -> tuple[int, int, int]:
-    """Make `cases` hold exactly the given rows, atomically and without blocking readers;
-    return (rows inserted or changed, rows deleted, rows now in the table)."""
+def replace_cases(
+    conn: psycopg.Connection, chunks: Iterable[bytes], offsets: Iterable[tuple[str, int, int]]
+) -> tuple[int, int, int]:
+    """Make `cases` hold exactly the given rows, atomically and without blocking readers, and
+    warehouse_offsets exactly the given (topic, partition, next_offset), where the messages the
+    rows came from end; return (rows inserted or changed, rows deleted, rows now in the table)."""
     cols = sql.SQL(", ").join(map(sql.Identifier, CASE_COLUMNS))
     # Only rows that differ are rewritten, so a second replay changes nothing.
     changed = sql.SQL(" OR ").join(
@@ -262,6 +265,12 @@ def replace_cases(conn: psycopg.Connection, chunks: Iterable[bytes]) -> tuple[in
                 ).format(cols=cols, updates=updates, changed=changed)
             )
             upserted = cur.rowcount
+            cur.execute("DELETE FROM warehouse_offsets")
+            cur.executemany(
+                "INSERT INTO warehouse_offsets (topic, kafka_partition, next_offset)"
+                " VALUES (%s, %s, %s)",
+                list(offsets),
+            )
         total = conn.execute("SELECT count(*) FROM cases").fetchone()[0]
     return upserted, deleted, total
 
