@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     # A short trigger keeps freshness (Kafka -> Postgres) within seconds at a steady rate.
     stream_trigger: str = "1 second"
     # The lake query (bronze, silver) pays a fixed cost per batch: fewer, larger batches leave
-    # the cores to the warehouse query. availableNow in stream_trigger applies to both.
+    # the cores to the warehouse query. availableNow in stream_trigger makes a bounded run: the
+    # lake query alone, loading Postgres too, in batches of stream_lake_max_offsets_per_trigger.
     stream_lake_trigger: str = "30 seconds"
     # Streaming job: "availableNow" as stream_trigger (or `sf311 stream --once`) runs to the end.
     stream_max_offsets_per_trigger: int = Field(200_000, ge=1)
