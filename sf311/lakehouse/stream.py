@@ -49,7 +49,7 @@ from sf311.warehouse.cases import (
     LakeBatch,
     OffsetRange,
     csv_chunks,
-    load_batch_retrying,
+    load_batch,
     loaded_offsets,
     record_lake_batch,
     record_phases,
@@ -324,6 +324,20 @@ def lake_figures(validated: DataFrame) -> tuple[BatchFigures, list[int]]:
     return figures, row.unknown_ids
 
 
+def read_loaded_offsets(settings: Settings) -> dict[int, int]:
+    """Return the cases topic's warehouse_offsets, waiting out a Postgres outage as a load does."""
+    return retrying(
+        settings.postgres_dsn.get_secret_value(),
+        lambda conn: loaded_offsets(conn, settings.kafka_topic),
+        settings.stream_pg_retry_seconds,
+    )
+
+
+# What a lake batch's decode hands on: the cached rows, their figures and, in a bounded run,
+# the rows to load into Postgres.
+_Decoded = tuple[DataFrame, BatchFigures, WarehouseRows | None]
+
+
 class _Writer:
     """What both foreachBatch functions share: the session, settings, decoder and query id."""
 
@@ -351,14 +365,6 @@ class _Writer:
             self._query_id = running[0].id
         return self._query_id
 
-    def loaded_offsets(self) -> dict[int, int]:
-        """Return the topic's warehouse_offsets, waiting out a Postgres outage as a load does."""
-        return retrying(
-            self.settings.postgres_dsn.get_secret_value(),
-            lambda conn: loaded_offsets(conn, self.settings.kafka_topic),
-            self.settings.stream_pg_retry_seconds,
-        )
-
     def load_warehouse(
         self, rows: WarehouseRows, batch_id: int, started: datetime, seconds: dict[str, float]
     ) -> None:
@@ -384,7 +390,10 @@ class _Writer:
         )
         dsn = self.settings.postgres_dsn.get_secret_value()
         t0 = time.monotonic()
-        changed = load_batch_retrying(dsn, load, self.settings.stream_pg_retry_seconds)
+        # The ledger makes a retry after an unknown commit outcome safe.
+        changed = retrying(
+            dsn, lambda conn: load_batch(conn, load), self.settings.stream_pg_retry_seconds
+        )
         seconds["postgres"] = round(time.monotonic() - t0, 3)
         finished = self.clock()
         record_phases(dsn, load.query_id, batch_id, seconds, finished)
@@ -417,7 +426,7 @@ class WarehouseWriter(_Writer):
         started = self.clock()
         phase = self.begin(batch_id)
         with phase("decode"):
-            loaded = self.loaded_offsets()
+            loaded = read_loaded_offsets(self.settings)
             if loaded:
                 messages = messages.where(not_loaded(loaded))
 
@@ -452,10 +461,9 @@ class LakeWriter(_Writer):
         app_id = f"sf311.{self.query_name}.{self.query_id()}"
         s = self.settings
         cached: list[DataFrame] = []
-        loaded = self.loaded_offsets() if self.loader else None
-        Decoded = tuple[DataFrame, BatchFigures, WarehouseRows | None]
+        loaded = read_loaded_offsets(s) if self.loader else None
 
-        def persisted(validated: DataFrame) -> tuple[Decoded, list[int]]:
+        def persisted(validated: DataFrame) -> tuple[_Decoded, list[int]]:
             # Deserialized: the column batches stay as built. The serialized level (PySpark's
             # MEMORY_AND_DISK) copies each through the serializer on every write and read,
             # about a tenth of the lake query's JVM CPU per batch.
@@ -617,11 +625,7 @@ def warehouse_behind_lake(spark: SparkSession, settings: Settings) -> bool:
     if not lake:
         return False
     own = committed_offsets(spark, checkpoint_location(settings, WAREHOUSE_QUERY), topic)
-    loaded = retrying(
-        settings.postgres_dsn.get_secret_value(),
-        lambda conn: loaded_offsets(conn, topic),
-        settings.stream_pg_retry_seconds,
-    )
+    loaded = read_loaded_offsets(settings)
     return any(end > max(own.get(p, 0), loaded.get(p, 0)) for p, end in lake.items())
 
 

@@ -352,17 +352,6 @@ def record_lake_batch(dsn: str, batch: LakeBatch) -> None:
     )
 
 
-def load_batch_retrying(
-    dsn: str,
-    batch: BatchLoad,
-    retry_seconds: float,
-    sleep: Callable[[float], None] = time.sleep,
-) -> int | None:
-    """Return load_batch's result, reconnecting with backoff while Postgres is unreachable
-    for up to retry_seconds; the ledger makes a retry after an unknown commit outcome safe."""
-    return retrying(dsn, lambda conn: load_batch(conn, batch), retry_seconds, sleep)
-
-
 def retrying(
     dsn: str,
     work: Callable[[psycopg.Connection], _T],
