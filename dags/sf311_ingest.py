@@ -1,13 +1,6 @@
 """sf311_ingest: changed SF 311 cases from Socrata to Kafka, one data interval per run.
 
-The task sends the records to Kafka itself (only the counts go through XCom). A run reads
-rows updated from the stored watermark (or its interval's start, whichever is earlier, minus
-the overlap) up to its interval's end, so rerunning an interval re-sends, never skips; the
-downstream MERGE makes the re-sent records harmless.
-
-A manual run may set `since` and `until` (ISO times, floating Los Angeles time or instants) to
-backfill a window instead of its interval; `make demo` triggers one from the first case on.
-"""
+A run starts at the earlier of the watermark and its interval (minus overlap): reruns never skip."""
 
 from __future__ import annotations
 

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sf311.contract.schema import SCHEMAS_DIR
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SPARK_MASTER = re.compile(r"local(\[(\d+|\*)(,\d+)?\])?|spark://\S+|yarn|k8s://\S+")
 
@@ -47,9 +49,8 @@ class Settings(BaseSettings):
     stream_lake_trigger: str = "30 seconds"
     # Streaming job: "availableNow" as stream_trigger (or `sf311 stream --once`) runs to the end.
     stream_max_offsets_per_trigger: int = Field(200_000, ge=1)
-    # Each lake batch pays ~10-25 CPU-seconds of Delta commits and MERGE planning whatever its
-    # size, so a backfill takes it in large batches (the warehouse query collects its batches
-    # to the driver, hence its smaller limit).
+    # A lake batch's fixed cost (Delta commits, MERGE planning) calls for large batches; the
+    # warehouse query collects its batches to the driver, hence its smaller limit.
     stream_lake_max_offsets_per_trigger: int = Field(1_000_000, ge=1)
     stream_starting_offsets: str = "earliest"
     stream_pg_retry_seconds: float = Field(600.0, ge=0)
@@ -64,7 +65,7 @@ class Settings(BaseSettings):
     kafka_dlq_topic: str = "sf311.cases.dlq"
     kafka_partitions: int = Field(2, ge=1)
     schema_registry_url: str = "http://127.0.0.1:8081/apis/ccompat/v7"
-    schemas_dir: Path = PROJECT_ROOT / "schemas"
+    schemas_dir: Path = SCHEMAS_DIR
     registry_management_port: int = Field(9001, ge=1, le=65535)
     registry_java_home: Path | None = None
 

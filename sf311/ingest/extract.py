@@ -21,8 +21,9 @@ import pyarrow.json as pj
 import requests
 from sodapy import Socrata
 
+from sf311.contract.city import LOCAL_ZONE
 from sf311.ingest import IngestError
-from sf311.ingest.normalize import SOURCE_ZONE, parse_int
+from sf311.ingest.normalize import parse_int
 from sf311.ingest.watermark import Watermark
 from sf311.settings import Settings
 
@@ -53,6 +54,15 @@ class Page:
 
     rows: Sequence[dict[str, Any]]
     last: Watermark | None
+
+
+@dataclass(frozen=True, slots=True)
+class PageBlock:
+    """Rows [start, stop) of a SODA page, encoded from the page's Arrow columns."""
+
+    rows: Sequence[dict[str, Any]]
+    start: int
+    stop: int
 
 
 class PageRows(Sequence[dict[str, Any]]):
@@ -104,11 +114,8 @@ def _rows_of(document: bytes) -> pa.Table | None:
 
 
 def _pieces(body: bytes) -> list[bytes]:
-    """Return a JSON array cut between rows into arrays of about _PIECE_BYTES each.
-
-    A cut that falls inside a string or a nested array leaves a piece that is no valid
-    JSON (an open string or bracket before the closing "]"), so it cannot go unnoticed.
-    """
+    """Return a JSON array cut between rows into arrays of about _PIECE_BYTES each."""
+    # A cut inside a string or nested array leaves invalid JSON, so it cannot go unnoticed.
     start, end = body.index(b"["), body.rindex(b"]")
     pieces, at = [], start + 1
     while (found := _ROW_BREAK.search(body, at + _PIECE_BYTES, end)) is not None:
@@ -119,12 +126,8 @@ def _pieces(body: bytes) -> list[bytes]:
 
 
 def read_page(body: bytes, decode: Callable[[], Any]) -> PageRows | None:
-    """Return a JSON array of objects as PageRows, None if Arrow cannot read it as one.
-
-    `decode()` returns the rows as dicts, for those that need them. A page is read in
-    pieces, then whole if a piece fails or their columns disagree. Rows whose keys
-    disagree in type (a number here, a string there) make Arrow give up.
-    """
+    """Return a JSON array of objects as PageRows (dicts by `decode()`), None if Arrow cannot."""
+    # In pieces first; whole if a piece fails or their columns disagree.
     if not body.lstrip().startswith(b"["):
         return None
     table = None
@@ -186,7 +189,7 @@ def to_floating(moment: datetime) -> datetime:
     """Return a naive Los Angeles local datetime; naive input is taken as already local."""
     if moment.tzinfo is None:
         return moment
-    return moment.astimezone(SOURCE_ZONE).replace(tzinfo=None)
+    return moment.astimezone(LOCAL_ZONE).replace(tzinfo=None)
 
 
 def soql_time(moment: datetime) -> str:
@@ -228,11 +231,8 @@ def get_page(
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
 ) -> Sequence[dict[str, Any]]:
-    """Return one page of rows, retrying 429, 5xx, timeouts and broken connections.
-
-    Waits follow exponential backoff with full jitter, at least Retry-After (capped at
-    socrata_backoff_max_seconds), for at most socrata_max_attempts attempts.
-    """
+    """Return one page of rows, retrying 429, 5xx, timeouts and broken connections."""
+    # Exponential backoff with full jitter, at least Retry-After, capped by settings.
     rng = rng or random.Random()
     attempts = settings.socrata_max_attempts
     last_error = ""
@@ -292,12 +292,10 @@ def iter_pages(
     until: datetime | None = None,
     page_size: int | None = None,
 ) -> Iterator[Page]:
-    """Yield pages of rows after `start` and before `until` (floating local), in keyset order.
-
-    The next page is fetched in a background thread while the caller handles this one.
-    """
+    """Yield pages of rows after `start` and before `until` (floating local), in keyset order."""
     limit = page_size or settings.socrata_page_size
     position = start
+    # The next page is fetched in the background while the caller handles this one.
     with ThreadPoolExecutor(1, thread_name_prefix="soda-prefetch") as pool:
         future = pool.submit(get_page, client, settings, _params(position, until, limit))
         while True:

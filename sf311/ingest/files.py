@@ -218,8 +218,7 @@ def _line_blocks(binary: IO[bytes], first: bytes, size: int) -> Iterator[Sequenc
     chunk = first
     while chunk:
         view = np.frombuffer(chunk, np.uint8)
-        # Lines end at \n, \r or \r\n, as in text mode with newline=""; \r\n counts twice
-        # here, its empty second line is dropped as blank.
+        # Lines end at \n, \r or \r\n as in text mode; the empty line inside \r\n is blank.
         at = np.flatnonzero((view == _NEWLINE) | (view == _RETURN)) + 1
         while lines + len(at) >= size:
             take = size - lines

@@ -1,8 +1,6 @@
 """Seeded synthetic SF 311 cases in the API's JSON form, calibrated on facts of the real data.
 
-The calibration tables (calibration.json, next to this module) hold aggregates only: mixes,
-quantiles and centroids computed by `calibrate()` from the real samples, never their rows.
-"""
+calibration.json holds aggregates of the real samples (mixes, quantiles, centroids), no rows."""
 
 from __future__ import annotations
 
@@ -20,8 +18,9 @@ from itertools import accumulate
 from pathlib import Path
 from typing import IO, Any
 
+from sf311.contract.city import SF_LAT, SF_LONG
 from sf311.ingest.files import read_rows
-from sf311.ingest.normalize import SF_LAT, SF_LONG, parse_float, parse_timestamp
+from sf311.ingest.normalize import parse_float, parse_timestamp
 
 CALIBRATION = Path(__file__).with_name("calibration.json")
 FIRST_ID = 16_000_001
@@ -283,10 +282,8 @@ def write_cases(
     end: datetime = DEFAULT_END,
     days: int | None = None,
 ) -> None:
-    """Write `rows` generated cases as a JSON array (.json), JSON lines (.jsonl/stdout) or CSV.
-
-    The cases span `days` up to `end` (floating Los Angeles time); by default about 3,000 a
-    day, today's rate, over at least a month."""
+    """Write `rows` cases up to `end` (LA time) as a JSON array, JSON lines (or stdout) or CSV."""
+    # By default about 3,000 a day, today's rate, over at least a month.
     days = days or max(30, math.ceil(rows / 3000))
     cases = CaseGenerator(seed, end=end, days=days).cases(rows)
     if out is None:

@@ -7,17 +7,11 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, TypedDict
-from zoneinfo import ZoneInfo
+from typing import Any
 
+from sf311.contract.city import LOCAL_ZONE, SF_LAT, SF_LONG
+from sf311.contract.schema import CASE_FIELDS, SOURCE_NAMES
 from sf311.ingest.files import UNPARSEABLE
-
-SOURCE_ZONE = ZoneInfo("America/Los_Angeles")
-
-# San Francisco's land area with Treasure Island, padded by about 1 km; the Farallon
-# Islands are left out on purpose: no street case is filed there.
-SF_LAT = (37.695, 37.840)
-SF_LONG = (-122.525, -122.345)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # One encoder object: json.dumps with options builds a new one on every call.
@@ -40,44 +34,16 @@ _STRINGS = (
 )
 _INTS = (("supervisor_district", "supervisor_district"), ("bos_2012", "bos_2012"))
 _OPTIONAL_TIMES = ("updated_datetime", "closed_date", "data_as_of", "data_loaded_at")
+# Fields normalize() derives rather than reads from a column of the same name.
+_DERIVED = ("location_issue", "extra", "origin")
 # Columns consumed into typed fields; everything else lands in `extra`.
 KNOWN_COLUMNS = frozenset(
-    ["service_request_id", "requested_datetime", "lat", "long", "point", "point_geom"]
-    + ["media_url", *_OPTIONAL_TIMES]
-    + [src for src, _ in _STRINGS]
-    + [src for src, _ in _INTS]
+    [SOURCE_NAMES.get(name, name) for name in CASE_FIELDS if name not in _DERIVED]
+    + ["point", "point_geom"]
 )
 
-
-class Case(TypedDict):
-    """One normalized case, field for field as schemas/case.v1.avsc (times in epoch ms)."""
-
-    service_request_id: int
-    requested_datetime: int
-    updated_datetime: int | None
-    closed_date: int | None
-    status_description: str | None
-    status_notes: str | None
-    agency_responsible: str | None
-    service_name: str | None
-    service_subtype: str | None
-    service_details: str | None
-    address: str | None
-    street: str | None
-    supervisor_district: int | None
-    neighborhood: str | None
-    analysis_neighborhood: str | None
-    police_district: str | None
-    lat: float | None
-    long: float | None
-    location_issue: str | None
-    source: str | None
-    media_url: str | None
-    bos_2012: int | None
-    data_as_of: int | None
-    data_loaded_at: int | None
-    extra: str | None
-    origin: str | None
+# One case record: the fields of the newest case schema (CASE_FIELDS), times in epoch ms.
+Case = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +57,7 @@ class DeadLetter:
 @lru_cache(maxsize=1 << 17)
 def _hour_ms(year: int, month: int, day: int, hour: int) -> int:
     """Return epoch ms of a local America/Los_Angeles hour (fold=0 on the repeated hour)."""
-    local = datetime(year, month, day, hour, tzinfo=SOURCE_ZONE)
+    local = datetime(year, month, day, hour, tzinfo=LOCAL_ZONE)
     return (local - _EPOCH) // _MS
 
 
@@ -302,4 +268,4 @@ def normalize(raw: dict[str, Any], origin: str) -> Case | DeadLetter:
             bad[key] = value
     case["extra"] = _EXTRA_JSON(bad) if bad else None
     case["origin"] = origin
-    return case  # type: ignore[return-value]
+    return case

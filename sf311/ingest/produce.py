@@ -71,15 +71,10 @@ class _Group:
 
 
 class CaseProducer:
-    """Sends encoded cases and dead letters; reports checkpoints once fully acknowledged.
+    """Sends cases and dead letters; passes a checkpoint's mark on once all before it are acked."""
 
-    Records are grouped by `checkpoint(mark)` calls; `on_acked(mark)` runs in the caller's
-    thread once every record sent before that checkpoint, and before all earlier ones, has
-    been acknowledged by the broker. A failed delivery blocks every later checkpoint.
-    Without `on_acked` nothing waits on single acknowledgements: the broker reports failures
-    only (a Python callback less per record), and close() checks that nothing failed or
-    stayed queued.
-    """
+    # on_acked(mark) runs in the caller's thread; a failed delivery blocks every later mark.
+    # Without on_acked the broker reports failures only, and close() checks the rest.
 
     def __init__(
         self,
@@ -128,8 +123,7 @@ class CaseProducer:
             for key, value in messages:
                 while True:
                     try:
-                        # Positional (partition -1: the partitioner's choice): the keyword
-                        # form costs about twice as much CPU per call.
+                        # Positional (partition -1: the partitioner's): keywords cost more CPU.
                         produce(topic, value, key, -1, callback)
                         break
                     except BufferError:

@@ -1,60 +1,16 @@
-"""Case records <-> Confluent wire format (magic 0, 4-byte schema id, Avro body)."""
+"""Case records <-> Avro bodies behind the Confluent frame of sf311.contract.frame."""
 
 from __future__ import annotations
 
 import io
-import json
 import struct
 from collections.abc import Callable, Mapping
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, cast
 
 import fastavro
-import requests
 
-from sf311.ingest import IngestError
-
-_HEADER = struct.Struct(">bI")
-
-
-class RegistryError(IngestError):
-    """The schema registry refused or could not be reached."""
-
-
-def load_schema(path: Path) -> dict[str, Any]:
-    """Return the Avro schema in an .avsc file as a dict."""
-    return json.loads(Path(path).read_text())
-
-
-def latest_schema_path(schemas_dir: Path, name: str = "case") -> Path:
-    """Return the newest version of a schema, e.g. schemas/case.v3.avsc."""
-    versions = sorted(
-        Path(schemas_dir).glob(f"{name}.v*.avsc"), key=lambda p: int(p.stem.rsplit(".v", 1)[1])
-    )
-    if not versions:
-        raise FileNotFoundError(f"no {name}.v*.avsc in {schemas_dir}")
-    return versions[-1]
-
-
-def register_schema(registry_url: str, subject: str, schema: dict[str, Any]) -> int:
-    """Return the registry id of a schema under a subject, registering it if new."""
-    url = f"{registry_url.rstrip('/')}/subjects/{subject}/versions"
-    body = {"schema": json.dumps(schema, separators=(",", ":")), "schemaType": "AVRO"}
-    try:
-        response = requests.post(
-            url,
-            json=body,
-            headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
-            timeout=30,
-        )
-    except requests.RequestException as err:
-        raise RegistryError(f"schema registry at {registry_url} unreachable: {err}") from err
-    if response.status_code != 200:
-        raise RegistryError(
-            f"schema registry refused {subject}: HTTP {response.status_code} {response.text[:300]}"
-        )
-    return int(response.json()["id"])
+from sf311.contract import frame
 
 
 def _uvarint(n: int) -> bytes:
@@ -99,13 +55,8 @@ _VALUE_CODE = {
 
 
 def compile_encoder(schema: dict[str, Any]) -> Callable[[Mapping[str, Any]], bytes] | None:
-    """Return a generated Avro body encoder for a flat record schema, None for other shapes.
-
-    Flat means every field is a primitive (logical types over int/long included) or a union
-    of null and one primitive. Straight-line code avoids fastavro's per-field union
-    resolution, about three times faster on the case record; the unit tests check it
-    byte for byte against fastavro.
-    """
+    """Return an Avro body encoder for a record of primitives and null unions, else None."""
+    # Straight-line code skips fastavro's per-field union resolution; tests compare the bytes.
     if schema.get("type") != "record":
         return None
     lines = ["def encode(r):", "    p = []", "    a = p.append"]
@@ -148,7 +99,7 @@ class CaseEncoder:
     def __init__(self, schema: dict[str, Any], schema_id: int) -> None:
         self.schema = schema
         self._parsed = fastavro.parse_schema(schema)
-        self.header = _HEADER.pack(0, schema_id)
+        self.header = frame.header(schema_id)
         self._body = compile_encoder(schema) or self._fastavro_body
         self.schema_id = schema_id
 
@@ -164,8 +115,6 @@ class CaseEncoder:
 
 def decode(payload: bytes, schemas: dict[int, Any]) -> dict[str, Any]:
     """Return the record in a wire-format payload, given parsed writer schemas by id."""
-    magic, schema_id = _HEADER.unpack_from(payload)
-    if magic != 0:
-        raise ValueError(f"not Confluent wire format (magic byte {magic})")
-    record = fastavro.schemaless_reader(io.BytesIO(payload[5:]), schemas[schema_id], None)
+    schema_id, body = frame.split(payload)
+    record = fastavro.schemaless_reader(io.BytesIO(body), schemas[schema_id], None)
     return cast(dict[str, Any], record)

@@ -1,4 +1,4 @@
-"""Ingest runs: Socrata pages or a file -> normalized cases -> Kafka, with counts."""
+"""Ingest runs: any source's blocks of rows -> normalized cases -> Kafka, with counts."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sf311.ingest.extract import Page, iter_pages, socrata_client, start_position, to_floating
-from sf311.ingest.files import read_batches
+from sf311.contract.registry import SchemaRegistry
+from sf311.contract.schema import latest_schema_path, load_schema
 from sf311.ingest.produce import CaseProducer, ProduceError, ensure_topics
-from sf311.ingest.records import CaseEncoder, latest_schema_path, load_schema, register_schema
-from sf311.ingest.watermark import Watermark, WatermarkStore
+from sf311.ingest.records import CaseEncoder
+from sf311.ingest.sources import FileSource, SocrataSource, Source, source_by_name
 from sf311.ingest.wire import BlockEncoder, Messages
 from sf311.settings import Settings
 
@@ -33,6 +33,8 @@ ENCODE_THREADS = 2
 GC_YOUNG_THRESHOLD = 50_000
 # Seconds a thread keeps the GIL while another waits for it (CPython's default: 0.005).
 SWITCH_INTERVAL = 0.001
+# Seconds to wait for the schema registry when registering the case schema.
+REGISTRY_TIMEOUT = 30
 
 
 @dataclass
@@ -55,14 +57,12 @@ class IngestCounts:
 def case_encoder(settings: Settings) -> CaseEncoder:
     """Return an encoder for the newest case schema, registered under `<topic>-value`."""
     schema = load_schema(latest_schema_path(settings.schemas_dir))
-    schema_id = register_schema(
-        settings.schema_registry_url, f"{settings.kafka_topic}-value", schema
-    )
-    return CaseEncoder(schema, schema_id)
+    registry = SchemaRegistry(settings.schema_registry_url, timeout=REGISTRY_TIMEOUT)
+    return CaseEncoder(schema, registry.register(f"{settings.kafka_topic}-value", schema))
 
 
 def _open_producer(
-    settings: Settings, origin: str, on_acked: Any = None
+    settings: Settings, origin: str, on_acked: Callable[[Any], None] | None
 ) -> tuple[CaseProducer, BlockEncoder]:
     ensure_topics(settings, [settings.kafka_topic, settings.kafka_dlq_topic])
     encoder = case_encoder(settings)
@@ -72,8 +72,7 @@ def _open_producer(
 @contextmanager
 def rare_collections() -> Iterator[None]:
     """Return a context in which CPython's cycle collector runs rarely (restored on exit)."""
-    # A block makes hundreds of thousands of short-lived bytes and tuples, freed by reference
-    # counting; at the default threshold the cycle collector would run every few hundred.
+    # A block's many short-lived bytes and tuples die by reference counting, not by the collector.
     before = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *before[1:])
     try:
@@ -85,9 +84,7 @@ def rare_collections() -> Iterator[None]:
 @contextmanager
 def quick_switches() -> Iterator[None]:
     """Return a context in which threads hand the GIL on more often (restored on exit)."""
-    # An encode thread takes the GIL back after each of hundreds of Arrow and numpy calls
-    # per block; at the default interval it may wait up to 5 ms each time behind the
-    # producing thread's loop (1 ms: 6-9 % more records/s in back-to-back runs under load).
+    # An encode thread waits for the GIL after each of its many Arrow and numpy calls.
     before = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
@@ -103,55 +100,57 @@ def _finish(producer: CaseProducer, read: int) -> IngestCounts:
     return counts
 
 
-# An encoding job: the work, and whether a checkpoint (with its mark) follows its records.
-_Job = tuple[Callable[[], Messages], bool, Any]
+# An encoding job: the work, and the mark of the checkpoint after its records (None: none).
+_Job = tuple[Callable[[], Messages], Any]
 
 
 def _send_in_order(jobs: Iterable[_Job], producer: CaseProducer) -> None:
-    """Encode jobs in ENCODE_THREADS threads while sending finished ones, in order, to Kafka.
-
-    Arrow and numpy release the GIL, so encoding overlaps with this thread's produce calls;
-    at most ENCODE_THREADS + 1 jobs' messages are in memory.
-    """
-    pending: deque[tuple[Future[Messages], bool, Any]] = deque()
+    """Encode jobs in ENCODE_THREADS threads while sending finished ones, in order, to Kafka."""
+    # Arrow and numpy release the GIL, so encoding overlaps producing; ENCODE_THREADS + 1 held.
+    pending: deque[tuple[Future[Messages], Any]] = deque()
 
     def send_first() -> None:
-        future, checkpoint, mark = pending.popleft()
+        future, mark = pending.popleft()
         producer.send_messages(*future.result())
-        if checkpoint:
+        if mark is not None:
             producer.checkpoint(mark)
 
     with ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="ingest-encode") as pool:
-        for work, checkpoint, mark in jobs:
-            pending.append((pool.submit(work), checkpoint, mark))
+        for work, mark in jobs:
+            pending.append((pool.submit(work), mark))
             if len(pending) > ENCODE_THREADS:
                 send_first()
         while pending:
             send_first()
 
 
+def ingest_from(settings: Settings, source: Source) -> IngestCounts:
+    """Send a source's rows to Kafka (cases to the topic, rejects to the DLQ); return counts."""
+    with source:
+        producer, blocks = _open_producer(settings, source.origin, source.on_acked)
+        read = 0
+
+        def jobs() -> Iterator[_Job]:
+            nonlocal read
+            for block in source.iter_blocks(BATCH_ROWS):
+                read += block.read
+                yield partial(blocks.block, block.rows), block.mark
+
+        try:
+            with rare_collections(), quick_switches():
+                _send_in_order(jobs(), producer)
+        except Exception:
+            if source.on_acked is not None:
+                # Keep what the broker did acknowledge, so the rerun starts from there.
+                with suppress(ProduceError):
+                    producer.close(timeout=30)
+            raise
+        return _finish(producer, read)
+
+
 def ingest_file(settings: Settings, path: Path, progress: bool | None = None) -> IngestCounts:
-    """Send every row of a file to Kafka (cases to the topic, rejects to the DLQ); return counts.
-
-    The file is read in blocks of BATCH_ROWS rows, encoded in background threads.
-    """
-    producer, blocks = _open_producer(settings, "file")
-    read = 0
-
-    def jobs() -> Iterator[_Job]:
-        nonlocal read
-        for batch in read_batches(Path(path), BATCH_ROWS, progress=progress):
-            read += len(batch.items)
-            yield partial(blocks.batch, batch), False, None
-
-    with rare_collections(), quick_switches():
-        _send_in_order(jobs(), producer)
-    return _finish(producer, read)
-
-
-def watermark_source(settings: Settings) -> str:
-    """Return the watermark key of the Socrata source: dataset and the topic it feeds."""
-    return f"socrata:{settings.socrata_domain}/{settings.socrata_dataset}->{settings.kafka_topic}"
+    """Send every row of a file to Kafka; return counts."""
+    return ingest_from(settings, FileSource(path, progress))
 
 
 def ingest_socrata(
@@ -160,50 +159,8 @@ def ingest_socrata(
     until: datetime | None = None,
     page_size: int | None = None,
 ) -> IngestCounts:
-    """Send Socrata rows changed after the watermark (or `since`) and before `until` to Kafka.
-
-    The watermark advances only to pages whose every record the broker acknowledged.
-    """
-    store = WatermarkStore(settings.postgres_dsn.get_secret_value())
-    source = watermark_source(settings)
-    try:
-        start = start_position(
-            store.get(source),
-            to_floating(since) if since else None,
-            timedelta(seconds=settings.socrata_overlap_seconds),
-        )
-        bound = to_floating(until) if until else None
-        log.info("socrata ingest %s from %s until %s", source, start, bound)
-
-        def acked(mark: Watermark) -> None:
-            store.advance(source, mark)
-
-        producer, blocks = _open_producer(settings, "socrata", on_acked=acked)
-        read = 0
-
-        def jobs(pages: Iterable[Page]) -> Iterator[_Job]:
-            nonlocal read
-            for page in pages:
-                read += len(page.rows)
-                # Each page in blocks; its checkpoint follows its last block.
-                ends = list(range(BATCH_ROWS, len(page.rows), BATCH_ROWS)) + [len(page.rows)]
-                for begin, end in zip([0, *ends], ends, strict=False):
-                    work = partial(blocks.page, page.rows, begin, end)
-                    yield work, end == len(page.rows), page.last
-
-        try:
-            with socrata_client(settings) as client, rare_collections(), quick_switches():
-                _send_in_order(
-                    jobs(iter_pages(client, settings, start, bound, page_size)), producer
-                )
-        except Exception:
-            # Keep what the broker did acknowledge, so the rerun starts from there.
-            with suppress(ProduceError):
-                producer.close(timeout=30)
-            raise
-        return _finish(producer, read)
-    finally:
-        store.close()
+    """Send Socrata rows changed after the watermark (or `since`), before `until`; return counts."""
+    return ingest_from(settings, SocrataSource(settings, since, until, page_size))
 
 
 def ingest(
@@ -213,13 +170,5 @@ def ingest(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> IngestCounts:
-    """Run one ingest from 'socrata' (bounded by since/until) or 'file' (PATH); return counts."""
-    if source == "file":
-        if path is None or since or until:
-            raise ValueError("--source file takes a PATH and no --since/--until")
-        return ingest_file(settings, path)
-    if source == "socrata":
-        if path is not None:
-            raise ValueError("--source socrata takes no PATH")
-        return ingest_socrata(settings, since=since, until=until)
-    raise ValueError(f"unknown source {source!r}")
+    """Run one ingest from the source named `source` ('socrata', 'file'); return counts."""
+    return ingest_from(settings, source_by_name(source, settings, path, since, until))

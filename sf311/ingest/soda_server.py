@@ -1,9 +1,6 @@
 """A SODA-compatible HTTP server on loopback that serves one file, with faults on demand.
 
-It answers `GET /resource/<dataset>.json` with `$select`, `$where` (comparisons, AND, OR,
-NOT, IS [NOT] NULL, IN, BETWEEN), `$order`, `$limit` and `$offset`, like Socrata's JSON API:
-every value a string, absent values left out. Tests and the demo point sodapy at it.
-"""
+It answers $select, $where, $order, $limit and $offset as Socrata's JSON API does (strings only)."""
 
 from __future__ import annotations
 

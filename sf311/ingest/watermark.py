@@ -7,7 +7,9 @@ from datetime import datetime
 
 import psycopg
 
-_DDL = """
+from sf311.contract.city import LOCAL_TZ
+
+_DDL = f"""
 CREATE SCHEMA IF NOT EXISTS ingest;
 CREATE TABLE IF NOT EXISTS ingest.watermarks (
     source text PRIMARY KEY,
@@ -17,7 +19,7 @@ CREATE TABLE IF NOT EXISTS ingest.watermarks (
 );
 COMMENT ON TABLE ingest.watermarks IS
     'Last (updated_datetime, service_request_id) of each source acknowledged by Kafka; '
-    'updated_datetime is the source''s floating America/Los_Angeles time.';
+    'updated_datetime is the source''s floating {LOCAL_TZ} time.';
 """
 
 # Only ever forward: a rerun of an old interval must not pull the watermark back.

@@ -1,16 +1,6 @@
 """Blocks of raw rows -> Kafka messages (key, Confluent wire value), column by column.
 
-The reference path builds a Case dict per row with normalize() and encodes it with
-CaseEncoder. Here a block of rows is one Arrow table: every field is normalized for all rows
-at once with numpy and pyarrow (fixed-width timestamps read digit by digit, LA-local hours
-turned into instants through the reference's own per-hour function, numbers, the bounding
-box) and written as a binary column of its Avro bytes (union branch, zigzag varints, string
-length and body); one element-wise join gives each row's wire value. A row the vectorised
-rules do not cover exactly (no valid id or time, a value the reference would strip, flag or
-escape, a location to be read from `point`, a value that is not a string) goes through the
-reference path instead, so both give the same bytes; the unit tests check that on the real
-files, generated rows and every branch of normalize().
-"""
+Same bytes as normalize() + CaseEncoder, the reference path taken by rows the columns miss."""
 
 from __future__ import annotations
 
@@ -25,88 +15,32 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from sf311.ingest.extract import PageRows
+from sf311.contract.city import SF_LAT, SF_LONG
+from sf311.contract.schema import SCHEMAS_DIR, SOURCE_NAMES, layout, load_schema
+from sf311.ingest.extract import PageBlock, PageRows
 from sf311.ingest.files import LineBlock, RawBatch
-from sf311.ingest.normalize import (
-    KNOWN_COLUMNS,
-    SF_LAT,
-    SF_LONG,
-    DeadLetter,
-    _hour_ms,
-    normalize,
-)
+from sf311.ingest.normalize import KNOWN_COLUMNS, DeadLetter, _hour_ms, normalize
 from sf311.ingest.produce import dead_letter_message
 from sf311.ingest.records import CaseEncoder, avro_long
 
 Message = tuple[bytes | None, bytes]
 Messages = tuple[list[Message], list[Message]]
 
+# The fields _encode writes, in order; an encoder of another layout takes the reference path.
+COLUMNAR_LAYOUT = layout(load_schema(SCHEMAS_DIR / "case.v1.avsc"))
+
 _HOUR = 3_600_000
 _EPOCH = datetime(1970, 1, 1)
-# A float literal the vectorised path reads like float() does (cast and float() both round
-# correctly); longer or other forms (exponents, spaces, 'nan', '1_0') take the reference path.
+# A float literal Arrow's cast reads as float() does; other forms ('1e3', 'nan') take normalize().
 _DECIMAL = r"^-?[0-9]{1,4}(\.[0-9]{1,24})?$"
 _JSON_PLAIN = r"^[\x20\x21\x23-\x5b\x5d-\x7e]*$"
 _ISO_SHAPE = "0000-00-00T00:00:00.000"
 _EXPORT_SHAPE = "00/00/0000 00:00:00 _M"
-# A timestamp column of a block this long with fewer than 1 distinct value in this many
-# rows is parsed value by distinct value.
+# A timestamp column of at least 1000 rows, under 1 distinct value in 8, is parsed per value.
 _FEW_DISTINCT_FROM, _FEW_DISTINCT_SHARE = 1000, 8
 # A block of JSON lines Arrow cannot read is halved down to this many lines.
 _SMALLEST_SPLIT = 64
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int64)
-
-# The case schema's fields as this module writes them, in order ('?' = union with null).
-LAYOUT = (
-    ("service_request_id", "long"),
-    ("requested_datetime", "timestamp"),
-    ("updated_datetime", "?timestamp"),
-    ("closed_date", "?timestamp"),
-    ("status_description", "?string"),
-    ("status_notes", "?string"),
-    ("agency_responsible", "?string"),
-    ("service_name", "?string"),
-    ("service_subtype", "?string"),
-    ("service_details", "?string"),
-    ("address", "?string"),
-    ("street", "?string"),
-    ("supervisor_district", "?int"),
-    ("neighborhood", "?string"),
-    ("analysis_neighborhood", "?string"),
-    ("police_district", "?string"),
-    ("lat", "?double"),
-    ("long", "?double"),
-    ("location_issue", "?string"),
-    ("source", "?string"),
-    ("media_url", "?string"),
-    ("bos_2012", "?int"),
-    ("data_as_of", "?timestamp"),
-    ("data_loaded_at", "?timestamp"),
-    ("extra", "?string"),
-    ("origin", "?string"),
-)
-# Source column of each string field of LAYOUT.
-_SOURCE = {"neighborhood": "neighborhoods_sffind_boundaries"}
-
-
-def field_kind(avro_type: Any) -> str:
-    """Return a field's Avro type as 'long', 'timestamp', '?string' ('?' = union with null)."""
-    prefix = ""
-    if isinstance(avro_type, list):
-        if len(avro_type) != 2 or avro_type[0] != "null":
-            return repr(avro_type)
-        prefix, avro_type = "?", avro_type[1]
-    if isinstance(avro_type, dict):
-        if avro_type.get("logicalType") == "timestamp-millis" and avro_type["type"] == "long":
-            return prefix + "timestamp"
-        avro_type = avro_type.get("type")
-    return prefix + str(avro_type)
-
-
-def fits_layout(schema: dict[str, Any]) -> bool:
-    """Return whether a record schema is the field layout this module writes."""
-    fields = tuple((f["name"], field_kind(f["type"])) for f in schema.get("fields", []))
-    return fields == LAYOUT
 
 
 def _shape_mask(shape: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -157,11 +91,8 @@ class _Text:
         return self.data[np.minimum(index, len(self.data) - 1)]
 
     def clean_edges(self) -> np.ndarray:
-        """Return the mask of rows whose first and last bytes are printable ASCII, no space.
-
-        Every character str.strip() removes starts with a byte outside that range, so a
-        value with clean edges is its own stripped form.
-        """
+        """Return the mask of rows whose first and last bytes are printable ASCII, no space."""
+        # Every character str.strip() removes starts with a byte outside that range.
         present = self.present()
         ends = self.starts + np.maximum(self.lengths - 1, 0)
         first = self.data[np.minimum(self.starts, len(self.data) - 1)]
@@ -393,7 +324,7 @@ class BlockEncoder:
     def __init__(self, encoder: CaseEncoder, origin: str) -> None:
         self._encoder = encoder
         self._origin = origin
-        self._columnar = fits_layout(encoder.schema)
+        self._columnar = layout(encoder.schema) == COLUMNAR_LAYOUT
         self._clock = _Clock()
         # Rows sent through normalize() instead of the columns; a share for tests and logs.
         self.reference_rows = 0
@@ -440,6 +371,12 @@ class BlockEncoder:
         columns = {name: c.slice(start, n) for name, c in _url_of_media(rows.columns()).items()}
         return self.table(columns, n, lambda i: rows[start + i], np.zeros(n, bool))
 
+    def block(self, rows: RawBatch | PageBlock) -> Messages:
+        """Return the messages of a source's block: a RawBatch or rows of a SODA page."""
+        if isinstance(rows, PageBlock):
+            return self.page(rows.rows, rows.start, rows.stop)
+        return self.batch(rows)
+
     def batch(self, batch: RawBatch) -> Messages:
         """Return the messages of a RawBatch of a file (JSON lines, CSV cells or dicts)."""
         if batch.kind == "lines":
@@ -475,8 +412,7 @@ class BlockEncoder:
             parsed = pj.read_json(io.BytesIO(data), read_options=options)
         except pa.ArrowInvalid:
             parsed = None
-        # A line Arrow reads otherwise than orjson (two objects, no object) fails or miscounts;
-        # Arrow also skips a byte-order mark at the start, which orjson refuses.
+        # Lines Arrow reads otherwise than orjson (two objects, none, a leading BOM) fall back.
         if parsed is None or parsed.num_rows != len(lines) or data.startswith(b"\xef\xbb\xbf"):
             if len(lines) <= _SMALLEST_SPLIT:
                 return self._all_reference([row(i) for i in range(len(lines))])
@@ -495,10 +431,7 @@ class BlockEncoder:
         row: Callable[[int], dict[str, Any]],
         odd: np.ndarray,
     ) -> Messages:
-        """Return the messages of a block given as columns; row(i) is the raw dict of row i.
-
-        `odd` marks rows known to need the reference path; the rules below add the others.
-        """
+        """Return the messages of a block given as columns; row(i) is raw row i, `odd` known odd."""
         if not self._columnar:
             return self._all_reference([row(i) for i in range(n)])
         fast, keys, values = self._encode(columns, n, odd.copy())
@@ -519,6 +452,7 @@ class BlockEncoder:
     def _encode(
         self, columns: dict[str, pa.Array], n: int, odd: np.ndarray
     ) -> tuple[np.ndarray, list[bytes], list[bytes]]:
+        # Each field becomes a column of its Avro bytes, joined per row; odd rows go to normalize().
         def text(name: str) -> _Text:
             column, wrong = _text_of(columns.get(name), n)
             odd[wrong] = True
@@ -541,7 +475,7 @@ class BlockEncoder:
         parts += [times["updated_datetime"], times["closed_date"]]
 
         def string(name: str, column: _Text | None = None) -> list[_Short | pa.Array]:
-            column = column or text(_SOURCE.get(name, name))
+            column = column or text(SOURCE_NAMES.get(name, name))
             odd[~column.clean_edges()] = True
             return _string_parts(column, column.present())
 
@@ -614,8 +548,7 @@ class BlockEncoder:
             pieces.append(pc.binary_join_element_wise(f',"{name}":"', body, '"', ""))
         if not pieces:
             return [_constant(b"\x00", n)]
-        # Each piece starts with a comma; the first is cut off. (null_handling='skip' would
-        # drop the rows where every piece is null, pyarrow 25.)
+        # Each piece starts with a comma, cut off below; 'skip' would drop rows of null pieces.
         inner = pc.binary_join_element_wise(*pieces, "", null_handling="replace")
         present = np.asarray(pc.binary_length(inner)) > 0
         inner = pc.utf8_slice_codeunits(inner, 1)

@@ -11,20 +11,18 @@ import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from sf311.contract.city import LOCAL_TZ, LOCAL_ZONE
 from sf311.model.columns import CATEGORICAL
 
-LOCAL_TZ = "America/Los_Angeles"
 MISSING = "(missing)"
 # Trees need a number; 0.0 lies far outside San Francisco, so a split isolates it.
 NO_COORDINATE = 0.0
 LABEL = "label"
 MAX_HOURS_DEFAULT = 2 * 365 * 24.0
-_ZONE = ZoneInfo(LOCAL_TZ)
 
 
 def _category(col: Column) -> Column:
@@ -101,7 +99,7 @@ def local_time_parts(requested: datetime) -> tuple[float, float, float]:
     if requested.tzinfo is None:
         # A naive value is an instant in UTC, as in silver.cases.
         requested = requested.replace(tzinfo=UTC)
-    local = requested.astimezone(_ZONE)
+    local = requested.astimezone(LOCAL_ZONE)
     return float(local.hour), float(local.weekday()), float(local.month)
 
 

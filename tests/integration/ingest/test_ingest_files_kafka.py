@@ -11,7 +11,8 @@ import fastavro
 import pytest
 import requests
 
-from sf311.ingest.records import decode, latest_schema_path, load_schema
+from sf311.contract.schema import latest_schema_path, load_schema
+from sf311.ingest.records import decode
 from sf311.ingest.run import ingest_file
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,9 @@ import pytest
 import requests
 
 from sf311.ingest.generate import write_cases
-from sf311.ingest.run import ingest_socrata, watermark_source
+from sf311.ingest.run import ingest_socrata
 from sf311.ingest.soda_server import Dataset, Faults, start_server
+from sf311.ingest.sources import watermark_source
 from sf311.ingest.watermark import Watermark, WatermarkStore
 
 pytestmark = pytest.mark.integration

@@ -7,9 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 from sf311.cli import main
+from sf311.contract.city import SF_LAT, SF_LONG
 from sf311.ingest.files import read_rows
 from sf311.ingest.generate import CALIBRATION, CaseGenerator
-from sf311.ingest.normalize import SF_LAT, SF_LONG, DeadLetter, normalize
+from sf311.ingest.normalize import DeadLetter, normalize
 
 
 def test_same_seed_same_cases_other_seed_other_cases() -> None:

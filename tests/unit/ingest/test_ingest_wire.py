@@ -12,14 +12,15 @@ from pathlib import Path
 import fastavro
 import pytest
 
+from sf311.contract.schema import latest_schema_path, layout, load_schema
 from sf311.ingest.extract import read_page
 from sf311.ingest.files import read_batches, read_rows
 from sf311.ingest.generate import CaseGenerator, write_cases
 from sf311.ingest.normalize import DeadLetter, normalize
 from sf311.ingest.produce import dead_letter_message
-from sf311.ingest.records import CaseEncoder, decode, latest_schema_path, load_schema
+from sf311.ingest.records import CaseEncoder, decode
 from sf311.ingest.watermark import Watermark
-from sf311.ingest.wire import BlockEncoder, fits_layout
+from sf311.ingest.wire import COLUMNAR_LAYOUT, BlockEncoder
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 SCHEMA = load_schema(latest_schema_path(SCHEMAS))
@@ -221,7 +222,7 @@ def test_daylight_saving_edges_follow_the_reference() -> None:
 def test_another_schema_layout_takes_the_reference_path() -> None:
     schema = copy.deepcopy(SCHEMA)
     schema["fields"].append({"name": "x", "type": ["null", "string"], "default": None, "doc": "x"})
-    assert fits_layout(SCHEMA) and not fits_layout(schema)
+    assert layout(SCHEMA) == COLUMNAR_LAYOUT != layout(schema)
     encoder = CaseEncoder(schema, 4)
     raw = {**BASE}
     case = normalize(raw, "file")

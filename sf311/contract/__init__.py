@@ -1,0 +1,1 @@
+"""The case contract every stage shares: schema files, wire frame, registry and the city."""

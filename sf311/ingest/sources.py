@@ -1,0 +1,172 @@
+"""Where ingest runs read raw rows: the Source interface, the Socrata and file sources by name."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from sf311.ingest.extract import PageBlock, iter_pages, socrata_client, start_position, to_floating
+from sf311.ingest.files import RawBatch, read_batches
+from sf311.ingest.watermark import Watermark, WatermarkStore
+from sf311.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Raw rows for BlockEncoder.block(), how many were read, and the mark to report after them."""
+
+    # A new source yields RawBatches: 'rows' of dicts, JSON 'lines' or CSV 'cells'.
+    rows: RawBatch | PageBlock
+    read: int
+    # Reported to on_acked once every record up to this block is acknowledged; None: no checkpoint.
+    mark: Any = None
+
+
+@runtime_checkable
+class Source(Protocol):
+    """One run's rows: entered around the run, read in blocks of at most `size` rows."""
+
+    # The `origin` of its cases and dead letters.
+    origin: str
+
+    @property
+    def on_acked(self) -> Callable[[Any], None] | None:
+        """Return what takes the newest mark the broker fully acknowledged; None: no marks."""
+        ...
+
+    def __enter__(self) -> Source: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def iter_blocks(self, size: int) -> Iterator[Block]:
+        """Yield the source's rows in Blocks of at most `size` rows."""
+        ...
+
+
+def watermark_source(settings: Settings) -> str:
+    """Return the watermark key of the Socrata source: dataset and the topic it feeds."""
+    return f"socrata:{settings.socrata_domain}/{settings.socrata_dataset}->{settings.kafka_topic}"
+
+
+class SocrataSource:
+    """Socrata rows changed after the watermark (or `since`) and before `until`, in keyset order."""
+
+    origin = "socrata"
+    # Open between __enter__ and __exit__.
+    _store: WatermarkStore
+
+    def __init__(
+        self,
+        settings: Settings,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.since = since
+        self.until = until
+        self.page_size = page_size
+        self.key = watermark_source(settings)
+        self._start: Watermark | None = None
+
+    @classmethod
+    def from_args(
+        cls, settings: Settings, path: Path | None, since: datetime | None, until: datetime | None
+    ) -> SocrataSource:
+        """Return the source of `sf311 ingest --source socrata [--since] [--until]`."""
+        if path is not None:
+            raise ValueError("--source socrata takes no PATH")
+        return cls(settings, since=since, until=until)
+
+    def __enter__(self) -> SocrataSource:
+        self._store = WatermarkStore(self.settings.postgres_dsn.get_secret_value())
+        try:
+            self._start = start_position(
+                self._store.get(self.key),
+                to_floating(self.since) if self.since else None,
+                timedelta(seconds=self.settings.socrata_overlap_seconds),
+            )
+        except BaseException:
+            self._store.close()
+            raise
+        until = to_floating(self.until) if self.until else None
+        log.info("socrata ingest %s from %s until %s", self.key, self._start, until)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._store.close()
+
+    def on_acked(self, mark: Watermark) -> None:
+        """Advance the stored watermark to a page the broker fully acknowledged."""
+        self._store.advance(self.key, mark)
+
+    def iter_blocks(self, size: int) -> Iterator[Block]:
+        """Yield each page in Blocks of `size` rows; its last block carries its watermark."""
+        until = to_floating(self.until) if self.until else None
+        with socrata_client(self.settings) as client:
+            pages = iter_pages(client, self.settings, self._start, until, self.page_size)
+            for page in pages:
+                n = len(page.rows)
+                ends = list(range(size, n, size)) + [n]
+                for begin, end in zip([0, *ends], ends, strict=False):
+                    mark = page.last if end == n else None
+                    yield Block(PageBlock(page.rows, begin, end), end - begin, mark)
+
+
+class FileSource:
+    """The rows of a CSV, JSON or JSON-lines file (optionally .gz), in file order."""
+
+    origin = "file"
+    on_acked = None
+
+    def __init__(self, path: Path, progress: bool | None = None) -> None:
+        self.path = Path(path)
+        self.progress = progress
+
+    @classmethod
+    def from_args(
+        cls, settings: Settings, path: Path | None, since: datetime | None, until: datetime | None
+    ) -> FileSource:
+        """Return the source of `sf311 ingest --source file PATH`."""
+        if path is None or since or until:
+            raise ValueError("--source file takes a PATH and no --since/--until")
+        return cls(path)
+
+    def __enter__(self) -> FileSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def iter_blocks(self, size: int) -> Iterator[Block]:
+        """Yield the file's rows in Blocks of `size`, read but not yet parsed."""
+        for batch in read_batches(self.path, size, progress=self.progress):
+            yield Block(batch, len(batch.items))
+
+
+# Builds a source from `sf311 ingest` arguments (settings, PATH, --since, --until).
+SourceFactory = Callable[[Settings, Path | None, datetime | None, datetime | None], Source]
+# The sources `sf311 ingest --source NAME` reads; a new source is one more entry.
+SOURCES: dict[str, SourceFactory] = {
+    "socrata": SocrataSource.from_args,
+    "file": FileSource.from_args,
+}
+
+
+def source_by_name(
+    name: str,
+    settings: Settings,
+    path: Path | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Source:
+    """Return the source named `name` for these arguments; ValueError if unknown or misused."""
+    if name not in SOURCES:
+        raise ValueError(f"unknown source {name!r}")
+    return SOURCES[name](settings, path, since, until)
