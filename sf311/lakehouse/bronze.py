@@ -7,7 +7,7 @@ from datetime import datetime
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sf311.lakehouse.tables import create_if_missing, stats_columns
+from sf311.lakehouse.tables import append_once, create_if_missing, stats_columns
 
 TABLE = "bronze.cases_raw"
 
@@ -48,13 +48,5 @@ def bronze_rows(decoded: DataFrame, batch_id: int, ingested_at: datetime) -> Dat
 def write_bronze(rows: DataFrame, path: str, app_id: str, batch_id: int) -> None:
     """Append one batch to bronze; Delta skips it when (app_id, batch_id) already committed."""
     create_if_missing(rows.sparkSession, rows.schema, path, PROPERTIES, ["ingest_date"])
-    (
-        rows.write.format("delta")
-        .mode("append")
-        .partitionBy("ingest_date")
-        # A newer reader schema adds fields to the `case` struct; bronze follows it.
-        .option("mergeSchema", "true")
-        .option("txnAppId", app_id)
-        .option("txnVersion", batch_id)
-        .save(path)
-    )
+    # A newer reader schema adds fields to the `case` struct; bronze follows it.
+    append_once(rows, path, app_id, batch_id, ["ingest_date"], merge_schema=True)

@@ -1,78 +1,21 @@
-"""Confluent-framed Avro -> the reader-shaped `case` struct, one column per Kafka message.
-
-A Confluent frame is a magic byte 0, a 4-byte big-endian schema id, then the Avro body written
-with that schema. Spark's `from_avro` knows nothing of the frame, so the frame is split here and
-each body is decoded with the writer schema of its id, resolved to the reader schema (Avro
-schema resolution), so records written by older and newer schema versions land in one shape.
-"""
+"""Confluent-framed Avro -> the reader-shaped `case` struct: each body is decoded with the writer
+schema of its id and resolved to the reader schema, so every version lands in one shape."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 
-import requests
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro
 
-from sf311.ingest.records import latest_schema_path
-
-MAGIC_BYTE = 0
-HEADER_BYTES = 5
+from sf311.contract.frame import HEADER_BYTES, MAGIC_BYTE
 
 # Why a message could not become a `case` struct; silver quarantines it under this reason.
 NOT_FRAMED = "not_confluent_framed"
 UNKNOWN_SCHEMA_ID = "unknown_schema_id"
 UNDECODABLE = "undecodable_avro"
-
-
-class RegistryError(RuntimeError):
-    """The schema registry could not answer; the batch must fail and be retried, not quarantined."""
-
-
-class SchemaRegistry:
-    """Writer schemas by id from a Confluent-compatible registry, cached for the process."""
-
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self._cache: dict[int, str | None] = {}
-
-    def writer_schema(self, schema_id: int) -> str | None:
-        """Return the schema text registered under an id, or None when the id is unknown."""
-        if schema_id not in self._cache:
-            try:
-                resp = requests.get(f"{self.url}/schemas/ids/{schema_id}", timeout=self.timeout)
-            except requests.RequestException as err:
-                raise RegistryError(f"schema registry at {self.url} unreachable: {err}") from err
-            if resp.status_code == 404:
-                # An id is never reused, so "unknown" is stable and safe to cache.
-                self._cache[schema_id] = None
-            elif resp.ok:
-                self._cache[schema_id] = resp.json()["schema"]
-            else:
-                raise RegistryError(
-                    f"schema registry answered {resp.status_code} for id {schema_id}: "
-                    f"{resp.text[:200]}"
-                )
-        return self._cache[schema_id]
-
-    def known(self) -> dict[int, str]:
-        """Return {id: schema text} of the ids looked up so far that the registry knows."""
-        # list() copies in one step: the job's two queries share this cache across threads.
-        return {i: s for i, s in list(self._cache.items()) if s is not None}
-
-    def writer_schemas(self, schema_ids: Iterable[int]) -> dict[int, str]:
-        """Return {id: schema text} for the ids the registry knows; unknown ids are left out."""
-        found = {i: self.writer_schema(i) for i in schema_ids}
-        return {i: s for i, s in found.items() if s is not None}
-
-
-def reader_schema(schemas_dir: Path, name: str = "case") -> str:
-    """Return the compact JSON text of the newest contract version, the shape silver reads."""
-    return json.dumps(json.loads(latest_schema_path(schemas_dir, name).read_text()))
 
 
 def reader_field_names(reader_schema: str) -> list[str]:
@@ -88,7 +31,7 @@ def frame(messages: DataFrame) -> DataFrame:
         & (F.length(value) >= HEADER_BYTES)
         & (F.hex(F.substring(value, 1, 1)) == F.lit(f"{MAGIC_BYTE:02X}"))
     )
-    schema_id = F.conv(F.hex(F.substring(value, 2, 4)), 16, 10).cast("long")
+    schema_id = F.conv(F.hex(F.substring(value, 2, HEADER_BYTES - 1)), 16, 10).cast("long")
     return messages.withColumn("schema_id", F.when(framed, schema_id)).withColumn(
         "payload", F.when(framed, F.expr(f"substring(value, {HEADER_BYTES + 1})"))
     )

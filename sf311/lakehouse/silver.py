@@ -9,7 +9,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from sf311.lakehouse.tables import create_if_missing, stats_columns
+from sf311.lakehouse.tables import append_once, create_if_missing, stats_columns
 
 TABLE = "silver.cases"
 QUARANTINE_TABLE = "silver.cases_quarantine"
@@ -107,8 +107,7 @@ def flatten(validated: DataFrame) -> DataFrame:
         *LINEAGE_COLUMNS,
         "reason",
     )
-    # A case never updated was last changed when it closed, or else when it opened; a
-    # non-null version instant keeps the "newest wins" guards total.
+    # Never updated: last changed when closed, else when opened; keeps newest-wins guards total.
     flat = flat.withColumn(
         "updated_datetime",
         F.coalesce("updated_datetime", "closed_date", "requested_datetime"),
@@ -134,17 +133,6 @@ def newest_id(spark: SparkSession, path: str) -> int | None:
     return spark.read.format("delta").load(path).agg(F.max("service_request_id")).first()[0]
 
 
-def _append(rows: DataFrame, path: str, app_id: str, batch_id: int) -> None:
-    (
-        rows.write.format("delta")
-        .mode("append")
-        .option("mergeSchema", "true")
-        .option("txnAppId", app_id)
-        .option("txnVersion", batch_id)
-        .save(path)
-    )
-
-
 def _merge(table: DeltaTable, rows: DataFrame, id_range: tuple[int, int]) -> None:
     # The id range lets Delta skip files by their min/max statistics.
     condition = (
@@ -153,10 +141,7 @@ def _merge(table: DeltaTable, rows: DataFrame, id_range: tuple[int, int]) -> Non
     )
     (
         table.alias("t")
-        # Broadcast the batch's rows, never the table's: left to its estimates, Spark broadcast
-        # the target rows of every touched file to mark the replaced ones (264 MiB at 0.9 M
-        # rows), which ran a 4 GB heap out of memory on a 6 M-row table. The batch's side
-        # holds only the columns each join needs: about 60 bytes a row, 4 MiB for 67k rows.
+        # Broadcast the batch's rows: broadcasting the table's side runs the heap out of memory.
         .merge(F.broadcast(rows).alias("s"), condition)
         .withSchemaEvolution()
         .whenMatchedUpdateAll(condition="s.updated_datetime > t.updated_datetime")
@@ -183,7 +168,7 @@ def merge_silver(
     id_range, the (min, max) service_request_id of rows, spares a Spark job when known."""
     if not DeltaTable.isDeltaTable(spark, path):
         create_if_missing(spark, rows.schema, path, PROPERTIES)
-        _append(rows, path, app_id, batch_id)
+        append_once(rows, path, app_id, batch_id, merge_schema=True)
         return "append"
     if id_range is None:
         bounds = rows.agg(F.min("service_request_id"), F.max("service_request_id")).first()
@@ -192,14 +177,14 @@ def merge_silver(
         return "empty"
     top = newest_id(spark, path)
     if top is None or id_range[0] > top:
-        _append(rows, path, app_id, batch_id)
+        append_once(rows, path, app_id, batch_id, merge_schema=True)
         return "append"
     table = DeltaTable.forPath(spark, path)
     if id_range[1] <= top:
         _merge(table, rows, id_range)
         return "merge"
     key = F.col("service_request_id")
-    _append(rows.where(key > F.lit(top)), path, app_id, batch_id)
+    append_once(rows.where(key > F.lit(top)), path, app_id, batch_id, merge_schema=True)
     _merge(table, rows.where(key <= F.lit(top)), (id_range[0], top))
     return "append+merge"
 
@@ -207,14 +192,7 @@ def merge_silver(
 def append_quarantine(rows: DataFrame, path: str, app_id: str, batch_id: int) -> None:
     """Append one batch's rejected rows; Delta skips it when (app_id, batch_id) committed."""
     create_if_missing(rows.sparkSession, rows.schema, path, QUARANTINE_PROPERTIES, ["ingest_date"])
-    (
-        rows.write.format("delta")
-        .mode("append")
-        .partitionBy("ingest_date")
-        .option("txnAppId", app_id)
-        .option("txnVersion", batch_id)
-        .save(path)
-    )
+    append_once(rows, path, app_id, batch_id, ["ingest_date"])
 
 
 def overwrite_silver(spark: SparkSession, rows: DataFrame, path: str) -> None:

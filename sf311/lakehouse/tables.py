@@ -1,19 +1,31 @@
-"""Creation of the lake's Delta tables, with the properties every writer relies on."""
+"""The lake's Delta tables: creation with the properties every writer relies on, the session
+settings of their writers, the idempotent append and compaction."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 from delta.tables import DeltaTable
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
+
+# Frequent small commits: compaction runs every few batches, small logs replay in 2 partitions.
+WRITE_CONF = {
+    "spark.databricks.delta.optimizeWrite.enabled": "false",
+    "spark.databricks.delta.autoCompact.enabled": "false",
+    "spark.databricks.delta.snapshotPartitions": "2",
+}
+
+
+def use_write_conf(spark: SparkSession) -> None:
+    """Set WRITE_CONF on the session of the lake's writers."""
+    for key, value in WRITE_CONF.items():
+        spark.conf.set(key, value)
 
 
 def stats_columns(*columns: str) -> dict[str, str]:
-    """Return the table property that limits Delta's per-file statistics to these columns.
-
-    Delta otherwise gathers min/max/null counts on the first 32 leaf columns, nested fields
-    included: a cost on every row written, for columns no reader filters on."""
+    """Return the table property that limits Delta's per-file statistics to these columns."""
+    # Delta otherwise gathers statistics on the first 32 leaf columns, a cost on every row.
     return {"delta.dataSkippingStatsColumns": ",".join(columns)}
 
 
@@ -25,8 +37,7 @@ def create_if_missing(
     partition_by: Sequence[str] = (),
 ) -> None:
     """Create the Delta table at path, empty with the schema and properties, if absent."""
-    # Only an existence check when present: writers call this every micro-batch, and loading
-    # the table's snapshot here would repeat what their own write does.
+    # Only an existence check when present: loading the snapshot would repeat the write's own.
     if DeltaTable.isDeltaTable(spark, path):
         return
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
@@ -35,3 +46,27 @@ def create_if_missing(
     for key, value in properties.items():
         builder = builder.property(key, value)
     builder.execute()
+
+
+def append_once(
+    rows: DataFrame,
+    path: str,
+    app_id: str,
+    batch_id: int,
+    partition_by: Sequence[str] = (),
+    merge_schema: bool = False,
+) -> None:
+    """Append rows to the Delta table at path; Delta skips the append when (app_id, batch_id)
+    has already committed to it."""
+    writer = rows.write.format("delta").mode("append")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
+    writer.option("txnAppId", app_id).option("txnVersion", batch_id).save(path)
+
+
+def compact(spark: SparkSession, path: str) -> None:
+    """Compact the small files of the Delta table at path, if it exists."""
+    if DeltaTable.isDeltaTable(spark, path):
+        DeltaTable.forPath(spark, path).optimize().executeCompaction()

@@ -18,7 +18,7 @@ from sf311.lakehouse.checkpoints import (
     parse_offsets,
 )
 from sf311.settings import Settings
-from sf311.warehouse.cases import loaded_offsets
+from sf311.warehouse.offsets import loaded_offsets
 
 KAFKA_TIMEOUT = 5.0
 

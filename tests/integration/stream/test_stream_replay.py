@@ -6,10 +6,15 @@ import pytest
 from delta.tables import DeltaTable
 from stream_support import latest, make_versions
 
+from sf311.contract.registry import SchemaRegistry
+from sf311.contract.schema import reader_schema
 from sf311.lakehouse import decode, silver
+from sf311.lakehouse.batch import BatchDecoder
 from sf311.lakehouse.checkpoints import checkpoint_location
 from sf311.lakehouse.replay import replay
-from sf311.lakehouse.stream import BatchDecoder, WarehouseWriter, kafka_messages, run_stream
+from sf311.lakehouse.sinks import WarehouseSink
+from sf311.lakehouse.stream import kafka_messages, run_stream
+from sf311.lakehouse.writers import WarehouseWriter
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +47,7 @@ def test_replay_repairs_damaged_silver_and_postgres_and_is_harmless_twice(spark,
     assert stream_env.silver_cases(spark) != truth
     assert stream_env.pg_cases() != truth
 
-    registry = decode.SchemaRegistry(stream_env.settings.schema_registry_url)
+    registry = SchemaRegistry(stream_env.settings.schema_registry_url)
     first = replay(spark, stream_env.settings, registry)
 
     assert stream_env.silver_cases(spark) == truth
@@ -79,9 +84,9 @@ def test_a_bounded_run_after_replay_reloads_what_the_warehouse_held_beyond_bronz
         spark,
         settings,
         BatchDecoder(
-            decode.SchemaRegistry(settings.schema_registry_url),
-            decode.reader_schema(settings.schemas_dir),
+            SchemaRegistry(settings.schema_registry_url), reader_schema(settings.schemas_dir)
         ),
+        [WarehouseSink(spark, settings)],
     )
     kafka_messages(spark, settings, 10_000).writeStream.queryName(writer.query_name).option(
         "checkpointLocation", checkpoint_location(settings, writer.query_name)
@@ -89,7 +94,7 @@ def test_a_bounded_run_after_replay_reloads_what_the_warehouse_held_beyond_bronz
     truth = latest(first + second)
     assert stream_env.pg_cases() == truth
 
-    replay(spark, settings, decode.SchemaRegistry(settings.schema_registry_url))
+    replay(spark, settings, SchemaRegistry(settings.schema_registry_url))
     assert stream_env.pg_cases() == latest(first)  # bronze holds the first wave only
     run_stream(spark, settings, once=True)
     assert stream_env.pg_cases() == truth

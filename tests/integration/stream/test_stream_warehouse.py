@@ -8,19 +8,11 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from sf311.warehouse.cases import (
-    CASE_COLUMNS,
-    BatchLoad,
-    LakeBatch,
-    OffsetRange,
-    advance_offsets,
-    csv_chunks,
-    load_batch,
-    loaded_offsets,
-    record_lake_batch,
-    record_phases,
-)
+from sf311.lakehouse.figures import BatchFigures
+from sf311.warehouse.cases import CASE_COLUMNS, csv_chunks
+from sf311.warehouse.ledgers import BatchLoad, load_batch, record_lake_batch, record_phases
 from sf311.warehouse.migrate import MigrationError, load_migrations, migrate
+from sf311.warehouse.offsets import OffsetRange, advance_offsets, loaded_offsets
 
 T = datetime(2019, 5, 1, 12, tzinfo=UTC)
 
@@ -55,10 +47,10 @@ def test_analyst_reads_views_and_cannot_write(schema_dsn, analyst_dsn):
 
 
 def _batch(chunks: list[str], batch_id: int, query_id: str = "q") -> BatchLoad:
+    figures = BatchFigures(rows_in=3, rows_valid=2, ts_min=T, ts_max=T, ts_p05=T, ts_p50=T)
     return BatchLoad(
-        query_id=query_id, batch_id=batch_id, csv_chunks=chunks, rows_in=3, rows_valid=2,
-        rows_quarantined=1, rows_curated=2, kafka_ts_min=T, kafka_ts_max=T, kafka_ts_p05=T,
-        kafka_ts_p50=T, started_at=T,
+        query_id=query_id, batch_id=batch_id, figures=figures, csv_chunks=chunks,
+        rows_curated=2, started_at=T,
     )  # fmt: skip
 
 
@@ -139,14 +131,17 @@ def test_upsert_keeps_newer_rows_and_a_replayed_batch_changes_nothing(schema_dsn
 
 
 def test_a_lake_batch_is_recorded_once_with_its_lags(schema_dsn):
-    batch = LakeBatch(
-        query_id="lake", batch_id=4, rows_in=10, rows_valid=9, kafka_ts_min=T, kafka_ts_max=T,
-        kafka_ts_p05=T, kafka_ts_p50=T + timedelta(seconds=5), silver_action="merge",
-        phase_seconds={"bronze": 1.5}, started_at=T, finished_at=T + timedelta(seconds=10),
-    )  # fmt: skip
-    record_lake_batch(schema_dsn, batch)
+    figures = BatchFigures(
+        rows_in=10, rows_valid=9, ts_min=T, ts_max=T, ts_p05=T, ts_p50=T + timedelta(seconds=5)
+    )
+
+    def record(figures: BatchFigures) -> None:
+        record_lake_batch(schema_dsn, "lake", 4, figures, "merge", {"bronze": 1.5}, T,
+                          T + timedelta(seconds=10))  # fmt: skip
+
+    record(figures)
     # A replayed batch (its Delta writes skipped by txnVersion) keeps the first figures.
-    record_lake_batch(schema_dsn, replace(batch, rows_in=99))
+    record(replace(figures, rows_in=99))
     with psycopg.connect(schema_dsn) as conn:
         rows = conn.execute(
             "SELECT rows_in, rows_quarantined, lag_p50_seconds, lag_p95_seconds, silver_action,"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import requests
 
+from sf311.contract.registry import RegistryError, SchemaRegistry
+from sf311.contract.schema import reader_schema
 from sf311.lakehouse import decode
 
 
@@ -92,7 +94,7 @@ def test_registry_caches_known_and_unknown_ids(monkeypatch):
         return _Response(200, {"schema": '"long"'}) if url.endswith("/1") else _Response(404)
 
     monkeypatch.setattr(requests, "get", fake_get)
-    registry = decode.SchemaRegistry("http://registry/apis/ccompat/v7/")
+    registry = SchemaRegistry("http://registry/apis/ccompat/v7/")
     assert registry.known() == {}
     assert registry.writer_schemas([1, 2]) == {1: '"long"'}
     assert registry.known() == {1: '"long"'}
@@ -105,19 +107,19 @@ def test_registry_caches_known_and_unknown_ids(monkeypatch):
 
 def test_registry_errors_fail_the_batch_instead_of_quarantining(monkeypatch):
     monkeypatch.setattr(requests, "get", lambda url, timeout: _Response(503))
-    with pytest.raises(decode.RegistryError):
-        decode.SchemaRegistry("http://registry").writer_schema(1)
+    with pytest.raises(RegistryError):
+        SchemaRegistry("http://registry").writer_schema(1)
 
     def refused(url, timeout):
         raise requests.ConnectionError("refused")
 
     monkeypatch.setattr(requests, "get", refused)
-    with pytest.raises(decode.RegistryError):
-        decode.SchemaRegistry("http://registry").writer_schema(1)
+    with pytest.raises(RegistryError):
+        SchemaRegistry("http://registry").writer_schema(1)
 
 
 def test_reader_schema_is_the_newest_contract_version(tmp_path):
     (tmp_path / "case.v1.avsc").write_text('{"type": "record", "name": "A", "fields": []}')
     (tmp_path / "case.v10.avsc").write_text('{"type": "record", "name": "B", "fields": []}')
     (tmp_path / "case.v2.avsc").write_text('{"type": "record", "name": "C", "fields": []}')
-    assert '"B"' in decode.reader_schema(tmp_path)
+    assert '"B"' in reader_schema(tmp_path)

@@ -10,19 +10,13 @@ import pyarrow as pa
 import pytest
 
 from sf311.cli import build_parser
-from sf311.lakehouse.checkpoints import QUERIES, checkpoint_location
-from sf311.lakehouse.stream import (
-    HINT_LOGGER,
-    committed_offsets,
-    not_loaded,
-    quiet_hint_warnings,
-    trigger_options,
-    warehouse_rows,
-)
+from sf311.lakehouse.batch import not_loaded, warehouse_rows
+from sf311.lakehouse.checkpoints import QUERIES, checkpoint_location, committed_offsets
+from sf311.lakehouse.stream import HINT_LOGGER, quiet_hint_warnings, trigger_options
 from sf311.settings import load_settings
 from sf311.submit import job_file, spark_submit_command
-from sf311.warehouse.cases import OffsetRange
 from sf311.warehouse.migrate import MigrationError, load_migrations
+from sf311.warehouse.offsets import OffsetRange
 
 JOB = job_file("stream")
 

@@ -1,0 +1,207 @@
+"""One micro-batch on its way to the sinks: decoded and validated once (BatchDecoder), measured
+(BatchFigures) and, for Postgres, collected to the driver (WarehouseRows)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from sf311.contract.registry import SchemaRegistry
+from sf311.lakehouse import bronze, decode, silver
+from sf311.lakehouse.figures import BatchFigures, arrow_figures, utc
+from sf311.settings import Settings
+from sf311.warehouse.cases import CASE_COLUMNS
+from sf311.warehouse.offsets import OffsetRange, loaded_offsets
+from sf311.warehouse.retry import retrying
+
+
+@dataclass(frozen=True)
+class WarehouseRows:
+    """One batch collected for Postgres: its figures, the newest version of each valid case
+    and the offsets of its messages."""
+
+    figures: BatchFigures
+    newest: pa.Table
+    offsets: list[OffsetRange]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One validated micro-batch of a query, as every sink reads it."""
+
+    query_name: str
+    query_id: str
+    batch_id: int
+    started: datetime
+    # Bronze-shaped rows with `reason` (null when valid); cached by the lake query.
+    validated: DataFrame
+    figures: BatchFigures
+    decode_seconds: float
+    # The rows Postgres still lacks, collected to the driver; None when no sink needs them.
+    rows: WarehouseRows | None = None
+
+    @property
+    def app_id(self) -> str:
+        """Return the Delta txnAppId of the query's writes; a new checkpoint gets a new one."""
+        return f"sf311.{self.query_name}.{self.query_id}"
+
+
+@dataclass(frozen=True)
+class Rebuild:
+    """All of bronze decoded and validated again, as `sf311 replay` hands it to each sink."""
+
+    # Bronze-shaped rows with `reason`, one per Kafka message, and the curated cases; cached.
+    validated: DataFrame
+    curated: DataFrame
+    cases: int
+    # (topic, partition, next offset) where bronze ends.
+    ends: list[tuple[str, int, int]]
+
+
+@dataclass
+class BatchDecoder:
+    """Kafka rows of one batch -> validated bronze-shaped rows, with writer schemas fetched
+    from the registry as new ids appear."""
+
+    registry: SchemaRegistry
+    reader_schema: str
+    rules: silver.Rules = silver.Rules()
+
+    def validated(
+        self, messages: DataFrame, batch_id: int, started: datetime, writers: dict[int, str]
+    ) -> DataFrame:
+        """Return the batch decoded with the given writer schemas, and validated."""
+        decoded = decode.decode(decode.frame(messages), writers, self.reader_schema)
+        raw = bronze.bronze_rows(decoded, batch_id, started)
+        return silver.validate(raw, as_of=started, rules=self.rules)
+
+    def collect(
+        self,
+        messages: DataFrame,
+        batch_id: int,
+        started: datetime,
+        action: Callable[[DataFrame], tuple[Any, list[int]]],
+    ) -> Any:
+        """Return action(validated) decoded with the writer schema of every id the registry
+        knows among the batch's ids; action returns its result and the unknown ids it met.
+
+        It decodes with the writer schemas met so far, sparing a Spark job that would list the
+        batch's schema ids; only a batch holding an id new to this job is decoded again."""
+        while True:
+            # Both queries share the cache: decide on the snapshot this decode used.
+            writers = self.registry.known()
+            result, unknown = action(self.validated(messages, batch_id, started, writers))
+            if not self.registry.writer_schemas(i for i in unknown if i not in writers):
+                return result
+
+
+def unknown_schema_id() -> Column:
+    """Return the schema id of a message whose id the decode did not know, else null (a
+    decode error is also the row's validation reason)."""
+    return F.when(F.col("reason") == F.lit(decode.UNKNOWN_SCHEMA_ID), F.col("schema_id"))
+
+
+def spark_figures(validated: DataFrame) -> tuple[BatchFigures, list[int]]:
+    """Return a batch's figures, computed in Spark, and the schema ids the decode did not
+    know."""
+    valid_id = F.when(F.col("reason").isNull(), F.col("case.service_request_id"))
+    row = validated.agg(
+        F.count(F.lit(1)).alias("rows_in"),
+        F.count(F.when(F.col("reason").isNull(), 1)).alias("rows_valid"),
+        F.min(F.unix_micros("kafka_timestamp")).alias("ts_min"),
+        F.max(F.unix_micros("kafka_timestamp")).alias("ts_max"),
+        F.percentile_approx(F.unix_micros("kafka_timestamp"), [0.05, 0.5]).alias("pct"),
+        F.min(valid_id).alias("id_min"),
+        F.max(valid_id).alias("id_max"),
+        F.collect_set(unknown_schema_id()).alias("unknown_ids"),
+    ).first()
+    if row.rows_in == 0:
+        return BatchFigures(0, 0), row.unknown_ids
+    p05, p50 = row.pct
+    figures = BatchFigures(
+        rows_in=row.rows_in,
+        rows_valid=row.rows_valid,
+        ts_min=utc(row.ts_min),
+        ts_max=utc(row.ts_max),
+        ts_p05=utc(p05),
+        ts_p50=utc(p50),
+        id_min=row.id_min,
+        id_max=row.id_max,
+    )
+    return figures, row.unknown_ids
+
+
+def offset_ranges(table: pa.Table) -> list[OffsetRange]:
+    """Return the first and last offset of the batch's messages in each Kafka partition."""
+    spans = table.group_by("kafka_partition").aggregate(
+        [("kafka_offset", "min"), ("kafka_offset", "max")]
+    )
+    return [
+        OffsetRange(p, first, last)
+        for p, first, last in zip(
+            spans["kafka_partition"].to_pylist(),
+            spans["kafka_offset_min"].to_pylist(),
+            spans["kafka_offset_max"].to_pylist(),
+            strict=True,
+        )
+    ]
+
+
+def warehouse_rows(table: pa.Table) -> WarehouseRows:
+    """Return the figures, the newest valid version of each case and the offsets of a batch
+    collected to Arrow (columns reason, kafka_timestamp, kafka_partition, kafka_offset and the
+    warehouse's columns)."""
+    valid = table.filter(pc.is_null(table["reason"]))
+    # An id's versions share a Kafka partition, so the offset breaks ties in arrival order.
+    valid = valid.sort_by(
+        [("service_request_id", "ascending"), ("updated_datetime", "descending"),
+         ("kafka_offset", "descending")]
+    )  # fmt: skip
+    ids = valid["service_request_id"].to_numpy()
+    first = np.ones(len(ids), dtype=bool)
+    first[1:] = ids[1:] != ids[:-1]
+    newest = valid.filter(pa.array(first))
+    return WarehouseRows(arrow_figures(table), newest, offset_ranges(table))
+
+
+def not_loaded(
+    loaded: Mapping[int, int], partition: str = "partition", offset: str = "offset"
+) -> Column:
+    """Return the condition that keeps the Kafka messages at or above the next_offset of their
+    partition in warehouse_offsets, those the warehouse has still to load."""
+    keep = F.lit(True)
+    for p, next_offset in sorted(loaded.items()):
+        keep &= (F.col(partition) != F.lit(p)) | (F.col(offset) >= F.lit(next_offset))
+    return keep
+
+
+def collect_warehouse(
+    validated: DataFrame, loaded: Mapping[int, int] | None = None
+) -> tuple[pa.Table, list[int]]:
+    """Return a batch collected to Arrow for the warehouse, in one Spark job, and its unknown
+    schema ids; column `to_load` tells the messages not loaded yet (not_loaded)."""
+    flat = silver.flatten(validated)
+    table = flat.select(
+        "reason", unknown_schema_id().alias("unknown_id"), "kafka_partition", "kafka_offset",
+        not_loaded(loaded or {}, "kafka_partition", "kafka_offset").alias("to_load"),
+        *CASE_COLUMNS,
+    ).toArrow()  # fmt: skip
+    unknown = pc.unique(table["unknown_id"].drop_null()).to_pylist()
+    return table, unknown
+
+
+def read_loaded_offsets(settings: Settings) -> dict[int, int]:
+    """Return the cases topic's warehouse_offsets, waiting out a Postgres outage as a load does."""
+    return retrying(
+        settings.postgres_dsn.get_secret_value(),
+        lambda conn: loaded_offsets(conn, settings.kafka_topic),
+        settings.stream_pg_retry_seconds,
+    )

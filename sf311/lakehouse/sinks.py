@@ -1,0 +1,224 @@
+"""The tables a validated micro-batch is written to, one Sink each; the streaming job and
+`sf311 replay` both iterate over SINKS."""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import psycopg
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sf311.lakehouse import bronze, silver
+from sf311.lakehouse.batch import Batch, Rebuild
+from sf311.lakehouse.checkpoints import WAREHOUSE_QUERY
+from sf311.lakehouse.tables import compact
+from sf311.settings import Settings
+from sf311.warehouse.cases import CASE_COLUMNS, csv_chunks, replace_cases
+from sf311.warehouse.ledgers import BatchLoad, load_batch, record_phases
+from sf311.warehouse.retry import retrying
+
+log = logging.getLogger(__name__)
+
+# Cases collected to the driver at a time on their way to Postgres, so memory stays bounded.
+SLICE_ROWS = 500_000
+
+
+def utc_now() -> datetime:
+    """Return the current instant in UTC."""
+    return datetime.now(UTC)
+
+
+class Sink(ABC):
+    """One table a validated micro-batch is written to; each write is idempotent per batch."""
+
+    # The phase its writes are timed under in the lake query.
+    name: str
+    # True when it writes the batch's rows collected to the driver (Postgres), not Spark's.
+    collected = False
+
+    def __init__(
+        self, spark: SparkSession, settings: Settings, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self.spark = spark
+        self.settings = settings
+        self.clock = clock
+
+    def takes(self, batch: Batch) -> bool:
+        """Return True when the batch holds anything for this table."""
+        return True
+
+    @abstractmethod
+    def write(self, batch: Batch) -> str | None:
+        """Write one micro-batch; return what the write did, for the lake ledger, or None."""
+
+    @abstractmethod
+    def replace(self, rebuild: Rebuild) -> dict[str, int]:
+        """Replace the table with what all of bronze yields; return counts for replay's result."""
+
+    def compact(self) -> None:
+        """Compact the small files the stream's frequent commits leave; most tables need not."""
+        return None
+
+
+class DeltaSink(Sink):
+    """A sink that writes a Delta table of the lake."""
+
+    table: str
+
+    @property
+    def path(self) -> str:
+        """Return the storage path of the table."""
+        return self.settings.table_path(self.table)
+
+
+class BronzeSink(DeltaSink):
+    """bronze.cases_raw: every message as received."""
+
+    name = "bronze"
+    table = bronze.TABLE
+
+    def write(self, batch: Batch) -> None:
+        """Append the batch once per (app id, batch id)."""
+        rows = batch.validated.select(*bronze.COLUMNS)
+        bronze.write_bronze(rows, self.path, batch.app_id, batch.batch_id)
+
+    def replace(self, rebuild: Rebuild) -> dict[str, int]:
+        """Return no counts: bronze is what replay reads, never what it rewrites."""
+        return {}
+
+    def compact(self) -> None:
+        """Compact bronze.cases_raw."""
+        compact(self.spark, self.path)
+
+
+class QuarantineSink(DeltaSink):
+    """silver.cases_quarantine: the rejected messages, raw bytes kept, with their reason."""
+
+    name = "quarantine"
+    table = silver.QUARANTINE_TABLE
+
+    def takes(self, batch: Batch) -> bool:
+        """Return True when the batch holds a rejected message."""
+        return batch.figures.rows_valid < batch.figures.rows_in
+
+    def write(self, batch: Batch) -> None:
+        """Append the batch's rejected rows once per (app id, batch id)."""
+        rows = silver.quarantine_rows(batch.validated)
+        silver.append_quarantine(rows, self.path, batch.app_id, batch.batch_id)
+
+    def replace(self, rebuild: Rebuild) -> dict[str, int]:
+        """Overwrite the quarantine with bronze's rejected messages; return no counts."""
+        silver.overwrite_quarantine(silver.quarantine_rows(rebuild.validated), self.path)
+        return {}
+
+
+class SilverSink(DeltaSink):
+    """silver.cases: one row per case, the newest version winning."""
+
+    name = "silver"
+    table = silver.TABLE
+
+    def write(self, batch: Batch) -> str:
+        """Upsert the batch's newest versions; return the action (append, merge, ...)."""
+        f = batch.figures
+        # Not persisted here: MERGE materializes its source itself, once.
+        rows = silver.curated_rows(batch.validated)
+        return silver.merge_silver(
+            self.spark, rows, self.path, batch.app_id, batch.batch_id, (f.id_min, f.id_max)
+        )
+
+    def replace(self, rebuild: Rebuild) -> dict[str, int]:
+        """Overwrite silver.cases with bronze's curated cases; return no counts."""
+        silver.overwrite_silver(self.spark, rebuild.curated, self.path)
+        log.info("replay: silver.cases rewritten with %d cases", rebuild.cases)
+        return {}
+
+    def compact(self) -> None:
+        """Compact silver.cases."""
+        compact(self.spark, self.path)
+
+
+def csv_slices(curated: DataFrame, rows: int) -> Iterator[bytes]:
+    """Yield the CSV chunks of the curated (persisted) rows, one slice of ids at a time."""
+    slices = max(1, -(-rows // SLICE_ROWS))
+    for n in range(slices):
+        part = curated.where(F.pmod(F.col("service_request_id"), F.lit(slices)) == n)
+        yield from csv_chunks(part.select(*CASE_COLUMNS).toArrow())
+
+
+class WarehouseSink(Sink):
+    """Postgres `cases`, with its ledger row in stream_batches and warehouse_offsets moved on."""
+
+    name = "warehouse"
+    collected = True
+
+    def takes(self, batch: Batch) -> bool:
+        """Return True when the batch holds messages the warehouse has still to load."""
+        return batch.rows is not None and batch.rows.figures.rows_in > 0
+
+    def write(self, batch: Batch) -> None:
+        """Upsert the batch's rows with its ledger row, retrying while Postgres is down."""
+        rows = batch.rows
+        assert rows is not None, "takes() lets only collected batches through"
+        f = rows.figures
+        load = BatchLoad(
+            query_id=batch.query_id,
+            batch_id=batch.batch_id,
+            figures=f,
+            csv_chunks=csv_chunks(rows.newest),
+            rows_curated=rows.newest.num_rows,
+            started_at=batch.started,
+            topic=self.settings.kafka_topic,
+            offsets=rows.offsets,
+            own_checkpoint=batch.query_name == WAREHOUSE_QUERY,
+        )
+        dsn = self.settings.postgres_dsn.get_secret_value()
+        t0 = time.monotonic()
+        # The ledger makes a retry after an unknown commit outcome safe.
+        changed = retrying(
+            dsn, lambda conn: load_batch(conn, load), self.settings.stream_pg_retry_seconds
+        )
+        seconds = {"decode": batch.decode_seconds, "postgres": round(time.monotonic() - t0, 3)}
+        finished = self.clock()
+        record_phases(dsn, batch.query_id, batch.batch_id, seconds, finished)
+        log.info(
+            "warehouse batch %d: %d in, %d valid, %d curated, %s rows upserted",
+            batch.batch_id, f.rows_in, f.rows_valid, load.rows_curated,
+            "replayed: 0" if changed is None else changed,
+            extra={
+                "query": batch.query_name,
+                "batch_id": batch.batch_id,
+                "rows_in": f.rows_in,
+                "rows_valid": f.rows_valid,
+                "rows_curated": load.rows_curated,
+                "rows_upserted": changed,
+                "phase_seconds": seconds,
+                "max_lag_seconds": round((finished - f.ts_min).total_seconds(), 3),
+            },
+        )  # fmt: skip
+
+    def replace(self, rebuild: Rebuild) -> dict[str, int]:
+        """Make `cases` hold exactly bronze's curated cases and warehouse_offsets end where
+        bronze ends; return the rows changed, deleted and now in the table."""
+        log.info("replay: loading Postgres `cases`")
+        with psycopg.connect(self.settings.postgres_dsn.get_secret_value()) as conn:
+            changed, deleted, total = replace_cases(
+                conn, csv_slices(rebuild.curated, rebuild.cases), rebuild.ends
+            )
+        return {"postgres_changed": changed, "postgres_deleted": deleted, "postgres_rows": total}
+
+
+# In write order: a batch reaches silver only after bronze holds it.
+SINKS: tuple[type[Sink], ...] = (BronzeSink, QuarantineSink, SilverSink, WarehouseSink)
+
+
+def lake_sinks(
+    spark: SparkSession, settings: Settings, clock: Callable[[], datetime] = utc_now
+) -> list[Sink]:
+    """Return one instance of each of SINKS, in order."""
+    return [sink(spark, settings, clock) for sink in SINKS]

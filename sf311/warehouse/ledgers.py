@@ -1,0 +1,146 @@
+"""Ledgers of the streaming job: `stream_batches` (each warehouse load, written with it, so a
+replayed batch changes nothing) and `lake_batches` (the figures of each batch written to Delta)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from sf311.lakehouse.figures import BatchFigures
+from sf311.warehouse.cases import upsert_newer
+from sf311.warehouse.offsets import OffsetRange, advance_offsets
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchLoad:
+    """One micro-batch for the warehouse: its figures and curated rows as CSV text."""
+
+    query_id: str
+    batch_id: int
+    figures: BatchFigures
+    csv_chunks: Sequence[bytes]
+    rows_curated: int
+    started_at: datetime
+    # The batch's messages per partition of `topic`, loaded or rejected: see advance_offsets.
+    topic: str = ""
+    offsets: Sequence[OffsetRange] = ()
+    # True for the warehouse query's batches: its checkpoint has seen every earlier message.
+    own_checkpoint: bool = True
+
+
+def load_batch(conn: psycopg.Connection, batch: BatchLoad) -> int | None:
+    """Upsert one batch and record it in the ledger, atomically; return rows changed, or None
+    when the ledger shows the batch was already loaded."""
+    f = batch.figures
+    with conn.transaction():
+        seen = conn.execute(
+            "SELECT 1 FROM stream_batches WHERE query_id = %s AND batch_id = %s",
+            [batch.query_id, batch.batch_id],
+        ).fetchone()
+        if seen:
+            return None
+        changed = upsert_newer(conn, batch.csv_chunks)
+        advance_offsets(conn, batch.topic, batch.offsets, batch.own_checkpoint)
+        conn.execute(
+            "INSERT INTO stream_batches (query_id, batch_id, rows_in, rows_valid,"
+            " rows_quarantined, rows_curated, rows_upserted, kafka_ts_min, kafka_ts_max,"
+            " lag_p50_seconds, lag_p95_seconds, started_at,"
+            " committed_at)"
+            " SELECT %(query_id)s, %(batch_id)s, %(rows_in)s, %(rows_valid)s,"
+            " %(rows_quarantined)s, %(rows_curated)s, %(changed)s, %(ts_min)s, %(ts_max)s,"
+            " extract(epoch FROM now_ - %(ts_p50)s::timestamptz),"
+            " extract(epoch FROM now_ - %(ts_p05)s::timestamptz),"
+            " %(started_at)s, now_"
+            " FROM (SELECT clock_timestamp() AS now_) AS t",
+            {
+                "query_id": batch.query_id,
+                "batch_id": batch.batch_id,
+                "rows_in": f.rows_in,
+                "rows_valid": f.rows_valid,
+                "rows_quarantined": f.rows_quarantined,
+                "rows_curated": batch.rows_curated,
+                "changed": changed,
+                "ts_min": f.ts_min,
+                "ts_max": f.ts_max,
+                "ts_p50": f.ts_p50,
+                "ts_p05": f.ts_p05,
+                "started_at": batch.started_at,
+            },
+        )
+    return changed
+
+
+def _best_effort(dsn: str, what: str, statement: str, params: dict) -> None:
+    """Run one statement for metrics; an unreachable Postgres costs the metrics (logged), never
+    the batch, whose data is already committed."""
+    try:
+        conn = psycopg.connect(dsn, connect_timeout=5)
+    except psycopg.OperationalError as err:
+        log.warning("%s not recorded: %s", what, err)
+        return
+    with conn:
+        conn.execute(statement, params)
+
+
+def record_phases(
+    dsn: str, query_id: str, batch_id: int, seconds: dict[str, float], finished_at: datetime
+) -> None:
+    """Store a loaded batch's seconds per phase and its finish time in the ledger."""
+    _best_effort(
+        dsn,
+        f"batch {batch_id} timings",
+        "UPDATE stream_batches SET phase_seconds = %(phases)s, finished_at = %(finished)s"
+        " WHERE query_id = %(query_id)s AND batch_id = %(batch_id)s",
+        {
+            "phases": Jsonb(seconds),
+            "finished": finished_at,
+            "query_id": query_id,
+            "batch_id": batch_id,
+        },
+    )
+
+
+def record_lake_batch(
+    dsn: str,
+    query_id: str,
+    batch_id: int,
+    figures: BatchFigures,
+    silver_action: str,
+    phase_seconds: dict[str, float],
+    started_at: datetime,
+    finished_at: datetime,
+) -> None:
+    """Store a lake batch's figures in lake_batches; a replayed batch keeps its first row."""
+    f = figures
+    _best_effort(
+        dsn,
+        f"lake batch {batch_id}",
+        "INSERT INTO lake_batches (query_id, batch_id, rows_in, rows_valid, rows_quarantined,"
+        " kafka_ts_min, kafka_ts_max, lag_p50_seconds, lag_p95_seconds, silver_action,"
+        " phase_seconds, started_at, finished_at)"
+        " VALUES (%(query_id)s, %(batch_id)s, %(rows_in)s, %(rows_valid)s, %(quarantined)s,"
+        " %(ts_min)s, %(ts_max)s, %(lag_p50)s, %(lag_p95)s, %(action)s, %(phases)s,"
+        " %(started)s, %(finished)s) ON CONFLICT (query_id, batch_id) DO NOTHING",
+        {
+            "query_id": query_id,
+            "batch_id": batch_id,
+            "rows_in": f.rows_in,
+            "rows_valid": f.rows_valid,
+            "quarantined": f.rows_quarantined,
+            "ts_min": f.ts_min,
+            "ts_max": f.ts_max,
+            "lag_p50": (finished_at - f.ts_p50).total_seconds(),
+            "lag_p95": (finished_at - f.ts_p05).total_seconds(),
+            "action": silver_action,
+            "phases": Jsonb(phase_seconds),
+            "started": started_at,
+            "finished": finished_at,
+        },
+    )
