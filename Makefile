@@ -114,7 +114,7 @@ bench: setup
 	@$(SF311) up
 	@set -e; for b in $(BENCHES); do \
 	  echo "== bench/$$b.py"; \
-	  if [ $$b = stream ]; then $(VENV)/bin/python bench/stream.py --scale $(BENCH_SCALE); \
-	  else $(VENV)/bin/python bench/$$b.py; fi; \
+	  if [ $$b = stream ]; then $(VENV)/bin/python -m bench.stream --scale $(BENCH_SCALE); \
+	  else $(VENV)/bin/python -m bench.$$b; fi; \
 	done
-	$(VENV)/bin/python bench/summary.py
+	$(VENV)/bin/python -m bench.summary

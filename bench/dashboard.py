@@ -1,7 +1,7 @@
 """Dashboard render times with N synthetic cases in Postgres (targets: first render <= 2 s,
 filter change <= 1 s).
 
-    .venv/bin/python bench/dashboard.py --rows 1000000
+    .venv/bin/python -m bench.dashboard --rows 1000000
 
 Needs the stack (`make up`) and, for the browser figures, Debian's chromium. The cases go into
 a throwaway database `dashboard_bench` (never the real `cases` table), dropped at the end
@@ -25,10 +25,11 @@ from pathlib import Path
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from sf311.benchmarks import Figure, write_results
-from sf311.dashboard import scratch, serve
-from sf311.dashboard.browser import CHROMIUM, PAGE_STATE, Chromium
+from bench.results import Figure, write_results
 from sf311.settings import PROJECT_ROOT, load_settings
+from tests.support import scratch
+from tests.support.browser import CHROMIUM, PAGE_STATE, Chromium
+from tests.support.dashboard_server import serving
 
 RESULTS = Path(__file__).resolve().parent / "results"
 APP = PROJECT_ROOT / "dashboard"
@@ -136,7 +137,7 @@ def browser_times(env: dict[str, str], label: str) -> dict[str, dict]:
     Each phase gets a fresh Streamlit server, so every page meets a cold data cache.
     """
     full: dict[str, dict] = {}
-    with serve.serving(env, _free_port()) as url, Chromium() as browser:
+    with serving(env, _free_port()) as url, Chromium() as browser:
         browser.navigate(f"{url}/predict")  # warms the server's imports, not measured
         time.sleep(5)
         for page, drawn in DRAWN.items():
@@ -145,7 +146,7 @@ def browser_times(env: dict[str, str], label: str) -> dict[str, dict]:
             print(f"browser {page:9s} full load {full[page]}")
             browser.screenshot(RESULTS / f"dashboard_{label}_{page}.png")
     switch: dict[str, float] = {}
-    with serve.serving(env, _free_port()) as url, Chromium() as browser:
+    with serving(env, _free_port()) as url, Chromium() as browser:
         browser.navigate(f"{url}/predict")
         time.sleep(5)
         _load(browser, f"{url}/", DRAWN["overview"])

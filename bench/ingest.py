@@ -1,9 +1,9 @@
 """Ingest throughput: per-stage CPU, raw-produce floor, file -> Kafka and SODA -> Kafka.
 
-    .venv/bin/python bench/ingest.py                   # 200,000 generated rows, a few minutes
-    .venv/bin/python bench/ingest.py --rows 1000000    # the issue's 1 M run
+    .venv/bin/python -m bench.ingest                 # 200,000 generated rows, a few minutes
+    .venv/bin/python -m bench.ingest --rows 1000000  # the issue's 1 M run
 
-Needs the stack (`make up`). Writes bench/results/ingest.json through sf311.benchmarks.
+Needs the stack (`make up`). Writes bench/results/ingest.json through bench.results.
 Topics it creates are deleted. On a shared machine compare each figure with the raw-produce
 floor of the same run (the `*_vs_floor` ratios), not across runs.
 """
@@ -30,7 +30,7 @@ import requests
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from sf311.benchmarks import Figure, write_results
+from bench.results import Figure, write_results
 from sf311.ingest.files import read_rows
 from sf311.ingest.generate import write_cases
 from sf311.ingest.normalize import DeadLetter, normalize

@@ -9,7 +9,7 @@ the test split is scored once, with the TrainConfig defaults that selection reco
 recalibration rule (the newest closures, at a fixed or an adaptive level, or the newest requests
 with open cases right-censored) is chosen the same way, on validation blocks, before the test is
 replayed once.
-Run: .venv/bin/python bench/model_quality.py [--select [--validation-days 182] [--folds 3]]
+Run: .venv/bin/python -m bench.model_quality [--select [--validation-days 182] [--folds 3]]
 """
 
 from __future__ import annotations
@@ -22,17 +22,16 @@ import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from sf311.benchmarks import RESULTS_DIR, Figure, write_results
-from sf311.model import dataset
+from bench.results import RESULTS_DIR, Figure, write_results
+from sf311.contract.city import LOCAL_ZONE
 from sf311.model.columns import CATEGORICAL, NUMERIC
 from sf311.model.export import export_pipeline
-from sf311.model.features import LABEL, LOCAL_TZ, record_features
+from sf311.model.features import LABEL, record_features
 from sf311.model.online import REQUESTS, OnlineRule, adaptive_levels, replay
 from sf311.model.scorer import Scorer
 from sf311.model.train import (
@@ -46,12 +45,12 @@ from sf311.model.train import (
 )
 from sf311.settings import PROJECT_ROOT, load_settings
 from sf311.spark import build_spark
+from tests.support import silver_frames
 
 CSV = PROJECT_ROOT.parent / "shared" / "data" / "sf311" / "cases_10k_2008_2019.csv"
 SELECTION_OUT = RESULTS_DIR / "model_quality_calibration_selection.json"
-LA = ZoneInfo(LOCAL_TZ)
-TRAIN_START = datetime(2015, 1, 1, tzinfo=LA)
-TEST_START = datetime(2018, 7, 1, tzinfo=LA)
+TRAIN_START = datetime(2015, 1, 1, tzinfo=LOCAL_ZONE)
+TEST_START = datetime(2018, 7, 1, tzinfo=LOCAL_ZONE)
 
 
 def sklearn_frames(
@@ -140,8 +139,8 @@ def main() -> int:
     spark = build_spark(
         settings, "sf311-bench-model-quality", {"spark.sql.shuffle.partitions": "2"}
     )
-    cases = dataset.silver_cases_from_api_csv(CSV)
-    spark_cases = dataset.to_spark(spark, cases)
+    cases = silver_frames.silver_cases_from_api_csv(CSV)
+    spark_cases = silver_frames.to_spark(spark, cases)
     cfg = TrainConfig(
         test_start=TEST_START,
         train_start=TRAIN_START,

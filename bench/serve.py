@@ -3,7 +3,7 @@
 Fits the production forest on the real 10k sample, exports the JVM-free scorer, serves it with
 uvicorn (one worker, a subprocess) and measures: one-row latency p50/p99 (sequential), throughput
 at concurrency 16, a 1,000-row batch; then MLflow's Spark pyfunc on the same requests.
-Run: .venv/bin/python bench/serve.py [--requests 4000]
+Run: .venv/bin/python -m bench.serve [--requests 4000]
 """
 
 from __future__ import annotations
@@ -18,19 +18,19 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 
-from sf311.benchmarks import Figure, write_results
-from sf311.model import dataset
+from bench.results import Figure, write_results
+from sf311.contract.city import LOCAL_ZONE
 from sf311.model.columns import FEATURES, INPUT_COLUMNS
-from sf311.model.features import LOCAL_TZ, labelled, record_features
+from sf311.model.features import labelled, record_features
 from sf311.settings import PROJECT_ROOT, load_settings
+from tests.support import silver_frames
 
 CSV = PROJECT_ROOT.parent / "shared" / "data" / "sf311" / "cases_10k_2008_2019.csv"
-TEST_START = datetime(2018, 7, 1, tzinfo=ZoneInfo(LOCAL_TZ))
+TEST_START = datetime(2018, 7, 1, tzinfo=LOCAL_ZONE)
 # The request carries requested_datetime separately, in the API's own format.
 REQUEST_FIELDS = [c for c in INPUT_COLUMNS if c != "requested_datetime"]
 
@@ -39,14 +39,16 @@ def run_server(scorer_dir: Path, port: int) -> None:
     """Serve the exported scorer on 127.0.0.1:port (the bench's subprocess)."""
     import uvicorn
 
-    from sf311.api import create_app
+    from sf311.model.champion import LoadedModel, ModelService
     from sf311.model.online import OnlineRule, recalibrate
     from sf311.model.scorer import Scorer
-    from sf311.model.service import LoadedModel, ModelService
+    from sf311.serving.api import create_app
 
     scorer = Scorer.load(scorer_dir)
     # Requests are answered under an online calibration, as served (none is recomputed here).
-    recal = recalibrate(scorer, dataset.silver_cases_from_api_csv(CSV), TEST_START, OnlineRule())
+    recal = recalibrate(
+        scorer, silver_frames.silver_cases_from_api_csv(CSV), TEST_START, OnlineRule()
+    )
     service = ModelService(LoadedModel(scorer, "bench", recalibration=recal))
     app = create_app(load_settings(), service)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -137,8 +139,8 @@ def main() -> int:
 
     settings = load_settings()
     spark = build_spark(settings, "sf311-bench-serve", {"spark.sql.shuffle.partitions": "2"})
-    cases = dataset.silver_cases_from_api_csv(CSV)
-    data = labelled(dataset.to_spark(spark, cases))
+    cases = silver_frames.silver_cases_from_api_csv(CSV)
+    data = labelled(silver_frames.to_spark(spark, cases))
     train = with_recency_weight(data.where(data.requested_datetime < TEST_START), TEST_START, 365)
     cfg = TrainConfig(test_start=TEST_START)
     model = build_pipeline(cfg, max(32, max_categories(train, cfg.categorical) + 1)).fit(train)
@@ -167,7 +169,16 @@ def main() -> int:
         mlflow.spark.save_model(model, str(spark_dir), pip_requirements=["pyspark==4.2.0"])
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve-scorer", str(scorer_dir), "--port", str(port)]
+            [
+                sys.executable,
+                "-m",
+                "bench.serve",
+                "--serve-scorer",
+                str(scorer_dir),
+                "--port",
+                str(port),
+            ],
+            cwd=PROJECT_ROOT,
         )
         try:
             wait_for_port(port)

@@ -13,7 +13,7 @@
    same to the silver commit, for the lake).
 
 Everything lands in throwaway topics, Postgres schemas and lake folders, removed afterwards.
-Usage: .venv/bin/python bench/stream.py [--rows 1000000 | --full | --scale 100000,1000000]
+Usage: .venv/bin/python -m bench.stream [--rows 1000000 | --full | --scale 100000,1000000]
        [--rate 1000 --steady-seconds 300]
 """
 
@@ -38,12 +38,15 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from pyspark.sql import SparkSession
 
-from sf311.benchmarks import Figure, cpu_seconds, write_results
+from bench.results import Figure, cpu_seconds, write_results
+from sf311.contract.registry import SchemaRegistry
+from sf311.contract.schema import latest_schema_path, load_schema
 from sf311.ingest.generate import CaseGenerator
 from sf311.ingest.normalize import normalize
-from sf311.ingest.records import CaseEncoder, latest_schema_path, load_schema, register_schema
+from sf311.ingest.records import CaseEncoder
 from sf311.lakehouse.checkpoints import LAKE_QUERY, QUERIES, WAREHOUSE_QUERY
-from sf311.lakehouse.stream import job_tag, run_stream, start_stream
+from sf311.lakehouse.stream import run_stream, start_stream
+from sf311.lakehouse.writers import job_tag
 from sf311.settings import Settings, load_settings
 from sf311.spark import build_spark
 from sf311.warehouse.migrate import migrate
@@ -207,7 +210,8 @@ def bench_env(base: Settings, **overrides: Any) -> Iterator[tuple[Settings, int,
     for future in admin.create_topics([topic]).values():
         future.result()
     reader = load_schema(latest_schema_path(base.schemas_dir))
-    schema_id = register_schema(base.schema_registry_url, f"{settings.kafka_topic}-value", reader)
+    registry = SchemaRegistry(base.schema_registry_url)
+    schema_id = registry.register(f"{settings.kafka_topic}-value", reader)
     with psycopg.connect(owner_dsn, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     migrate(dsn)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
-from sf311.benchmarks import RESULTS_DIR, summary_markdown
+from bench.results import RESULTS_DIR, summary_markdown
 
 
 def main() -> int:
@@ -18,7 +18,7 @@ def main() -> int:
         if "figures" in doc:
             docs.append(doc)
         else:
-            print(f"skipping {path.name}: not written by sf311.benchmarks", file=sys.stderr)
+            print(f"skipping {path.name}: not written by bench.results", file=sys.stderr)
     text = summary_markdown(docs)
     (RESULTS_DIR / "summary.md").write_text(text)
     print(text)

@@ -5,7 +5,7 @@ silver.cases (parquet, read back by Spark), then times what `sf311 train` runs: 
 the newest case, fit_and_evaluate (forest before the calibration window, its |residual|
 forest, calibration, refit, holdout scoring) and the JVM-free export. Generation and loading
 are reported, not counted.
-Run: .venv/bin/python bench/train.py [--rows 1000000]
+Run: .venv/bin/python -m bench.train [--rows 1000000]
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from sf311.benchmarks import Figure, write_results
+from bench.results import Figure, write_results
 from sf311.ingest.generate import CaseGenerator
-from sf311.model.dataset import SILVER_COLUMNS, silver_cases_from_api_frame
 from sf311.model.export import export_pipeline
 from sf311.model.job import split_from_newest
 from sf311.model.train import fit_and_evaluate
 from sf311.settings import load_settings
 from sf311.spark import build_spark
+from tests.support.silver_frames import SILVER_COLUMNS, silver_cases_from_api_frame
 
 CHUNK = 100_000
 

@@ -1,7 +1,5 @@
-"""SF 311 dashboard: `sf311 dashboard` runs `streamlit run dashboard/app.py`.
-
-This script sets the page config and the navigation; each page is one library call.
-"""
+"""SF 311 dashboard (`sf311 dashboard` runs `streamlit run dashboard/app.py`): the page config
+and the navigation; each page is one library call."""
 
 import streamlit as st
 

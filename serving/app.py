@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from sf311.api import create_app
+from sf311.serving.api import create_app
 from sf311.settings import load_settings
 
 

@@ -50,12 +50,13 @@ def _db_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from sf311.contract.registry import RegistryError
     from sf311.ingest import IngestError
     from sf311.ingest.run import ingest
 
     try:
         counts = ingest(settings, args.source, args.path, since=args.since, until=args.until)
-    except (IngestError, ValueError) as err:
+    except (IngestError, RegistryError, ValueError) as err:
         print(f"sf311 ingest: {err}", file=sys.stderr)
         return 1
     print(counts.summary())
@@ -95,7 +96,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from sf311.api import serve
+    from sf311.serving.api import serve
 
     return serve(settings)
 

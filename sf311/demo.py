@@ -1,9 +1,5 @@
-"""`make demo`: the whole pipeline on one machine, step by step, reusing what a previous run left.
-
-Stack up -> warehouse schema -> generated cases behind a local SODA server (or the real Socrata
-API with socrata_live) -> the sf311_ingest DAG in Airflow -> the streaming job -> training and
-registration -> the prediction API and the dashboard -> a one-screen summary.
-"""
+"""`make demo`: the whole pipeline on one machine, from generated (or live Socrata) cases to the
+API and the dashboard, then a one-screen summary; each step reuses what a previous run left."""
 
 from __future__ import annotations
 
@@ -14,10 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import requests
 
+from sf311.contract.city import LOCAL_ZONE
 from sf311.lakehouse.checkpoints import LAKE_QUERY, WAREHOUSE_QUERY
 from sf311.platform import pipeline, stack
 from sf311.platform.apps import Api, Dashboard, SodaSource, StreamJob, demo_file
@@ -25,7 +21,6 @@ from sf311.platform.process import StackError, process_table, wait_until
 from sf311.platform.services import Airflow, Service
 from sf311.settings import Settings
 
-LOS_ANGELES = ZoneInfo("America/Los_Angeles")
 INGEST_DAG = "sf311_ingest"
 INGEST_TASK = "socrata_to_kafka"
 SUMMARY_METRICS = ("mae_hours", "medae_hours", "mae_log", "r2_log", "interval_coverage", "n_train")
@@ -90,7 +85,7 @@ def ensure_data(settings: Settings) -> Path:
         _say(f"  data      reusing {path} ({settings.demo_rows:,} generated cases)")
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    end = datetime.now(LOS_ANGELES).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    end = datetime.now(LOCAL_ZONE).replace(tzinfo=None, minute=0, second=0, microsecond=0)
     _say(f"  data      generating {settings.demo_rows:,} cases over {settings.demo_days} days")
     partial = path.with_suffix(".partial")
     write_cases(partial, rows=settings.demo_rows, seed=0, end=end, days=settings.demo_days)
@@ -136,7 +131,7 @@ def _dag_loaded(api: AirflowApi, dag_id: str) -> bool:
 
 def ingest_through_airflow(settings: Settings) -> dict[str, int]:
     """Trigger sf311_ingest (a backfill window on the first run), wait, return its counts."""
-    from sf311.ingest.run import watermark_source
+    from sf311.ingest.sources import watermark_source
     from sf311.ingest.watermark import WatermarkStore
 
     airflow = Airflow(settings)
@@ -151,7 +146,7 @@ def ingest_through_airflow(settings: Settings) -> dict[str, int]:
     conf: dict[str, str] = {}
     if watermark is None:
         days = settings.demo_live_days if settings.socrata_live else settings.demo_days + 1
-        since = datetime.now(LOS_ANGELES) - timedelta(days=days)
+        since = datetime.now(LOCAL_ZONE) - timedelta(days=days)
         # Up to now, not to the end of the run's 15-minute data interval.
         until = datetime.now(UTC) + timedelta(minutes=1)
         conf = {"since": since.isoformat(), "until": until.isoformat()}

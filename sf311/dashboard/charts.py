@@ -1,14 +1,11 @@
-"""Plotly figures of the dashboard, built from the frames that sf311.dashboard.queries returns.
-
-Built with graph_objects rather than plotly.express: express spends ~0.1 s per figure on
-machinery these few fixed shapes do not need, which a page with five charts feels.
-"""
+"""Plotly figures of the dashboard, built from the frames that sf311.dashboard.queries returns."""
 
 from __future__ import annotations
 
 import pandas as pd
 import plotly.graph_objects as go
 
+# graph_objects, not plotly.express: express's per-figure overhead buys nothing for fixed shapes.
 _LAYOUT = {"margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "height": 380}
 
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
-LOCAL_TZ = "America/Los_Angeles"
-_ZONE = ZoneInfo(LOCAL_TZ)
+from sf311.contract.city import LOCAL_ZONE
 
 # Filter field -> column of `cases`. Only these fixed names ever reach the SQL text; the
 # chosen values travel as parameters.
@@ -63,7 +61,7 @@ class Filters:
 
 def local_midnight(day: date) -> datetime:
     """Return the UTC instant of midnight at the start of `day` in San Francisco."""
-    return datetime.combine(day, time(0), tzinfo=_ZONE).astimezone(UTC)
+    return datetime.combine(day, time(0), tzinfo=LOCAL_ZONE).astimezone(UTC)
 
 
 def where(

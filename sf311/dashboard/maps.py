@@ -10,6 +10,8 @@ import folium
 import pandas as pd
 from folium import plugins
 
+from sf311.contract.city import LOCAL_TZ
+
 SF_CENTER = (37.7599, -122.4370)
 MAX_ZOOM = 19
 # Folium's CDN links -> files in dashboard/static/vendor, so the map draws with loopback only.
@@ -71,7 +73,7 @@ def _color(hours: float | None, slowest: float) -> str:
 
 
 def _popup(case: Mapping, predicted: Mapping[int, float] | None) -> str:
-    opened = pd.Timestamp(case["requested_datetime"]).tz_convert("America/Los_Angeles")
+    opened = pd.Timestamp(case["requested_datetime"]).tz_convert(LOCAL_TZ)
     lines = [
         f"<b>{html.escape(str(case['service_name']))}</b>",
         html.escape(str(case.get("service_subtype") or "")),
@@ -109,8 +111,7 @@ def cases_map(
         plugins.HeatMap(
             points, name="Heatmap of cases", radius=14, blur=18, min_opacity=0.3
         ).add_to(fmap)
-    # FastMarkerCluster ships the markers as one data array and builds them in the browser;
-    # rendering 300 folium Popup elements server-side took most of a second.
+    # One data array built into markers in the browser: folium Popup elements render slowly.
     plugins.FastMarkerCluster(
         [
             [

@@ -1,10 +1,5 @@
-"""Read-only SQL behind each metric, chart and map layer of the dashboard.
-
-Every query aggregates or samples in Postgres, so a page moves a few thousand rows at most
-whatever the size of `cases`. Functions take an open connection (the analyst role) and
-`Filters`; the date range applies to `requested_datetime`, except the closed-case figures
-(closed count, resolution percentiles, resolution histogram) where it applies to `closed_date`.
-"""
+"""Read-only SQL behind each metric, chart and map layer of the dashboard, aggregated or sampled
+in Postgres so that a page moves a few thousand rows whatever the size of `cases`."""
 
 from __future__ import annotations
 
@@ -15,7 +10,8 @@ from typing import Any
 import pandas as pd
 import psycopg
 
-from sf311.dashboard.filters import LOCAL_TZ, Filters, where
+from sf311.contract.city import LOCAL_TZ
+from sf311.dashboard.filters import Filters, where
 
 # Coordinates outside this box (0/0 for cases without an address) never reach the map.
 SF_BOX = {"lat_min": 37.6, "lat_max": 37.9, "long_min": -122.6, "long_max": -122.3}
@@ -194,7 +190,7 @@ def daily_volume(conn: psycopg.Connection, filters: Filters, top: int = 5) -> pd
 
 
 def resolution_histogram(conn: psycopg.Connection, filters: Filters) -> pd.DataFrame:
-    """Return closed cases per resolution-time bin (columns bin, cases), every bin present."""
+    """Return cases closed in the range per resolution-time bin (bin, cases), every bin present."""
     cond, params = where(filters, "closed_date")
     rows = conn.execute(
         "SELECT width_bucket(resolution_hours, %(edges)s::float8[]), count(*)"
@@ -308,7 +304,7 @@ def _index_leads(conn: psycopg.Connection) -> set[tuple[str, ...]]:
 
 
 def _loose_distinct(conn: psycopg.Connection, column: str) -> list[Any]:
-    # One index probe per distinct value (a "skip scan"): milliseconds on a million rows.
+    # One index probe per distinct value (a "skip scan") instead of reading the whole table.
     rows = conn.execute(
         "WITH RECURSIVE t(v) AS ("
         f" (SELECT {column} FROM cases WHERE {column} IS NOT NULL ORDER BY 1 LIMIT 1)"

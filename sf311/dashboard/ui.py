@@ -1,29 +1,24 @@
-"""Streamlit pages of the dashboard: sidebar filters, cached loaders, one function per page.
-
-The scripts in dashboard/ call one `*_page(settings)` each. Loaders are cached for a short TTL
-and keyed on the DSN and the (hashable) Filters, so a rerun with the same filters costs nothing
-and a filter change runs a handful of aggregate queries.
-"""
+"""Streamlit pages of the dashboard (one `*_page(settings)` per script in dashboard/), their
+sidebar filters and loaders cached on the DSN and the hashable Filters."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import pandas as pd
 import psycopg
 import streamlit as st
 from streamlit_folium import st_folium
 
-from sf311.dashboard import api, charts, maps, queries
-from sf311.dashboard.filters import LOCAL_TZ, Filters
+from sf311.contract.city import LOCAL_ZONE
+from sf311.dashboard import charts, client, maps, queries
+from sf311.dashboard.filters import Filters
 from sf311.settings import Settings
 
 TTL_SECONDS = 60
 OPTIONS_TTL_SECONDS = 300
 DEFAULT_DAYS = 30
-_ZONE = ZoneInfo(LOCAL_TZ)
 
 
 def _dsn(settings: Settings) -> str:
@@ -77,7 +72,7 @@ def predict_open(api_url: str, dsn: str, filters: Filters) -> dict[int, float]:
     """Return predicted hours of the open cases among the map's markers (cached on success)."""
     markers = load_map(dsn, filters)["markers"]
     open_cases = markers[markers["closed_date"].isna()].to_dict("records")
-    predictions = api.predict_batch(api_url, open_cases, timeout=5.0)
+    predictions = client.predict_batch(api_url, open_cases, timeout=5.0)
     return {
         int(c["service_request_id"]): p.hours for c, p in zip(open_cases, predictions, strict=True)
     }
@@ -114,7 +109,7 @@ def _multiselect(label: str, key: str, choices: tuple) -> tuple:
 
 def default_range(options: queries.Options, days: int = DEFAULT_DAYS) -> tuple[date, date]:
     """Return the last `days` days that hold cases (today's when the table is empty)."""
-    last = options.last_day or datetime.now(_ZONE).date()
+    last = options.last_day or datetime.now(LOCAL_ZONE).date()
     first = options.first_day or last
     return max(first, last - timedelta(days=days - 1)), last
 
@@ -237,7 +232,7 @@ def map_page(settings: Settings) -> None:
     if layers["markers"]["closed_date"].isna().any():
         try:
             predicted = predict_open(settings.api_url, _dsn(settings), filters)
-        except (api.ApiUnavailable, api.ApiError) as err:
+        except (client.ApiUnavailable, client.ApiError) as err:
             st.info(f"Predicted hours are not shown in the popups: {err}")
     st.caption(
         f"Heatmap of {int(layers['heat']['cases'].sum()):,} located cases; "
@@ -295,7 +290,7 @@ def predict_page(settings: Settings) -> None:
     subtype = left.selectbox("Subtype", options.subtypes((category,)), key="p_subtype")
     neighborhood = left.selectbox("Neighborhood", options.neighborhoods, key="p_neighborhood")
     source = left.selectbox("Source", options.sources, key="p_source")
-    now = datetime.now(_ZONE).replace(second=0, microsecond=0)
+    now = datetime.now(LOCAL_ZONE).replace(second=0, microsecond=0)
     day = left.date_input("Opened on (San Francisco time)", value=now.date(), key="p_day")
     at = left.time_input("at", value=now.time(), key="p_time")
     context = load_context(_dsn(settings), category, subtype, neighborhood)
@@ -321,7 +316,7 @@ def predict_page(settings: Settings) -> None:
             lat, long = point["lat"], point["lng"]
     right.write(f"Location: {lat:.5f}, {long:.5f}")
     case = {
-        "requested_datetime": datetime.combine(day, at, tzinfo=_ZONE),
+        "requested_datetime": datetime.combine(day, at, tzinfo=LOCAL_ZONE),
         "service_name": category,
         "service_subtype": subtype,
         "neighborhood": neighborhood,
@@ -333,11 +328,11 @@ def predict_page(settings: Settings) -> None:
     if not st.button("Predict", type="primary", key="p_go"):
         return
     try:
-        prediction = api.predict(settings.api_url, case)
-    except api.ApiUnavailable as err:
+        prediction = client.predict(settings.api_url, case)
+    except client.ApiUnavailable as err:
         st.error(f"The prediction API is down, so no prediction can be made now. ({err})")
         return
-    except api.ApiError as err:
+    except client.ApiError as err:
         st.error(f"The prediction API refused this case: {err}")
         return
     st.metric("Predicted time to close", _hours(prediction.hours))

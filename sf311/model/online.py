@@ -1,25 +1,5 @@
-"""Online recalibration of the 80 % interval from what the warehouse knows at the moment.
-
-The training-time interval is calibrated on the training period; when resolution times drift
-(the real data's last half-year is much easier than any before it) it no longer covers 80 %.
-Here the interval's residual quantiles are recomputed from recent cases, using only what is
-known at `as_of`: a case is closed once its closed_date is before `as_of`, else still open.
-Two methods: CLOSURES spans a share of the newest closures' residuals (biased toward quick cases,
-since long ones have not closed yet); REQUESTS takes the newest requests, closed or still open,
-and estimates the residual distribution with right-censoring (Kaplan-Meier): a case still open
-is known only to resolve later than its elapsed time. The point prediction stays the model's
-own, so online recalibration moves only the interval's ends.
-
-An adaptive level (CLOSURES only) steers the share spanned by the misses of the intervals
-served so far: Adaptive Conformal Inference (Gibbs & Candes 2021), alpha_{t+1} = alpha_t +
-gamma (alpha - err_t), with delayed feedback. An interval's outcome is known when its case
-closes, or, as a miss, once the case is still open past the interval's upper end. The level at
-an instant is replayed from the nominal level over the last `adaptive_horizon` requests before
-it, so the API and the benchmark compute it the same way, and a restarted API gives the same.
-The price of replaying from the nominal level: a request inside that horizon is re-served at the
-replayed level, which may differ from the one computed at its own time (over an earlier
-horizon). The benchmark replays exactly what the API serves, so its figures include that.
-"""
+"""Online recalibration of the 80 % interval from what the warehouse knows at an instant: the
+newest closures (at a fixed or adaptive level) or the newest requests, open ones censored."""
 
 from __future__ import annotations
 
@@ -35,7 +15,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from sf311.model.columns import CATEGORICAL
+from sf311.model.columns import INPUT_COLUMNS
 from sf311.model.features import MAX_HOURS_DEFAULT, record_features
 from sf311.model.scorer import RAW_BIN, Scorer, calibration_groups, interval_bands
 
@@ -46,14 +26,8 @@ CLOSED = "closed_before"
 # Recalibration methods: the newest closures, or the newest requests with censoring.
 CLOSURES = "closures"
 REQUESTS = "requests"
-# Columns read from the warehouse `cases` table: the features, when opened and when closed.
-CASE_COLUMNS: tuple[str, ...] = (
-    "requested_datetime",
-    "closed_date",
-    *CATEGORICAL,
-    "lat",
-    "long",
-)
+# Columns read from the warehouse `cases` table: the model's inputs and when the case closed.
+RECALIBRATION_COLUMNS: tuple[str, ...] = (*INPUT_COLUMNS, "closed_date")
 
 
 @dataclass(frozen=True)
@@ -62,31 +36,21 @@ class OnlineRule:
     `max_age_days` (CLOSURES), or the newest `window_cases` requests at least `min_age_days`
     old (REQUESTS); at least `min_cases` closed among them, else the training calibration."""
 
-    # Defaults chosen on 3 validation blocks of the training period (bench/model_quality.py):
-    # 100 closures, cases the model was fit on allowed, a level starting at 0.8 and steered by
-    # gamma 0.01 over the last 200 requests. It came as close to 80 % there as the best fixed
-    # level (0.85) and was narrower. The censored REQUESTS windows came no closer to 80 % and
-    # were wider (they lag a drift).
+    # Defaults chosen on validation blocks of the training period (bench/model_quality.py).
     window_cases: int = 100
     min_cases: int = 30
     max_age_days: float | None = None
     max_hours: float = MAX_HOURS_DEFAULT
     # Central share of the window's residuals the interval spans; None: the model's coverage.
-    # In-sample residuals are small and the newest closures over-represent quick cases (long
-    # ones have not closed yet), so 80 % coverage needs a wider share; validation decides.
+    # 80 % coverage may need a wider share: the newest closures over-represent quick cases.
     level: float | None = 0.8
     # True: only cases requested after the model's training data (out of sample) count.
     out_of_sample: bool = False
     method: str = CLOSURES
     # REQUESTS: requests younger than this are left out (their outcome is mostly unknown).
     min_age_days: float = 0.0
-    # Adaptive level (CLOSURES only; 0 is off): each revealed outcome of the last
-    # `adaptive_horizon` requests moves the level by gamma * (err - miss target), starting from
-    # `level`. The level stays within [adaptive_min_level, adaptive_max_level] after every
-    # step (projected steps, so a long easy or hard spell cannot wind it up past recovery):
-    # below half of the window the interval is no longer an 80 % one in any sense, and above
-    # 0.99 a window of 100 closures has no quantile left but its extremes (plain ACI's level of
-    # 1 or more is an infinite interval, no answer for an API).
+    # Adaptive level (CLOSURES only; gamma 0 is off), see aci_step. Each step is projected into
+    # [min, max] so a long easy or hard spell cannot wind the level up past recovery.
     adaptive_gamma: float = 0.01
     adaptive_horizon: int = 200
     adaptive_min_level: float = 0.5
@@ -391,8 +355,9 @@ def sorted_quantile(values: Sequence[float], p: float) -> float:
 
 
 def aci_step(level: float, missed: bool, target: float, rule: OnlineRule) -> float:
-    """Return the level after one revealed outcome: ACI's alpha + gamma (alpha_target - err)
-    on the miss rate alpha = 1 - level, projected into the rule's level range."""
+    """Return the level after one revealed outcome: Adaptive Conformal Inference's (Gibbs &
+    Candes 2021) alpha + gamma (alpha_target - err) on the miss rate alpha = 1 - level,
+    projected into the rule's level range."""
     moved = level + rule.adaptive_gamma * (float(missed) - (1.0 - target))
     return min(max(moved, rule.adaptive_min_level), rule.adaptive_max_level)
 
@@ -534,6 +499,7 @@ def adaptive_levels(
     over the last `rule.adaptive_horizon` usable requests before it (requested at or after
     `not_before`), using only the outcomes `cases` reveal before that instant. `closures` is
     _eligible_closures of the same arguments when the caller has it already."""
+    # Replayed, not carried from call to call: the API, a restarted API and the benchmark agree.
     usable = usable_requests(cases, not_before)
     opened = _seconds(usable["requested_datetime"])
     horizon = replace(rule, window_cases=rule.adaptive_horizon, min_age_days=0.0)
@@ -589,7 +555,7 @@ def _adaptive_cases(
 ) -> pd.DataFrame:
     """Return what the adaptive level at `as_of` replays from: the last `adaptive_horizon`
     requests, every closure since the oldest of them, and the window before it."""
-    columns = ("service_request_id", *CASE_COLUMNS)
+    columns = ("service_request_id", *RECALIBRATION_COLUMNS)
     requests = _fetch(
         cur,
         RECENT_REQUESTED_SQL,
@@ -632,7 +598,7 @@ def recent_cases(
             template = RECENT_CLOSED_SQL
             params = _closures_params(as_of, rule, as_of)
         params |= {"since": since, "limit": rule.window_cases}
-        return _fetch(cur, template, params, CASE_COLUMNS)
+        return _fetch(cur, template, params, RECALIBRATION_COLUMNS)
 
 
 def data_end(scorer: Scorer) -> datetime | None:

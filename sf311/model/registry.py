@@ -24,7 +24,7 @@ from sf311.settings import Settings
 ALIAS = "champion"
 SCORER_PATH = "scorer"
 SPARK_MODEL_PATH = "spark-model"
-# Requirements written by hand: inferring them costs 25-40 s per log.
+# Requirements written by hand: MLflow's inference of them slows every log.
 PIP_REQUIREMENTS = ["pyspark==4.2.0", "mlflow==3.17.2", "pandas<3", "numpy"]
 
 

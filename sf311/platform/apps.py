@@ -1,6 +1,5 @@
-"""The application layer the demo runs on top of the stack: the local SODA source, the streaming
-job, the prediction API and the dashboard. Each is a managed process like the services, so
-`sf311 status` shows it and `sf311 down` stops it."""
+"""The demo's applications on top of the stack (SODA source, streaming job, prediction API,
+dashboard), managed processes like the services: `sf311 status` shows them, `down` stops them."""
 
 from __future__ import annotations
 

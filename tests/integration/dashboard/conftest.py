@@ -12,8 +12,8 @@ import psycopg
 import pytest
 import streamlit as st
 
-from sf311.dashboard import scratch
 from sf311.settings import Settings
+from tests.support import scratch
 
 LA = ZoneInfo("America/Los_Angeles")
 DB_NAME = "dashboard_test"

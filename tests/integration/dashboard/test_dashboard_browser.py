@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sf311.dashboard import serve
-from sf311.dashboard.browser import CHROMIUM, Chromium
 from sf311.settings import Settings
+from tests.support.browser import CHROMIUM, Chromium
+from tests.support.dashboard_server import serving
 
 LA = ZoneInfo("America/Los_Angeles")
 pytestmark = [
@@ -35,7 +35,7 @@ def dashboard_url(dashboard_db, free_port, tmp_path_factory) -> Iterator[str]:
         "SF311_DASHBOARD_TILES": "none",
     }
     log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
-    with serve.serving(env, port, log) as url:
+    with serving(env, port, log) as url:
         yield url
 
 

@@ -19,7 +19,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from sf311.dashboard import scratch
+from tests.support import scratch
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The prediction page against the real prediction API (sf311.api) served on loopback."""
+"""The prediction page against the real prediction API (sf311.serving.api) served on loopback."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import requests
 import uvicorn
 from streamlit.testing.v1 import AppTest
 
-from sf311.api import create_app
+from sf311.model.champion import LoadedModel, ModelService, mlflow_service
 from sf311.model.registry import log_and_register
-from sf311.model.samples import fit_synthetic, paper_scorer
-from sf311.model.service import LoadedModel, ModelService, mlflow_service
+from sf311.serving.api import create_app
 from sf311.settings import Settings
+from tests.support.models import fit_synthetic, paper_scorer
 
 pytestmark = pytest.mark.integration
 PAGE = Path(__file__).resolve().parents[3] / "dashboard" / "views" / "predict.py"

@@ -7,10 +7,10 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from sf311.api import create_app
+from sf311.model.champion import mlflow_service
 from sf311.model.registry import ALIAS, log_and_register
-from sf311.model.samples import fit_synthetic
-from sf311.model.service import mlflow_service
+from sf311.serving.api import create_app
+from tests.support.models import fit_synthetic
 
 pytestmark = pytest.mark.integration
 

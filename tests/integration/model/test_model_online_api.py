@@ -14,11 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from sf311.api import create_app
-from sf311.dashboard import scratch
-from sf311.model.samples import paper_scorer
-from sf311.model.service import LoadedModel, ModelService, warehouse_recalibrator
+from sf311.model.champion import LoadedModel, ModelService, warehouse_recalibrator
+from sf311.serving.api import create_app
 from sf311.settings import Settings
+from tests.support import scratch
+from tests.support.models import paper_scorer
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sf311.model.samples import paper_scorer as build_paper_scorer
 from sf311.model.scorer import Scorer
+from tests.support.models import paper_scorer as build_paper_scorer
 
 
 @pytest.fixture

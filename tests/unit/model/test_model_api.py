@@ -7,9 +7,9 @@ import math
 import pytest
 from fastapi.testclient import TestClient
 
-from sf311.api import create_app
+from sf311.model.champion import LoadedModel, ModelService
 from sf311.model.scorer import Scorer
-from sf311.model.service import LoadedModel, ModelService
+from sf311.serving.api import create_app
 
 # 2019-01-15 20:00 in San Francisco (PST): hour 20, so B and unseen categories score 4.0.
 CASE = {"requested_datetime": "2019-01-15T20:00:00-08:00", "service_name": "B"}

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sf311.model.champion import LoadedModel, ModelService
 from sf311.model.online import ONLINE, TRAINING, OnlineRule, recalibrate, replay
 from sf311.model.scorer import Scorer
-from sf311.model.service import LoadedModel, ModelService
 
 # 18:00 UTC is 10:00 or 11:00 in San Francisco: category B before 12:00 scores raw 3.0.
 AS_OF = datetime(2019, 3, 31, 18, tzinfo=UTC)

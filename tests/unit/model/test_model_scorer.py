@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sf311.model import dataset
 from sf311.model.columns import FEATURES
 from sf311.model.export import export_pipeline
 from sf311.model.features import labelled, record_features
@@ -20,6 +19,7 @@ from sf311.model.train import (
     fit_scale,
     with_recency_weight,
 )
+from tests.support import silver_frames
 
 
 def test_paper_model_scores_as_worked_out(paper_scorer: Scorer) -> None:
@@ -38,12 +38,12 @@ def test_paper_model_scores_as_worked_out(paper_scorer: Scorer) -> None:
 
 @pytest.fixture(scope="module")
 def fitted(spark, tmp_path_factory):
-    cases = dataset.synthetic_silver_cases(4000, seed=3)
+    cases = silver_frames.synthetic_silver_cases(4000, seed=3)
     # Values training never sees, so that unseen labels take Spark's 'keep' bucket.
     late = cases["requested_datetime"] >= cases["requested_datetime"].iloc[2800]
     cases.loc[late & (cases.index % 7 == 0), "service_subtype"] = "brand new subtype"
     cases.loc[late & (cases.index % 11 == 0), "source"] = None
-    df = labelled(dataset.to_spark(spark, cases))
+    df = labelled(silver_frames.to_spark(spark, cases))
     split = cases["requested_datetime"].iloc[2800].to_pydatetime()
     train = with_recency_weight(df.where(df.requested_datetime < split), split, 365.0)
     test = df.where(df.requested_datetime >= split)

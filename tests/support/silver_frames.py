@@ -1,4 +1,4 @@
-"""Silver-shaped case frames from the API-named sample CSVs, for benchmarks and tests."""
+"""Silver-shaped case frames from the API-named sample CSVs and synthetic cases."""
 
 from __future__ import annotations
 
@@ -9,25 +9,21 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from sf311.model.features import LOCAL_TZ
+from sf311.contract.city import LOCAL_TZ, SF_LAT, SF_LONG
+from sf311.contract.schema import CASE_LAYOUT
 
+_SPARK_TYPES = {
+    "long": T.LongType(),
+    "int": T.IntegerType(),
+    "double": T.DoubleType(),
+    "string": T.StringType(),
+    "timestamp": T.TimestampType(),
+}
+# silver.cases' case columns with their Spark types, from the case schema.
 SILVER_COLUMNS = T.StructType(
     [
-        T.StructField("service_request_id", T.LongType(), False),
-        T.StructField("requested_datetime", T.TimestampType(), False),
-        T.StructField("updated_datetime", T.TimestampType(), True),
-        T.StructField("closed_date", T.TimestampType(), True),
-        T.StructField("status_description", T.StringType(), True),
-        T.StructField("status_notes", T.StringType(), True),
-        T.StructField("agency_responsible", T.StringType(), True),
-        T.StructField("service_name", T.StringType(), True),
-        T.StructField("service_subtype", T.StringType(), True),
-        T.StructField("supervisor_district", T.IntegerType(), True),
-        T.StructField("neighborhood", T.StringType(), True),
-        T.StructField("police_district", T.StringType(), True),
-        T.StructField("lat", T.DoubleType(), True),
-        T.StructField("long", T.DoubleType(), True),
-        T.StructField("source", T.StringType(), True),
+        T.StructField(name, _SPARK_TYPES[kind.lstrip("?")], kind.startswith("?"))
+        for name, kind in CASE_LAYOUT
     ]
 )
 _TIMESTAMPS = ("requested_datetime", "updated_datetime", "closed_date")
@@ -56,13 +52,16 @@ def silver_cases_from_api_frame(raw: pd.DataFrame) -> pd.DataFrame:
         if col in raw:
             raw[col] = local_to_utc(raw[col])
     out = pd.DataFrame({f.name: raw[f.name] if f.name in raw else None for f in SILVER_COLUMNS})
-    valid = out["lat"].between(37.6, 37.9) & out["long"].between(-122.6, -122.3)
+    # As silver holds them: no coordinates outside San Francisco.
+    valid = out["lat"].between(*SF_LAT) & out["long"].between(*SF_LONG)
     out.loc[~valid, ["lat", "long"]] = None
     return out
 
 
 def to_spark(spark: SparkSession, cases: pd.DataFrame) -> DataFrame:
-    """Return a silver-shaped pandas frame as a Spark DataFrame with the silver types."""
+    """Return a silver-shaped pandas frame as a Spark DataFrame with the silver types; columns
+    it lacks are null."""
+    cases = cases.reindex(columns=SILVER_COLUMNS.names)
     rows = cases.astype(object).where(cases.notna(), None)
     records = [
         tuple(v.to_pydatetime() if isinstance(v, pd.Timestamp) else v for v in row)

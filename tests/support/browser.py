@@ -1,8 +1,5 @@
-"""Headless Chromium over the DevTools protocol: load dashboard pages, inspect them, screenshot.
-
-Used by the end-to-end test and the benchmark; python-only (the `websockets` client), so no
-Node tooling is needed beside Debian's `chromium`.
-"""
+"""Headless Chromium over the DevTools protocol (python `websockets`, no Node): load dashboard
+pages, read what they drew, click, screenshot; for the end-to-end test and the benchmark."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Prediction API: resolution time of a 311 case, with an 80 % interval and the model version.
 
-The routes only validate and call sf311.model.service; serving/app.py is the ASGI door.
-"""
+The routes only validate and call sf311.model.champion; serving/app.py is the ASGI door."""
 
 from __future__ import annotations
 
@@ -11,20 +10,18 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, HTTPException, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sf311.model.features import LOCAL_TZ
-from sf311.model.service import ModelService, mlflow_service
+from sf311.contract.city import LOCAL_ZONE
+from sf311.model.champion import ModelService, mlflow_service
 from sf311.settings import Settings
 
 MAX_BATCH = 10_000
 INTERVAL = 0.8
 log = logging.getLogger(__name__)
-_ZONE = ZoneInfo(LOCAL_TZ)
 Text = Annotated[str | None, Field(default=None, max_length=200)]
 
 
@@ -49,7 +46,7 @@ class CaseIn(BaseModel):
     @field_validator("requested_datetime")
     @classmethod
     def _local_if_naive(cls, value: datetime) -> datetime:
-        return value if value.tzinfo else value.replace(tzinfo=_ZONE)
+        return value if value.tzinfo else value.replace(tzinfo=LOCAL_ZONE)
 
 
 class BatchIn(BaseModel):
@@ -150,8 +147,7 @@ def create_app(settings: Settings, service: ModelService | None = None) -> FastA
         for task in tasks:
             task.cancel()
 
-    # sf311 exports no OpenTelemetry: without this FastAPI probes the global providers on
-    # every request, a measurable share of a one-row prediction.
+    # sf311 exports no OpenTelemetry; left on, FastAPI probes the providers on every request.
     app = FastAPI(
         title="sf311 resolution-time API",
         version="1",

@@ -1,9 +1,5 @@
-"""Throwaway warehouse databases for the dashboard's tests and benchmark.
-
-Each is a separate database on the stack's cluster, owned by the warehouse owner, with the
-warehouse migrations applied and readable by the analyst role, so nothing touches the real
-`cases` table other engineers use.
-"""
+"""Throwaway warehouse databases for tests and the dashboard benchmark, never the real one:
+each migrated, owned by the warehouse owner and readable by the analyst role."""
 
 from __future__ import annotations
 

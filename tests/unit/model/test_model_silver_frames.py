@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sf311.model.dataset import SILVER_COLUMNS, silver_cases_from_api_frame
+from tests.support.silver_frames import SILVER_COLUMNS, silver_cases_from_api_frame
 
 
 def test_api_strings_become_silver_types_and_utc_instants() -> None:

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pandas as pd
 import pytest
 
-from sf311.dashboard import api
+from sf311.dashboard import client
 
 
 class _Stub(BaseHTTPRequestHandler):
@@ -56,7 +56,7 @@ def test_payload_keeps_model_fields_and_serializes_values():
         "long": -122.4,
         "status_description": "Open",
     }
-    assert api.case_payload(case) == {
+    assert client.case_payload(case) == {
         "requested_datetime": "2024-03-10T12:00:00+00:00",
         "service_name": "Graffiti",
         "supervisor_district": 3,
@@ -73,19 +73,19 @@ def test_payload_keeps_model_fields_and_serializes_values():
     ],
 )
 def test_parse_accepts_the_usual_answer_shapes(answer):
-    assert api.parse_prediction(answer) == api.Prediction(5.0, 1.0, 20.0, "3")
+    assert client.parse_prediction(answer) == client.Prediction(5.0, 1.0, 20.0, "3")
 
 
 def test_parse_without_hours_is_an_api_error():
-    with pytest.raises(api.ApiError, match="without predicted hours"):
-        api.parse_prediction({"detail": "model missing"})
+    with pytest.raises(client.ApiError, match="without predicted hours"):
+        client.parse_prediction({"detail": "model missing"})
 
 
 def test_predict_posts_one_case(stub):
     stub.answers["/predict"] = (200, {"predicted_hours": 12.5, "model_version": "7"})
     when = datetime(2024, 3, 10, 20, tzinfo=UTC)
-    got = api.predict(_url(stub), {"service_name": "Graffiti", "requested_datetime": when})
-    assert got == api.Prediction(12.5, None, None, "7")
+    got = client.predict(_url(stub), {"service_name": "Graffiti", "requested_datetime": when})
+    assert got == client.Prediction(12.5, None, None, "7")
     assert stub.seen == [
         ("/predict", {"service_name": "Graffiti", "requested_datetime": when.isoformat()})
     ]
@@ -96,31 +96,31 @@ def test_predict_batch_keeps_the_order_and_checks_the_length(stub):
         200,
         {"predictions": [{"predicted_hours": 1}, {"predicted_hours": 2}]},
     )
-    got = api.predict_batch(_url(stub), [{"service_name": "a"}, {"service_name": "b"}])
+    got = client.predict_batch(_url(stub), [{"service_name": "a"}, {"service_name": "b"}])
     assert [p.hours for p in got] == [1.0, 2.0]
     assert stub.seen[0][1] == {"cases": [{"service_name": "a"}, {"service_name": "b"}]}
-    with pytest.raises(api.ApiError, match="one prediction per case"):
-        api.predict_batch(_url(stub), [{"service_name": "a"}])
-    assert api.predict_batch(_url(stub), []) == []
+    with pytest.raises(client.ApiError, match="one prediction per case"):
+        client.predict_batch(_url(stub), [{"service_name": "a"}])
+    assert client.predict_batch(_url(stub), []) == []
 
 
 @pytest.mark.parametrize(
     ("status", "body", "error"),
     [
-        (503, {"detail": "no model loaded"}, api.ApiUnavailable),
-        (422, {"detail": "lat: not a number"}, api.ApiError),
-        (200, "not json", api.ApiError),
+        (503, {"detail": "no model loaded"}, client.ApiUnavailable),
+        (422, {"detail": "lat: not a number"}, client.ApiError),
+        (200, "not json", client.ApiError),
     ],
 )
 def test_failures_map_to_unavailable_or_error(stub, status, body, error):
     stub.answers["/predict"] = (status, body)
     with pytest.raises(error):
-        api.predict(_url(stub), {"service_name": "Graffiti"})
+        client.predict(_url(stub), {"service_name": "Graffiti"})
 
 
 def test_a_closed_port_is_unavailable():
     server = HTTPServer(("127.0.0.1", 0), _Stub)
     url = _url(server)
     server.server_close()
-    with pytest.raises(api.ApiUnavailable, match="not reachable"):
-        api.predict(url, {"service_name": "Graffiti"}, timeout=2)
+    with pytest.raises(client.ApiUnavailable, match="not reachable"):
+        client.predict(url, {"service_name": "Graffiti"}, timeout=2)

@@ -1,4 +1,4 @@
-"""Small known models for tests and demos: a hand-made scorer and a forest on synthetic cases."""
+"""Small known models for tests: a hand-made scorer and a forest on synthetic cases."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from sf311.model import dataset
 from sf311.model.export import flatten_trees
 from sf311.model.scorer import Scorer
 from sf311.model.train import TrainConfig, TrainResult, fit_and_evaluate
+from tests.support import silver_frames
 
 
 def _node(
@@ -72,9 +72,9 @@ def fit_synthetic(
     spark: SparkSession, num_trees: int, max_depth: int, rows: int = 3000, seed: int = 11
 ) -> tuple[TrainResult, TrainConfig]:
     """Return a small forest fit on seeded synthetic cases (test on the newest fifth)."""
-    cases = dataset.synthetic_silver_cases(rows, seed=seed)
+    cases = silver_frames.synthetic_silver_cases(rows, seed=seed)
     test_start = cases["requested_datetime"].iloc[rows * 4 // 5].to_pydatetime()
     cfg = TrainConfig(
         test_start=test_start, num_trees=num_trees, max_depth=max_depth, calibration_days=90
     )
-    return fit_and_evaluate(dataset.to_spark(spark, cases).cache(), cfg), cfg
+    return fit_and_evaluate(silver_frames.to_spark(spark, cases).cache(), cfg), cfg

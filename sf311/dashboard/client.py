@@ -11,8 +11,6 @@ import requests
 
 from sf311.model.columns import INPUT_COLUMNS
 
-# Request fields the model reads; others are not sent.
-CASE_FIELDS = INPUT_COLUMNS
 _HOURS_KEYS = ("predicted_hours", "hours", "prediction")
 _LOWER_KEYS = ("lower_hours", "interval_lower", "p10_hours", "lower")
 _UPPER_KEYS = ("upper_hours", "interval_upper", "p90_hours", "upper")
@@ -44,7 +42,7 @@ class Prediction:
 def case_payload(case: Mapping[str, Any]) -> dict[str, Any]:
     """Return the JSON body of one case: the model's input fields, timestamps as ISO text."""
     body: dict[str, Any] = {}
-    for name in CASE_FIELDS:
+    for name in INPUT_COLUMNS:  # the fields the model reads; others are not sent
         value: Any = case.get(name)
         if hasattr(value, "to_pydatetime"):
             value = value.to_pydatetime()

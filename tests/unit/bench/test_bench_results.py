@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from sf311.benchmarks import (
+from bench.results import (
     KAFKA_MAIN,
     SPARK_MAIN,
     Figure,

@@ -1,0 +1,1 @@
+"""The prediction API: FastAPI routes over the champion model."""

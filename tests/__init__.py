@@ -1,0 +1,1 @@
+"""The test suite; importable as `tests` so tests and bench share tests.support."""

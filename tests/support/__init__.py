@@ -1,0 +1,1 @@
+"""Test and benchmark support: throwaway databases, a served dashboard, headless Chromium."""
