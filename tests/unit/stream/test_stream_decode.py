@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-import requests
-
-from sf311.contract.registry import RegistryError, SchemaRegistry
-from sf311.contract.schema import reader_schema
 from sf311.lakehouse import decode
 
 
@@ -73,53 +68,3 @@ def test_decode_without_any_known_schema_flags_every_row(messages, wire):
     rows = _decoded(messages, [wire.frame(5, wire.v1, wire.case(1))], {}, wire.v1_text)
     assert rows[0].decode_error == decode.UNKNOWN_SCHEMA_ID
     assert rows[0].case is None
-
-
-class _Response:
-    def __init__(self, status: int, body: dict | None = None) -> None:
-        self.status_code = status
-        self.ok = status < 400
-        self._body = body or {}
-        self.text = str(body)
-
-    def json(self) -> dict:
-        return self._body
-
-
-def test_registry_caches_known_and_unknown_ids(monkeypatch):
-    calls = []
-
-    def fake_get(url, timeout):
-        calls.append(url)
-        return _Response(200, {"schema": '"long"'}) if url.endswith("/1") else _Response(404)
-
-    monkeypatch.setattr(requests, "get", fake_get)
-    registry = SchemaRegistry("http://registry/apis/ccompat/v7/")
-    assert registry.known() == {}
-    assert registry.writer_schemas([1, 2]) == {1: '"long"'}
-    assert registry.known() == {1: '"long"'}
-    assert registry.writer_schemas([1, 2]) == {1: '"long"'}
-    assert calls == [
-        "http://registry/apis/ccompat/v7/schemas/ids/1",
-        "http://registry/apis/ccompat/v7/schemas/ids/2",
-    ]
-
-
-def test_registry_errors_fail_the_batch_instead_of_quarantining(monkeypatch):
-    monkeypatch.setattr(requests, "get", lambda url, timeout: _Response(503))
-    with pytest.raises(RegistryError):
-        SchemaRegistry("http://registry").writer_schema(1)
-
-    def refused(url, timeout):
-        raise requests.ConnectionError("refused")
-
-    monkeypatch.setattr(requests, "get", refused)
-    with pytest.raises(RegistryError):
-        SchemaRegistry("http://registry").writer_schema(1)
-
-
-def test_reader_schema_is_the_newest_contract_version(tmp_path):
-    (tmp_path / "case.v1.avsc").write_text('{"type": "record", "name": "A", "fields": []}')
-    (tmp_path / "case.v10.avsc").write_text('{"type": "record", "name": "B", "fields": []}')
-    (tmp_path / "case.v2.avsc").write_text('{"type": "record", "name": "C", "fields": []}')
-    assert '"B"' in reader_schema(tmp_path)
