@@ -11,11 +11,19 @@ import pandas as pd
 import psycopg
 
 from sf311.contract.city import LOCAL_TZ
+from sf311.contract.quality import LOCATION_FLAGS, RESOLVED
 from sf311.dashboard.filters import Filters, where
 
 # Coordinates outside this box (0/0 for cases without an address) never reach the map.
 SF_BOX = {"lat_min": 37.6, "lat_max": 37.9, "long_min": -122.6, "long_max": -122.3}
-_IN_BOX = "lat BETWEEN %(lat_min)s AND %(lat_max)s AND long BETWEEN %(long_min)s AND %(long_max)s"
+# A flagged location never reaches the map, whatever the row holds.
+_IN_BOX = (
+    "lat BETWEEN %(lat_min)s AND %(lat_max)s AND long BETWEEN %(long_min)s AND %(long_max)s"
+    f" AND NOT quality_flags && ARRAY[{', '.join(repr(f) for f in LOCATION_FLAGS)}]"
+)
+# Resolution figures count resolved closures only: a duplicate or a transfer resolves nothing,
+# and a case closed before it opened has a null resolution_hours.
+_RESOLVED = f"closure_kind = '{RESOLVED}' AND resolution_hours >= 0"
 # Upper edges of the resolution-time bins, in hours; the last bin is "more than a year".
 HOUR_EDGES: tuple[float, ...] = (1, 4, 12, 24, 72, 168, 336, 720, 2160, 4320, 8760)
 HOUR_LABELS: tuple[str, ...] = (
@@ -49,6 +57,12 @@ def connect(dsn: str) -> psycopg.Connection:
     )
 
 
+def _where(filters: Filters, time_column: str | None = "requested_datetime") -> tuple[str, dict]:
+    """Return where()'s condition for `filters`, leaving out cases the source deleted."""
+    cond, params = where(filters, time_column)
+    return f"{cond} AND deleted_at IS NULL", params
+
+
 def _frame(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> pd.DataFrame:
     cur = conn.execute(query, params)
     columns = [d.name for d in cur.description or []]
@@ -78,11 +92,12 @@ def metrics(conn: psycopg.Connection, filters: Filters) -> Metrics:
     """Return the headline figures of `filters` and of the period of the same length before.
 
     `open_now`: cases opened in the range that have no closed_date yet. Resolution percentiles
-    are over cases closed in the range, leaving out the few that close before they open.
+    are over resolved cases closed in the range (closure_kind resolved), leaving out duplicates,
+    transfers, cancellations, unknown closures and the few that close before they open.
     """
     span = replace(filters, start=filters.previous().start)
     cut = filters.bounds()[0]
-    opened_where, params = where(span, "requested_datetime")
+    opened_where, params = _where(span, "requested_datetime")
     opened = conn.execute(
         "SELECT"
         " count(*) FILTER (WHERE requested_datetime >= %(cut)s),"
@@ -91,19 +106,19 @@ def metrics(conn: psycopg.Connection, filters: Filters) -> Metrics:
         f" FROM cases WHERE {opened_where}",
         {**params, "cut": cut},
     ).fetchone()
-    closed_where, params = where(span, "closed_date")
+    closed_where, params = _where(span, "closed_date")
     closed = conn.execute(
         "SELECT"
         " count(*) FILTER (WHERE closed_date >= %(cut)s),"
         " percentile_cont(0.5) WITHIN GROUP (ORDER BY resolution_hours)"
-        "   FILTER (WHERE closed_date >= %(cut)s AND resolution_hours >= 0),"
+        f"   FILTER (WHERE closed_date >= %(cut)s AND {_RESOLVED}),"
         " percentile_cont(0.9) WITHIN GROUP (ORDER BY resolution_hours)"
-        "   FILTER (WHERE closed_date >= %(cut)s AND resolution_hours >= 0),"
+        f"   FILTER (WHERE closed_date >= %(cut)s AND {_RESOLVED}),"
         " count(*) FILTER (WHERE closed_date < %(cut)s),"
         " percentile_cont(0.5) WITHIN GROUP (ORDER BY resolution_hours)"
-        "   FILTER (WHERE closed_date < %(cut)s AND resolution_hours >= 0),"
+        f"   FILTER (WHERE closed_date < %(cut)s AND {_RESOLVED}),"
         " percentile_cont(0.9) WITHIN GROUP (ORDER BY resolution_hours)"
-        "   FILTER (WHERE closed_date < %(cut)s AND resolution_hours >= 0)"
+        f"   FILTER (WHERE closed_date < %(cut)s AND {_RESOLVED})"
         f" FROM cases WHERE {closed_where}",
         {**params, "cut": cut},
     ).fetchone()
@@ -152,7 +167,7 @@ def breakdowns(conn: psycopg.Connection, filters: Filters) -> dict[str, pd.DataF
     One scan with GROUPING SETS; each frame is sorted by cases, largest first; a missing value
     is labelled "(none)".
     """
-    cond, params = where(filters)
+    cond, params = _where(filters)
     columns = list(BREAKDOWNS.values())
     flags = ", ".join(f"GROUPING({c})" for c in columns)
     sets = ", ".join(f"({c})" for c in columns)
@@ -176,7 +191,7 @@ def breakdowns(conn: psycopg.Connection, filters: Filters) -> dict[str, pd.DataF
 
 def daily_volume(conn: psycopg.Connection, filters: Filters, top: int = 5) -> pd.DataFrame:
     """Return cases per San Francisco day of the `top` categories (day, category, cases)."""
-    cond, params = where(filters)
+    cond, params = _where(filters)
     return _frame(
         conn,
         f"SELECT (requested_datetime AT TIME ZONE '{LOCAL_TZ}')::date AS day,"
@@ -190,11 +205,12 @@ def daily_volume(conn: psycopg.Connection, filters: Filters, top: int = 5) -> pd
 
 
 def resolution_histogram(conn: psycopg.Connection, filters: Filters) -> pd.DataFrame:
-    """Return cases closed in the range per resolution-time bin (bin, cases), every bin present."""
-    cond, params = where(filters, "closed_date")
+    """Return resolved cases closed in the range per resolution-time bin (bin, cases), every bin
+    present."""
+    cond, params = _where(filters, "closed_date")
     rows = conn.execute(
         "SELECT width_bucket(resolution_hours, %(edges)s::float8[]), count(*)"
-        f" FROM cases WHERE {cond} AND resolution_hours >= 0 GROUP BY 1",
+        f" FROM cases WHERE {cond} AND {_RESOLVED} GROUP BY 1",
         {**params, "edges": list(HOUR_EDGES)},
     ).fetchall()
     counts: dict[int, int] = dict(rows)
@@ -210,7 +226,7 @@ def heat_cells(
 
     The densest `limit` cells only, so the heatmap's size does not grow with the table.
     """
-    cond, params = where(filters)
+    cond, params = _where(filters)
     return _frame(
         conn,
         "SELECT round(lat / %(cell)s) * %(cell)s AS lat, round(long / %(cell)s) * %(cell)s AS long,"
@@ -229,7 +245,7 @@ MARKER_COLUMNS = (
 
 def recent_markers(conn: psycopg.Connection, filters: Filters, limit: int = 300) -> pd.DataFrame:
     """Return the newest `limit` filtered cases that have a San Francisco location."""
-    cond, params = where(filters)
+    cond, params = _where(filters)
     return _frame(
         conn,
         f"SELECT {MARKER_COLUMNS} FROM cases WHERE {cond} AND {_IN_BOX}"
@@ -244,12 +260,12 @@ def neighborhood_stats(conn: psycopg.Connection, filters: Filters) -> pd.DataFra
     The centroid is the mean location of the neighborhood's filtered cases, which stands in for
     a boundary file; neighborhoods without any located case are left out.
     """
-    cond, params = where(filters)
+    cond, params = _where(filters)
     return _frame(
         conn,
         "SELECT neighborhood, count(*) AS cases,"
         " percentile_cont(0.5) WITHIN GROUP (ORDER BY resolution_hours)"
-        "   FILTER (WHERE resolution_hours >= 0) AS p50_hours,"
+        f"   FILTER (WHERE {_RESOLVED}) AS p50_hours,"
         f" avg(lat) FILTER (WHERE {_IN_BOX}) AS lat, avg(long) FILTER (WHERE {_IN_BOX}) AS long"
         f" FROM cases WHERE {cond} AND neighborhood IS NOT NULL GROUP BY 1"
         f" HAVING count(*) FILTER (WHERE {_IN_BOX}) > 0 ORDER BY 2 DESC, 1",
@@ -412,8 +428,8 @@ def case_context(
         "SELECT mode() WITHIN GROUP (ORDER BY supervisor_district),"
         " mode() WITHIN GROUP (ORDER BY police_district),"
         f" avg(lat) FILTER (WHERE {_IN_BOX}), avg(long) FILTER (WHERE {_IN_BOX}) FROM ("
-        " SELECT supervisor_district, police_district, lat, long FROM cases"
-        "  WHERE neighborhood = %(nb)s LIMIT %(n)s) sample",
+        " SELECT supervisor_district, police_district, lat, long, quality_flags FROM cases"
+        "  WHERE neighborhood = %(nb)s AND deleted_at IS NULL LIMIT %(n)s) sample",
         {"nb": neighborhood, "n": CONTEXT_SAMPLE, **SF_BOX},
     ).fetchone()
     assert agency is not None and place is not None

@@ -19,6 +19,10 @@ from sf311.settings import Settings
 TTL_SECONDS = 60
 OPTIONS_TTL_SECONDS = 300
 DEFAULT_DAYS = 30
+RESOLVED_ONLY = (
+    "of resolved cases closed in range: duplicates, transfers, cancellations, closures whose "
+    "notes say nothing and cases closed before they opened are left out"
+)
 
 
 def _dsn(settings: Settings) -> str:
@@ -196,14 +200,14 @@ def overview_page(settings: Settings) -> None:
         _hours(cur.p50_hours),
         _delta(cur.p50_hours, prev.p50_hours),
         delta_color="inverse",
-        help="of cases closed in range",
+        help=RESOLVED_ONLY,
     )
     cols[4].metric(
         "P90 resolution",
         _hours(cur.p90_hours),
         _delta(cur.p90_hours, prev.p90_hours),
         delta_color="inverse",
-        help="of cases closed in range",
+        help=RESOLVED_ONLY,
     )
     st.subheader("Pipeline freshness")
     pipeline = st.columns(4)
@@ -263,7 +267,9 @@ def charts_page(settings: Settings) -> None:
     by = left.radio("Pie by", ("source", "status"), horizontal=True, key="pie_by")
     left.plotly_chart(charts.pie(frames[by], f"Cases by {by}"))
     right.plotly_chart(
-        charts.resolution_bars(frames["resolution"], "Time to close, cases closed in range"),
+        charts.resolution_bars(
+            frames["resolution"], "Time to close, resolved cases closed in range"
+        ),
     )
     st.plotly_chart(
         charts.daily_lines(frames["daily"], "Daily volume, top 5 categories"),

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sf311.contract.city import LOCAL_ZONE, SF_LAT, SF_LONG
+from sf311.contract.city import LOCAL_ZONE
+from sf311.contract.quality import OUT_OF_BOUNDS_ISSUE, in_sf
 from sf311.contract.schema import CASE_FIELDS, SOURCE_NAMES
 from sf311.ingest.files import UNPARSEABLE
 
@@ -205,15 +206,22 @@ def _locate(
     for key, raw_value, parsed in (("lat", lat_raw, lat), ("long", lon_raw, lon)):
         if parsed is None and raw_value not in (None, ""):
             bad[key] = raw_value
+    sources: tuple[str, ...] = ("lat", "long")
     if lat is None or lon is None:
-        point = parse_point(raw.get("point")) or parse_point(raw.get("point_geom"))
+        for sources in (("point",), ("point_geom",)):
+            point = parse_point(raw.get(sources[0]))
+            if point is not None:
+                break
         if point is None:
             return None, None, "missing"
         lat, lon = point
     if lat == 0 or lon == 0:
         return None, None, "zero"
-    if not (SF_LAT[0] <= lat <= SF_LAT[1] and SF_LONG[0] <= lon <= SF_LONG[1]):
-        return None, None, "out_of_bounds"
+    if not in_sf(lat, lon):
+        # The contract's lat/long are null outside the city; bronze keeps the raw values in extra.
+        for key in sources:
+            bad[key] = raw[key]
+        return None, None, OUT_OF_BOUNDS_ISSUE
     return lat, lon, None
 
 

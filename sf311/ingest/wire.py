@@ -524,6 +524,8 @@ class BlockEncoder:
         zero = (lat == 0) | (lon == 0)
         inside = (SF_LAT[0] <= lat) & (lat <= SF_LAT[1]) & (SF_LONG[0] <= lon) & (lon <= SF_LONG[1])
         outside = ~zero & ~inside
+        # normalize() keeps such raw coordinates in extra, so bronze still holds them.
+        odd |= outside
         flags = [b"\x00", _union_string("zero"), _union_string("out_of_bounds")]
         issue = _choice(flags, np.where(zero, 1, np.where(outside, 2, 0)))
         return [_doubles(lat, inside), _doubles(lon, inside), issue]

@@ -9,16 +9,17 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from sf311.contract import quality
+from sf311.contract.city import SF_LAT, SF_LONG
+from sf311.contract.schema import CASE_FIELDS
 from sf311.lakehouse.tables import append_once, create_if_missing, stats_columns
 
 TABLE = "silver.cases"
 QUARANTINE_TABLE = "silver.cases_quarantine"
 
+# Why a message cannot be a case; anything else is a case, flagged (quality.FLAGS) if need be.
 MISSING_ID = "missing_id"
 BAD_REQUESTED = "bad_requested_datetime"
-BAD_UPDATED = "bad_updated_datetime"
-BAD_CLOSED = "bad_closed_date"
-CLOSED_BEFORE_OPENED = "closed_before_opened"
 
 KAFKA_COLUMNS = ["kafka_partition", "kafka_offset", "kafka_timestamp", "schema_id"]
 LINEAGE_COLUMNS = ["batch_id", "ingested_at"]
@@ -66,24 +67,70 @@ def _bad_instant(col: Column, earliest: datetime, latest: datetime) -> Column:
     return (col < F.lit(earliest)) | (col > F.lit(latest))
 
 
+def _between(col: Column, bounds: tuple[float, float]) -> Column:
+    return col.between(F.lit(bounds[0]), F.lit(bounds[1]))
+
+
+def flags(case: Column, earliest: datetime, latest: datetime) -> Column:
+    """Return the quality_flags array of a decoded case struct, in quality.FLAGS order."""
+    requested, closed = case["requested_datetime"], case["closed_date"]
+    lat, lon = case["lat"], case["long"]
+    closed_bad = closed.isNotNull() & _bad_instant(closed, earliest, latest)
+    absent = lat.isNull() | lon.isNull() | (lat == 0) | (lon == 0)
+    # Coordinates the ingest already nulled for lying outside the city keep that finding.
+    outside = (case["location_issue"] == F.lit(quality.OUT_OF_BOUNDS_ISSUE)) | (
+        ~absent & ~(_between(lat, SF_LAT) & _between(lon, SF_LONG))
+    )
+    name = case["service_name"]
+    conditions = {
+        quality.CLOSED_BEFORE_OPENED: ~closed_bad & (closed < requested),
+        quality.CLOSED_DATE_INVALID: closed_bad,
+        quality.UPDATED_DATETIME_INVALID: _bad_instant(case["updated_datetime"], earliest, latest),
+        quality.LOCATION_OUTSIDE_SF: F.coalesce(outside, F.lit(False)),
+        quality.LOCATION_MISSING: absent & ~F.coalesce(outside, F.lit(False)),
+        quality.CATEGORY_UNKNOWN: name.isNull() | (F.trim(name) == ""),
+    }
+    found = F.array_compact(F.array(*[F.when(conditions[f], F.lit(f)) for f in quality.FLAGS]))
+    # array_compact marks its elements non-null; the tables keep the plain array<string>.
+    return found.cast("array<string>")
+
+
 def validate(bronze: DataFrame, as_of: datetime, rules: Rules = Rules()) -> DataFrame:
-    """Return bronze rows with `reason`: null for a valid case, else why it is rejected."""
+    """Return bronze rows with `reason` (null for a case, else why it cannot be one), and the
+    `quality_flags` and `closure_kind` of each case."""
     case = F.col("case")
     latest = as_of + rules.max_ahead
     requested = case["requested_datetime"]
-    updated = case["updated_datetime"]
-    closed = case["closed_date"]
     reason = (
         F.when(F.col("decode_error").isNotNull(), F.col("decode_error"))
         .when(case["service_request_id"].isNull(), F.lit(MISSING_ID))
         .when(case["service_request_id"] <= 0, F.lit(MISSING_ID))
         .when(requested.isNull(), F.lit(BAD_REQUESTED))
         .when(_bad_instant(requested, rules.earliest, latest), F.lit(BAD_REQUESTED))
-        .when(_bad_instant(updated, rules.earliest, latest), F.lit(BAD_UPDATED))
-        .when(_bad_instant(closed, rules.earliest, latest), F.lit(BAD_CLOSED))
-        .when(closed < requested, F.lit(CLOSED_BEFORE_OPENED))
     )
-    return bronze.withColumn("reason", reason)
+    # Computed here, before the batch is cached, so both of its readers share them.
+    return bronze.withColumns(
+        {
+            "reason": reason,
+            "quality_flags": F.when(reason.isNull(), flags(case, rules.earliest, latest)),
+            "closure_kind": F.when(
+                reason.isNull(),
+                closure_kind(case["status_notes"], case["closed_date"].isNotNull()),
+            ),
+        }
+    )
+
+
+def closure_kind(notes: Column, closed: Column) -> Column:
+    """Return the closure kind of status_notes by quality.CLOSURE_RULE, as closure_kind() does."""
+    lower = F.lower(notes)
+    kind = F.when(~closed | notes.isNull(), F.lit(quality.UNKNOWN))
+    for name, pattern in quality.CLOSURE_RULE:
+        mentioned = F.lit(False)
+        for word in quality.CLOSURE_KEYWORDS[name]:
+            mentioned |= lower.contains(word)
+        kind = kind.when(mentioned & notes.rlike(pattern), F.lit(name))
+    return kind.otherwise(F.lit(quality.UNKNOWN))
 
 
 def quarantine_rows(validated: DataFrame) -> DataFrame:
@@ -96,8 +143,9 @@ def quarantine_rows(validated: DataFrame) -> DataFrame:
 
 
 def flatten(validated: DataFrame) -> DataFrame:
-    """Return every validated row flattened to the silver shape plus `reason`, with the
-    version instant completed and resolution_hours derived (null fields for rejected rows)."""
+    """Return every validated row flattened to the silver shape plus `reason`: flagged values
+    nulled, the version instant completed and resolution_hours derived (null fields for
+    rejected rows)."""
     flat = validated.select(
         "case.*",
         F.col("partition").alias("kafka_partition"),
@@ -106,6 +154,25 @@ def flatten(validated: DataFrame) -> DataFrame:
         "schema_id",
         *LINEAGE_COLUMNS,
         "reason",
+        "quality_flags",
+        "closure_kind",
+    )
+    flagged = F.col("quality_flags")
+
+    def unless(voiding: tuple[str, ...], name: str) -> Column:
+        voided = F.lit(False)
+        for flag in voiding:
+            voided |= F.array_contains(flagged, F.lit(flag))
+        return F.when(~voided, F.col(name))
+
+    # The impossible value is nulled; its raw value stays in bronze.
+    flat = flat.withColumns(
+        {
+            "closed_date": unless((quality.CLOSED_DATE_INVALID,), "closed_date"),
+            "updated_datetime": unless((quality.UPDATED_DATETIME_INVALID,), "updated_datetime"),
+            "lat": unless(quality.LOCATION_FLAGS, "lat"),
+            "long": unless(quality.LOCATION_FLAGS, "long"),
+        }
     )
     # Never updated: last changed when closed, else when opened; keeps newest-wins guards total.
     flat = flat.withColumn(
@@ -114,7 +181,12 @@ def flatten(validated: DataFrame) -> DataFrame:
     )
     seconds = F.col("closed_date").cast("double") - F.col("requested_datetime").cast("double")
     return flat.withColumn(
-        "resolution_hours", F.when(F.col("closed_date").isNotNull(), seconds / 3600.0)
+        "resolution_hours",
+        F.when(
+            F.col("closed_date").isNotNull()
+            & ~F.array_contains(flagged, F.lit(quality.CLOSED_BEFORE_OPENED)),
+            seconds / 3600.0,
+        ),
     )
 
 
@@ -133,6 +205,16 @@ def newest_id(spark: SparkSession, path: str) -> int | None:
     return spark.read.format("delta").load(path).agg(F.max("service_request_id")).first()[0]
 
 
+# A version replaces the stored one if it is newer or, at the same updated_datetime, arrived later
+# and differs (the source changed it silently).
+NEWER = (
+    "s.updated_datetime > t.updated_datetime OR (s.updated_datetime = t.updated_datetime"
+    " AND s.kafka_timestamp > t.kafka_timestamp AND NOT ("
+    + " AND ".join(f"s.`{c}` <=> t.`{c}`" for c in CASE_FIELDS)
+    + "))"
+)
+
+
 def _merge(table: DeltaTable, rows: DataFrame, id_range: tuple[int, int]) -> None:
     # The id range lets Delta skip files by their min/max statistics.
     condition = (
@@ -144,7 +226,7 @@ def _merge(table: DeltaTable, rows: DataFrame, id_range: tuple[int, int]) -> Non
         # Broadcast the batch's rows: broadcasting the table's side runs the heap out of memory.
         .merge(F.broadcast(rows).alias("s"), condition)
         .withSchemaEvolution()
-        .whenMatchedUpdateAll(condition="s.updated_datetime > t.updated_datetime")
+        .whenMatchedUpdateAll(condition=NEWER)
         .whenNotMatchedInsertAll()
         .execute()
     )
@@ -198,7 +280,8 @@ def append_quarantine(rows: DataFrame, path: str, app_id: str, batch_id: int) ->
 def overwrite_silver(spark: SparkSession, rows: DataFrame, path: str) -> None:
     """Replace silver.cases with rows in one atomic commit, creating the table if missing."""
     create_if_missing(spark, rows.schema, path, PROPERTIES)
-    rows.write.format("delta").mode("overwrite").save(path)
+    # A table written before a column was added (quality_flags, closure_kind) gains it here.
+    rows.write.format("delta").mode("overwrite").option("mergeSchema", "true").save(path)
 
 
 def overwrite_quarantine(rows: DataFrame, path: str) -> None:

@@ -15,7 +15,9 @@ from typing import Any
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from sf311.contract import quality
 from sf311.contract.city import LOCAL_TZ, LOCAL_ZONE
+from sf311.lakehouse import silver
 from sf311.model.columns import CATEGORICAL
 
 MISSING = "(missing)"
@@ -23,6 +25,8 @@ MISSING = "(missing)"
 NO_COORDINATE = 0.0
 LABEL = "label"
 MAX_HOURS_DEFAULT = 2 * 365 * 24.0
+# Closures that end a case without resolving it: their duration is no resolution time.
+NOT_RESOLUTIONS = (quality.DUPLICATE, quality.TRANSFERRED, quality.CANCELLED_OR_INVALID)
 
 
 def _category(col: Column) -> Column:
@@ -51,14 +55,25 @@ def with_features(cases: DataFrame) -> DataFrame:
     )
 
 
+def _closure_kind(cases: DataFrame) -> Column:
+    # A silver table written before closure_kind existed gets it by the same rule.
+    if "closure_kind" in cases.columns:
+        return F.col("closure_kind")
+    return silver.closure_kind(F.col("status_notes"), F.col("closed_date").isNotNull())
+
+
 def with_label(cases: DataFrame, max_hours: float = MAX_HOURS_DEFAULT) -> DataFrame:
-    """Return `cases` with `hours`, `label` = log1p(hours) and `label_status` (ok or why not)."""
+    """Return `cases` with `hours`, `label` = log1p(hours) and `label_status`: ok, or why not
+    (open, negative, too_long, or the closure kind of a closure that resolved nothing)."""
     hours = (
         F.unix_micros(F.col("closed_date")) - F.unix_micros(F.col("requested_datetime"))
     ) / F.lit(3.6e9)
+    kind = _closure_kind(cases)
+    # Unknown closures stay: their notes say nothing either way, and most old cases have none.
     status = (
         F.when(F.col("closed_date").isNull(), "open")
         .when(hours < 0, "negative")
+        .when(kind.isin(*NOT_RESOLUTIONS), kind)
         .when(hours >= max_hours, "too_long")
         .otherwise("ok")
     )
@@ -68,12 +83,14 @@ def with_label(cases: DataFrame, max_hours: float = MAX_HOURS_DEFAULT) -> DataFr
 
 
 def labelled(cases: DataFrame, max_hours: float = MAX_HOURS_DEFAULT) -> DataFrame:
-    """Return the closed cases with a usable duration, with features and label."""
+    """Return the closed cases with a usable duration that were not closed as a duplicate,
+    transfer or cancellation, with features and label."""
     return with_features(with_label(cases, max_hours)).where(F.col("label_status") == "ok")
 
 
 def label_counts(cases: DataFrame, max_hours: float = MAX_HOURS_DEFAULT) -> dict[str, int]:
-    """Return how many cases are ok, open, negative or too_long."""
+    """Return how many cases are ok, open, negative, too_long, duplicate, transferred or
+    cancelled_or_invalid."""
     rows = with_label(cases, max_hours).groupBy("label_status").count().collect()
     return {r["label_status"]: int(r["count"]) for r in rows}
 

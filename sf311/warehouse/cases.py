@@ -13,16 +13,31 @@ from psycopg import sql
 from sf311.contract.schema import CASE_FIELDS
 from sf311.warehouse.offsets import reset_offsets
 
-# Column order of the CSV text a batch hands over: migration 0001 minus loaded_at.
-DERIVED_COLUMNS = ["resolution_hours", "kafka_timestamp", "batch_id"]
+# Column order of the CSV text a batch hands over: migrations 0001 and 0009 minus loaded_at and
+# deleted_at (reconciliation's, never a batch's).
+DERIVED_COLUMNS = [
+    "resolution_hours",
+    "kafka_timestamp",
+    "batch_id",
+    "quality_flags",
+    "closure_kind",
+]
 CASE_COLUMNS = [*CASE_FIELDS, *DERIVED_COLUMNS]
 
 # Every value quoted and NULL as an empty unquoted field: Postgres CSV then tells NULL from ''.
 CSV_WRITE = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
 CSV_CHUNK_ROWS = 50_000
 
-# The stream's guard: a version replaces the stored one only if it is newer.
-NEWER = sql.SQL("cases.updated_datetime < EXCLUDED.updated_datetime")
+# The stream's guard: a version replaces the stored one if it is newer or, at the same
+# updated_datetime, was sent later and differs (the source changed it silently).
+NEWER = sql.SQL(
+    "cases.updated_datetime < EXCLUDED.updated_datetime OR (cases.updated_datetime = "
+    "EXCLUDED.updated_datetime AND cases.kafka_timestamp < EXCLUDED.kafka_timestamp "
+    "AND ({}) IS DISTINCT FROM ({}))"
+).format(
+    sql.SQL(", ").join(sql.SQL("cases.{}").format(sql.Identifier(c)) for c in CASE_FIELDS),
+    sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in CASE_FIELDS),
+)
 # Replay's guard: only rows that differ are rewritten, so a second replay changes nothing.
 CHANGED = sql.SQL(" OR ").join(
     sql.SQL("cases.{0} IS DISTINCT FROM EXCLUDED.{0}").format(sql.Identifier(c))
@@ -39,6 +54,11 @@ def csv_chunks(table: pa.Table) -> list[bytes]:
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             # Postgres text cannot hold NUL characters.
             col = pc.replace_substring(col, "\u0000", "")
+        elif pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+            # pyarrow's CSV writer takes no lists: a Postgres array literal {a,b} instead (flag
+            # names hold no comma, brace, quote or space).
+            joined = pc.fill_null(pc.binary_join(col, ","), "")
+            col = pc.binary_join_element_wise("{", joined, "}", "")
         elif pa.types.is_timestamp(col.type) and col.type.tz is not None:
             # Arrow formats zoned timestamps through the time-zone database, far slower.
             col = col.cast(pa.timestamp(col.type.unit))

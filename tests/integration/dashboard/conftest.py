@@ -68,15 +68,22 @@ def known_cases() -> list[dict]:
     # and one opened on the last day (so the default range ends on 2024-03-30).
     rows[0]["requested_datetime"] = datetime(2024, 3, 10, 12, tzinfo=LA).astimezone(UTC)
     rows[0]["closed_date"] = rows[0]["requested_datetime"] - timedelta(hours=2)
-    rows[1]["lat"], rows[1]["long"] = 0.0, 0.0
+    rows[1]["lat"], rows[1]["long"] = None, None
     rows[2]["requested_datetime"] = datetime(2024, 3, 30, 21, 30, tzinfo=LA).astimezone(UTC)
     rows[2]["closed_date"] = None
-    for row in rows:
+    for i, row in enumerate(rows):
         closed = row["closed_date"]
         row["status_description"] = "Open" if closed is None else "Closed"
         row["resolution_hours"] = (
             None if closed is None else (closed - row["requested_datetime"]).total_seconds() / 3600
         )
+        # As the pipeline loads them: every 7th closure a duplicate, impossible values flagged.
+        row["closure_kind"] = (
+            "unknown" if closed is None else ("duplicate" if i % 7 == 3 else "resolved")
+        )
+        row["quality_flags"] = []
+    rows[0]["resolution_hours"], rows[0]["quality_flags"] = None, ["closed_before_opened"]
+    rows[1]["quality_flags"] = ["location_missing"]
     return rows
 
 

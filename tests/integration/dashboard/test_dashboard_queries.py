@@ -51,7 +51,7 @@ def test_case_context_is_the_usual_agency_and_districts(dashboard_db, cases):
     assert context.agency_responsible == "Graffiti Agency"
     assert context.supervisor_district == 3
     assert context.police_district == "SUNSET"
-    located = [c for c in in_sunset if c["lat"] != 0.0]
+    located = [c for c in in_sunset if c["lat"] is not None]
     assert context.lat == pytest.approx(sum(c["lat"] for c in located) / len(located))
     assert context.long == pytest.approx(sum(c["long"] for c in located) / len(located))
     assert unknown == queries.CaseContext(None, None, None, None, None)

@@ -19,8 +19,9 @@ def _poison(env, rng: random.Random) -> list[tuple[bytes, str]]:
     for i in range(4):
         sid = 9_000_000 + i * 10
         good = env.frame(make_versions(1, 0, seed=i, first_id=sid)[0])
+        # Opened far in the future: no case yet (a closure before the opening is only a flag).
         bad_times = make_versions(1, 0, seed=i, first_id=sid + 1)[0]
-        bad_times["closed_date"] = bad_times["requested_datetime"].replace(year=2018)
+        bad_times["requested_datetime"] = bad_times["requested_datetime"].replace(year=2100)
         ancient = make_versions(1, 0, seed=i, first_id=sid + 2)[0]
         ancient["requested_datetime"] = ancient["requested_datetime"].replace(year=1970)
         no_id = make_versions(1, 0, seed=i, first_id=0)[0]
@@ -29,7 +30,7 @@ def _poison(env, rng: random.Random) -> list[tuple[bytes, str]]:
             (b"\x7f" + rng.randbytes(40), decode.NOT_FRAMED),
             (env.frame(unknown, 987_654), decode.UNKNOWN_SCHEMA_ID),
             (good[: len(good) // 2], decode.UNDECODABLE),
-            (env.frame(bad_times), silver.CLOSED_BEFORE_OPENED),
+            (env.frame(bad_times), silver.BAD_REQUESTED),
             (env.frame(ancient), silver.BAD_REQUESTED),
             (env.frame(no_id), silver.MISSING_ID),
         ]  # fmt: skip

@@ -61,6 +61,8 @@ def _spark_type(column: str) -> str:
         return "int"
     if column in ("lat", "long", "resolution_hours"):
         return "double"
+    if column == "quality_flags":
+        return "array<string>"
     if column.endswith(("datetime", "_date", "_at", "_of", "timestamp")):
         return "timestamp"
     return "string"
@@ -69,7 +71,10 @@ def _spark_type(column: str) -> str:
 def _csv_chunks(spark, rows) -> list[bytes]:
     """Return the rows as the CSV text the warehouse query hands to COPY."""
     schema = ", ".join(f"{c} {_spark_type(c)}" for c in CASE_COLUMNS)
-    df = spark.createDataFrame([tuple(r.get(c) for c in CASE_COLUMNS) for r in rows], schema)
+    # Every curated row has a flags array, empty when nothing is wrong.
+    values = [tuple(r.get(c, [] if c == "quality_flags" else None) for c in CASE_COLUMNS)
+              for r in rows]  # fmt: skip
+    df = spark.createDataFrame(values, schema)
     return csv_chunks(df.toArrow())
 
 
@@ -78,7 +83,8 @@ def test_csv_round_trips_nulls_empties_quotes_newlines_and_instants(schema_dsn, 
     rows = [
         {"service_request_id": 1, "requested_datetime": T, "updated_datetime": T,
          "kafka_timestamp": T, "batch_id": 0, "status_notes": nasty, "address": "",
-         "lat": 37.123456789012, "supervisor_district": 3, "resolution_hours": 1e-7},
+         "lat": 37.123456789012, "supervisor_district": 3, "resolution_hours": 1e-7,
+         "quality_flags": ["closed_before_opened", "location_missing"], "closure_kind": "resolved"},
         {"service_request_id": 2, "requested_datetime": T, "updated_datetime": T,
          "kafka_timestamp": T, "batch_id": 0, "status_notes": "nul\u0000byte"},
     ]  # fmt: skip
@@ -89,10 +95,13 @@ def test_csv_round_trips_nulls_empties_quotes_newlines_and_instants(schema_dsn, 
         assert load_batch(conn, _batch(_csv_chunks(spark, rows), 0)) == 2
         got = conn.execute(
             "SELECT status_notes, address, lat, supervisor_district, resolution_hours, "
-            "requested_datetime, closed_date FROM cases ORDER BY 1 DESC"
+            "requested_datetime, closed_date, quality_flags, closure_kind FROM cases"
+            " ORDER BY 1 DESC"
         ).fetchall()
-    assert got[0] == (nasty, "", 37.123456789012, 3, 1e-7, T, None)
+    flags = ["closed_before_opened", "location_missing"]
+    assert got[0] == (nasty, "", 37.123456789012, 3, 1e-7, T, None, flags, "resolved")
     assert got[1][:2] == ("nulbyte", None)
+    assert got[1][7:] == ([], None)
 
 
 def test_upsert_keeps_newer_rows_and_a_replayed_batch_changes_nothing(schema_dsn, spark):

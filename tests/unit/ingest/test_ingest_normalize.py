@@ -182,3 +182,16 @@ def test_rows_without_id_or_time_become_dead_letters(change: dict, reason: str) 
     raw = {**BASE, **change}
     result = normalize(raw, "file")
     assert result == DeadLetter(reason, raw)
+
+
+@pytest.mark.parametrize(
+    ("fields", "kept"),
+    [
+        ({"lat": "95", "long": "-200"}, {"lat": "95", "long": "-200"}),
+        ({"lat": "", "long": "", "point": "POINT (-200 95)"}, {"point": "POINT (-200 95)"}),
+    ],
+)
+def test_coordinates_outside_the_city_keep_their_raw_values_in_extra(fields, kept) -> None:
+    case = normalize({**BASE, **fields}, "file")
+    assert (case["lat"], case["long"], case["location_issue"]) == (None, None, "out_of_bounds")
+    assert json.loads(case["extra"]) == kept

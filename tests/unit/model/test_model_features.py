@@ -121,3 +121,20 @@ def test_label_excludes_and_counts_open_negative_and_too_long(spark) -> None:
     assert row["service_request_id"] == 1
     assert row["hours"] == pytest.approx(1.0)
     assert row["label"] == pytest.approx(0.6931471805599453)
+
+
+def test_closures_that_resolve_nothing_are_no_label(spark) -> None:
+    t0 = utc(2019, 1, 1, 8, 0)
+    notes = ["Case is a Duplicate", "Case Transferred", "Case is Invalid", "Case Resolved", None]
+    rows = [case(10 + i, t0, utc(2019, 1, 1, 9, 0), status_notes=n) for i, n in enumerate(notes)]
+    df = spark.createDataFrame([tuple(r[f.name] for f in SCHEMA) for r in rows], SCHEMA)
+    # Without a closure_kind column (silver before the rule) the kind comes from the notes.
+    expected = {"duplicate": 1, "transferred": 1, "cancelled_or_invalid": 1, "ok": 2}
+    assert label_counts(df) == expected
+    kinds = ["resolved", "resolved", "resolved", "duplicate", "unknown"]
+    with_kind = spark.createDataFrame(
+        [(r["service_request_id"], k) for r, k in zip(rows, kinds, strict=True)],
+        "service_request_id long, closure_kind string",
+    )
+    assert label_counts(df.join(with_kind, "service_request_id")) == {"ok": 4, "duplicate": 1}
+    assert sorted(r[0] for r in labelled(df).select("service_request_id").collect()) == [13, 14]

@@ -27,44 +27,48 @@ def to_bronze(messages, wire):
     return build
 
 
-def test_validate_names_the_reason_of_each_bad_row(to_bronze, wire):
+def test_validate_names_the_reason_of_each_message_that_cannot_be_a_case(to_bronze, wire):
     v1 = wire.v1
     values = [
         wire.frame(1, v1, wire.case(1)),
         b"garbage",
         wire.frame(1, v1, wire.case(0)),
         wire.frame(1, v1, wire.case(3, requested_datetime=datetime(1970, 1, 1, tzinfo=UTC))),
-        wire.frame(1, v1, wire.case(4, updated_datetime=AS_OF + timedelta(days=3))),
-        wire.frame(1, v1, wire.case(5, closed_date=datetime(1999, 1, 1, tzinfo=UTC))),
-        wire.frame(1, v1, wire.case(6, requested_datetime=ts(5), closed_date=ts(4))),
-        wire.frame(1, v1, wire.case(7, requested_datetime=ts(5), closed_date=ts(5))),
+        wire.frame(1, v1, wire.case(4, requested_datetime=AS_OF + timedelta(days=2))),
+        wire.frame(1, v1, wire.case(5, updated_datetime=AS_OF + timedelta(days=3))),
+        wire.frame(1, v1, wire.case(6, closed_date=datetime(1999, 1, 1, tzinfo=UTC))),
+        wire.frame(1, v1, wire.case(7, requested_datetime=ts(5), closed_date=ts(4))),
         wire.frame(2, v1, wire.case(8)),
     ]
     rows = silver.validate(to_bronze(values), AS_OF).orderBy("offset").collect()
+    # Impossible updated/closed instants and a closure before the opening are flags, not reasons.
     assert [r.reason for r in rows] == [
         None,
         decode.NOT_FRAMED,
         silver.MISSING_ID,
         silver.BAD_REQUESTED,
-        silver.BAD_UPDATED,
-        silver.BAD_CLOSED,
-        silver.CLOSED_BEFORE_OPENED,
+        silver.BAD_REQUESTED,
+        None,
+        None,
         None,
         decode.UNKNOWN_SCHEMA_ID,
     ]
 
 
 def test_quarantine_keeps_raw_bytes_and_the_valid_rows_still_curate(to_bronze, wire):
-    bad = wire.frame(1, wire.v1, wire.case(6, requested_datetime=ts(5), closed_date=ts(4)))
-    values = [wire.frame(1, wire.v1, wire.case(1)), bad, b"\x00\x00"]
+    bad = wire.frame(1, wire.v1, wire.case(6, requested_datetime=AS_OF + timedelta(days=2)))
+    closed_early = wire.case(7, requested_datetime=ts(5), closed_date=ts(4))
+    values = [wire.frame(1, wire.v1, wire.case(1)), bad, b"\x00\x00",
+              wire.frame(1, wire.v1, closed_early)]  # fmt: skip
     validated = silver.validate(to_bronze(values), AS_OF)
     quarantined = silver.quarantine_rows(validated).orderBy("offset").collect()
     assert [(q.reason, q.service_request_id, bytes(q.value)) for q in quarantined] == [
-        (silver.CLOSED_BEFORE_OPENED, 6, bad),
+        (silver.BAD_REQUESTED, 6, bad),
         (decode.NOT_FRAMED, None, b"\x00\x00"),
     ]
     assert quarantined[0].batch_id == 3
-    assert [r.service_request_id for r in silver.curated_rows(validated).collect()] == [1]
+    curated = silver.curated_rows(validated).orderBy("service_request_id").collect()
+    assert [r.service_request_id for r in curated] == [1, 7]
 
 
 def test_curated_rows_keep_the_newest_version_and_derive_resolution_hours(to_bronze, wire, spark):
