@@ -1,4 +1,5 @@
-"""Socrata (SODA) pages of SF 311 cases, keyset-paged on (updated_datetime, service_request_id)."""
+"""Socrata (SODA) pages of SF 311 cases, keyset-paged on (updated_datetime, service_request_id),
+with the rows whose system field :updated_at moved since a given instant."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pj
 import requests
 from sodapy import Socrata
@@ -30,6 +32,11 @@ from sf311.settings import Settings
 log = logging.getLogger(__name__)
 
 ORDER = "updated_datetime ASC, service_request_id ASC"
+# Every field and the system field :updated_at (SODA 2.1), which the extractor reads, then drops.
+SELECT = ":updated_at, *"
+SYSTEM_UPDATED = ":updated_at"
+# Socrata's own fields; the `:@computed_region_*` columns are the dataset's and are kept.
+SYSTEM_FIELDS = frozenset((":id", ":created_at", ":updated_at", ":version"))
 # Bytes read at a time from a response (requests reads 10 KB at a time, a slower loop).
 _BODY_CHUNK = 1 << 22
 # Arrow reads a page of a few pieces of this size faster than the page as one document.
@@ -50,10 +57,12 @@ class ExtractError(IngestError):
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One page of raw rows and the keyset position of its last row."""
+    """One page of raw rows (system fields dropped), the keyset position of its last row and
+    the newest :updated_at among its rows (UTC)."""
 
     rows: Sequence[dict[str, Any]]
     last: Watermark | None
+    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +93,13 @@ class PageRows(Sequence[dict[str, Any]]):
     def columns(self) -> dict[str, pa.ChunkedArray]:
         """Return the page's columns by field name (the union of its rows' keys)."""
         return dict(zip(self.table.column_names, self.table.columns, strict=True))
+
+    def without(self, names: Sequence[str]) -> PageRows:
+        """Return these rows without the columns `names`."""
+        return PageRows(
+            self.table.drop_columns(list(names)),
+            lambda: [{k: v for k, v in row.items() if k not in names} for row in self],
+        )
 
     def last_key(self) -> Watermark | None:
         """Return the keyset position of the last row that has one."""
@@ -197,15 +213,33 @@ def soql_time(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
 
 
-def keyset_where(start: Watermark | None, until: datetime | None) -> str | None:
-    """Return the $where selecting rows after `start` (exclusive) and before `until`."""
+def soql_fixed(moment: datetime) -> str:
+    """Return a SoQL fixed timestamp literal body in UTC, e.g. 2023-11-28T13:05:12.345."""
+    return soql_time(moment.astimezone(UTC).replace(tzinfo=None))
+
+
+def _after(position: Watermark) -> str:
+    ts = soql_time(position.updated_datetime)
+    return (
+        f"(updated_datetime > '{ts}' OR (updated_datetime = '{ts}'"
+        f" AND service_request_id > {position.service_request_id}))"
+    )
+
+
+def keyset_where(
+    position: Watermark | None,
+    until: datetime | None,
+    start: Watermark | None = None,
+    changed_since: datetime | None = None,
+) -> str | None:
+    """Return the $where selecting rows after `position` (exclusive) and before `until`; with
+    `changed_since`, of those only rows after `start` or whose :updated_at is later."""
     clauses = []
-    if start is not None:
-        ts = soql_time(start.updated_datetime)
-        clauses.append(
-            f"(updated_datetime > '{ts}' OR (updated_datetime = '{ts}'"
-            f" AND service_request_id > {start.service_request_id}))"
-        )
+    if position is not None:
+        clauses.append(_after(position))
+    # Past `start` the keyset alone selects: every row after it is wanted.
+    if changed_since is not None and start is not None and (position is None or position < start):
+        clauses.append(f"({_after(start)} OR {SYSTEM_UPDATED} > '{soql_fixed(changed_since)}')")
     if until is not None:
         clauses.append(f"updated_datetime < '{soql_time(until)}'")
     return " AND ".join(clauses) or None
@@ -277,12 +311,45 @@ def _key(row: dict[str, Any]) -> Watermark | None:
         return None
 
 
-def _params(position: Watermark | None, until: datetime | None, limit: int) -> dict[str, Any]:
-    params: dict[str, Any] = {"order": ORDER, "limit": limit}
-    where = keyset_where(position, until)
+def _params(
+    position: Watermark | None,
+    until: datetime | None,
+    limit: int,
+    start: Watermark | None = None,
+    changed_since: datetime | None = None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"select": SELECT, "order": ORDER, "limit": limit}
+    where = keyset_where(position, until, start, changed_since)
     if where:
         params["where"] = where
     return params
+
+
+def parse_fixed(value: Any) -> datetime | None:
+    """Return a Socrata fixed timestamp (text with a zone, or Arrow's datetime) as UTC."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def without_system_fields(
+    rows: Sequence[dict[str, Any]],
+) -> tuple[Sequence[dict[str, Any]], datetime | None]:
+    """Return the rows without Socrata's system fields, and the newest :updated_at among them."""
+    if isinstance(rows, PageRows):
+        names = [n for n in rows.table.column_names if n in SYSTEM_FIELDS]
+        if SYSTEM_UPDATED not in names:
+            return (rows.without(names) if names else rows), None
+        # Socrata writes every stamp alike (milliseconds, "Z"): the text's max is the newest.
+        return rows.without(names), parse_fixed(pc.max(rows.table[SYSTEM_UPDATED]).as_py())
+    stamps = (parse_fixed(row.get(SYSTEM_UPDATED)) for row in rows)
+    newest = max(filter(None, stamps), default=None)
+    return [{k: v for k, v in row.items() if k not in SYSTEM_FIELDS} for row in rows], newest
 
 
 def iter_pages(
@@ -291,13 +358,20 @@ def iter_pages(
     start: Watermark | None,
     until: datetime | None = None,
     page_size: int | None = None,
+    changed_since: datetime | None = None,
 ) -> Iterator[Page]:
-    """Yield pages of rows after `start` and before `until` (floating local), in keyset order."""
+    """Yield pages of rows after `start` and before `until` (floating local), in keyset order;
+    with `changed_since` (UTC), also the rows before `start` whose :updated_at is later."""
     limit = page_size or settings.socrata_page_size
-    position = start
+    # Rows changed silently keep an old updated_datetime: they sort before `start`.
+    position = start if changed_since is None else None
+
+    def params(position: Watermark | None) -> dict[str, Any]:
+        return _params(position, until, limit, start, changed_since)
+
     # The next page is fetched in the background while the caller handles this one.
     with ThreadPoolExecutor(1, thread_name_prefix="soda-prefetch") as pool:
-        future = pool.submit(get_page, client, settings, _params(position, until, limit))
+        future = pool.submit(get_page, client, settings, params(position))
         while True:
             rows = future.result()
             if not isinstance(rows, PageRows):
@@ -308,8 +382,9 @@ def iter_pages(
             if full:
                 if last is None or (position is not None and last <= position):
                     raise ExtractError(f"cannot page past a full page without a key at {position}")
-                future = pool.submit(get_page, client, settings, _params(last, until, limit))
-            yield Page(rows, last)
+                future = pool.submit(get_page, client, settings, params(last))
+            kept, updated_at = without_system_fields(rows)
+            yield Page(kept, last, updated_at)
             if not full:
                 return
             position = last

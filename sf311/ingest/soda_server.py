@@ -1,6 +1,9 @@
 """A SODA-compatible HTTP server on loopback that serves one file, with faults on demand.
 
-It answers $select, $where, $order, $limit and $offset as Socrata's JSON API does (strings only)."""
+It answers $select (columns, the system fields :id, :created_at, :updated_at and `:*`,
+count(*), date_trunc_ymd), $where, $group, $order, $limit and $offset as Socrata's JSON API does
+(strings only). Rows can be deleted, added and changed while it serves, each change stamping
+the row's :updated_at as Socrata does."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import islice
 from pathlib import Path
@@ -37,12 +40,21 @@ _TOKEN = re.compile(
     re.X,
 )
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?$")
+# A fixed timestamp as Socrata writes it (UTC, "Z"), or a literal of one (zone optional: UTC).
+_FIXED = re.compile(r"^(\d{4}-\d{2}-\d{2})(T\d{2}:\d{2}:\d{2}(\.\d{1,3})?)?(Z|[+-]00:?00)?$")
+# One item of $select: an expression, optionally `AS alias`.
+_SELECT_ITEM = re.compile(
+    r"^\s*(?:(?P<count>count\(\s*\*\s*\))|date_trunc_ymd\(\s*(?P<trunc>[\w:@`]+)\s*\)"
+    r"|sum\(\s*(?P<sum>[\w:@`]+)\s*\)|(?P<column>[\w:@`*]+))(?:\s+as\s+(?P<alias>\w+))?\s*$",
+    re.I,
+)
 _EXPORT_TIME = re.compile(r"^\d{2}/\d{2}/\d{4} \d{2}:\d{2}:\d{2} [AP]M$")
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "=": operator.eq, "!=": operator.ne, "<>": operator.ne,
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
 }  # fmt: skip
 _TIME_COLUMNS = ("requested_datetime", "updated_datetime", "closed_date")
+SYSTEM_FIELDS = (":id", ":created_at", ":updated_at")
 MAX_LIMIT = 50_000
 
 
@@ -158,15 +170,109 @@ def _export_to_iso(text: str) -> str:
     return datetime.strptime(text, "%m/%d/%Y %I:%M:%S %p").strftime("%Y-%m-%dT%H:%M:%S.000")
 
 
+def fixed_stamp(moment: datetime) -> str:
+    """Return a UTC instant as Socrata writes a fixed timestamp, e.g. 2023-11-28T13:05:12.345Z."""
+    utc = moment.astimezone(UTC) if moment.tzinfo else moment
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def _fixed_key(text: str) -> str | None:
+    """Return a fixed timestamp as comparable text (UTC, milliseconds, no zone), None if not one."""
+    match = _FIXED.match(text)
+    if not match:
+        return None
+    return _iso_time(match[1] + (match[2] or "T00:00:00"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One item of $select: count(*), date_trunc_ymd(column) or a column, and its output name."""
+
+    kind: str
+    column: str | None
+    name: str
+    text: str
+
+
+def _select_items(select: str) -> list[_Item]:
+    items = []
+    for text in select.split(","):
+        match = _SELECT_ITEM.match(text)
+        if not match:
+            raise SoqlError(f"cannot read $select item {text.strip()!r}")
+        alias = match["alias"]
+        if match["count"]:
+            items.append(_Item("count", None, alias or "count", "count(*)"))
+        elif match["trunc"]:
+            column = match["trunc"].strip("`")
+            name = alias or f"date_trunc_ymd_{column}"
+            items.append(_Item("trunc", column, name, f"date_trunc_ymd({column})"))
+        elif match["sum"]:
+            column = match["sum"].strip("`")
+            items.append(_Item("sum", column, alias or f"sum_{column}", f"sum({column})"))
+        else:
+            column = match["column"].strip("`")
+            items.append(_Item("column", column, alias or column, column))
+    return items
+
+
 class Dataset:
     """Rows held as encoded JSON, with typed columns and sort orders built on first use."""
 
-    def __init__(self, rows: Iterable[dict[str, Any]]) -> None:
-        self._encoded = [json.dumps(r, separators=(",", ":")).encode() for r in rows]
+    def __init__(self, rows: Iterable[dict[str, Any]], loaded_at: datetime | None = None) -> None:
+        self._encoded: list[bytes] = []
+        self._system: list[dict[str, str]] = []
+        self._next_row = 0
         self._columns: dict[str, list[Any]] = {}
         self._kinds: dict[str, str] = {}
         self._orders: dict[str, tuple[list[int], list[Any], int]] = {}
         self._lock = threading.Lock()
+        self._append(rows, loaded_at or datetime.now(UTC))
+
+    def _append(self, rows: Iterable[dict[str, Any]], at: datetime) -> None:
+        stamp = fixed_stamp(at)
+        for row in rows:
+            self._encoded.append(json.dumps(row, separators=(",", ":")).encode())
+            self._system.append({":id": f"row-{self._next_row:06x}", ":created_at": stamp,
+                                 ":updated_at": stamp})  # fmt: skip
+            self._next_row += 1
+
+    def _changed(self) -> None:
+        """Forget the columns and orders built so far (the caller holds the lock)."""
+        self._columns, self._kinds, self._orders = {}, {}, {}
+
+    def _index_of(self) -> dict[int, int]:
+        self._ensure(["service_request_id"])
+        ids = self._columns["service_request_id"]
+        return {int(v): i for i, v in enumerate(ids) if v is not None}
+
+    def add(self, rows: Iterable[dict[str, Any]], at: datetime | None = None) -> None:
+        """Add rows (new to the dataset, or back after a deletion), created and updated `at`."""
+        with self._lock:
+            self._append(rows, at or datetime.now(UTC))
+            self._changed()
+
+    def delete(self, ids: Iterable[int]) -> int:
+        """Remove the rows of these service_request_ids; return how many were removed."""
+        index = self._index_of()
+        gone = sorted({index[i] for i in ids if i in index}, reverse=True)
+        with self._lock:
+            for i in gone:
+                del self._encoded[i], self._system[i]
+            self._changed()
+        return len(gone)
+
+    def change(
+        self, service_request_id: int, values: dict[str, Any], at: datetime | None = None
+    ) -> None:
+        """Set fields of one row and stamp its :updated_at; updated_datetime moves only if
+        `values` holds it (a silent change otherwise, as a publisher's rewrite is)."""
+        i = self._index_of()[service_request_id]
+        row = json.loads(self._encoded[i]) | values
+        with self._lock:
+            self._encoded[i] = json.dumps(row, separators=(",", ":")).encode()
+            self._system[i][":updated_at"] = fixed_stamp(at or datetime.now(UTC))
+            self._changed()
 
     @classmethod
     def from_file(cls, path: Path) -> Dataset:
@@ -194,8 +300,8 @@ class Dataset:
             missing = [n for n in missing if n not in self._columns]
             raw: dict[str, list[Any]] = {n: [] for n in missing}
             appenders = [(n, raw[n].append) for n in missing]
-            for encoded in self._encoded:
-                row = json.loads(encoded)
+            for encoded, system in zip(self._encoded, self._system, strict=True):
+                row = json.loads(encoded) | system
                 for name, append in appenders:
                     append(row.get(name))
             for name, values in raw.items():
@@ -213,6 +319,11 @@ class Dataset:
             if not _ISO.match(text):
                 raise SoqlError(f"{column} is a floating timestamp; bad literal {value!r}")
             return _iso_time(text)
+        if kind == "fixed":
+            key = _fixed_key(str(value))
+            if key is None:
+                raise SoqlError(f"{column} is a fixed timestamp; bad literal {value!r}")
+            return key
         return value if isinstance(value, str) else f"{value:g}"
 
     def _compile(self, node: tuple) -> Callable[[int], bool]:
@@ -290,6 +401,10 @@ class Dataset:
             raise SoqlError("$limit and $offset must be integers") from None
         if not 0 <= limit <= MAX_LIMIT or offset < 0:
             raise SoqlError(f"$limit must be between 0 and {MAX_LIMIT}; $offset >= 0")
+        select = params.get("$select", "*").strip() or "*"
+        items = _select_items(select)
+        if params.get("$group") or any(item.kind != "column" for item in items):
+            return self._aggregate(params, items, limit, offset)
         where = _Parser(params["$where"]).parse() if params.get("$where") else None
         if where is not None:
             self._ensure(_columns_of(where))
@@ -307,15 +422,90 @@ class Dataset:
         if predicate is not None:
             indexes = filter(predicate, indexes)
         chosen = list(islice(indexes, offset, offset + limit))
-        select = params.get("$select", "*").strip()
-        if select in ("", "*"):
+        names = [item.column for item in items]
+        if names == ["*"]:
             return b"[" + b",".join(self._encoded[i] for i in chosen) + b"]"
-        columns = [c.strip().strip("`") for c in select.split(",")]
+        if names[-1:] == ["*"] and all(n == ":*" or n in SYSTEM_FIELDS for n in names[:-1]):
+            fields = [f for n in names[:-1] for f in (SYSTEM_FIELDS if n == ":*" else (n,))]
+            return b"[" + b",".join(self._with_system(i, fields) for i in chosen) + b"]"
         picked = []
         for i in chosen:
-            row = json.loads(self._encoded[i])
-            picked.append({c: row[c] for c in columns if c in row})
+            row, out = json.loads(self._encoded[i]), dict[str, Any]()
+            for item in items:
+                column = item.column or ""
+                if column == ":*":
+                    out |= self._system[i]
+                elif column == "*":
+                    out |= row
+                elif (value := self._system[i].get(column, row.get(column))) is not None:
+                    out[item.name] = value
+            picked.append(out)
         return json.dumps(picked, separators=(",", ":")).encode()
+
+    def _with_system(self, i: int, fields: list[str]) -> bytes:
+        # System values are plain ASCII ("row-..." and timestamps): no JSON escaping needed.
+        system = self._system[i]
+        head = ",".join(f'"{f}":"{system[f]}"' for f in fields).encode()
+        row = self._encoded[i]
+        return b"{" + head + (b"}" if row == b"{}" else b"," + row[1:])
+
+    def _aggregate(
+        self, params: dict[str, str], items: list[_Item], limit: int, offset: int
+    ) -> bytes:
+        """Return the JSON body of a grouped query: count(*) and sums per group of the rest."""
+        keys = [item for item in items if item.kind in ("column", "trunc")]
+        sums = [item for item in items if item.kind == "sum"]
+        group = {g.strip().strip("`") for g in params.get("$group", "").split(",") if g.strip()}
+        if group != {k.name for k in keys} and group != {k.text for k in keys}:
+            raise SoqlError(f"$group {sorted(group)} must name every non-aggregate $select item")
+        where = _Parser(params["$where"]).parse() if params.get("$where") else None
+        needed = {k.column or "" for k in keys + sums} | (_columns_of(where) if where else set())
+        self._ensure(needed)
+        if any(k.kind == "trunc" and self._kinds[k.column or ""] != "time" for k in keys):
+            raise SoqlError("date_trunc_ymd needs a floating timestamp column")
+        if any(self._kinds[k.column or ""] != "number" for k in sums):
+            raise SoqlError("sum() needs a number column")
+        indexes: Iterable[int] = range(len(self._encoded))
+        if where is not None:
+            indexes = filter(self._compile(where), indexes)
+        counts: Counter[tuple[Any, ...]] = Counter()
+        totals: dict[tuple[Any, ...], list[float]] = {}
+        for i in indexes:
+            key = tuple(_group_value(self._columns[k.column or ""][i], k.kind) for k in keys)
+            counts[key] += 1
+            added = [self._columns[k.column or ""][i] or 0.0 for k in sums]
+            totals[key] = [
+                a + b for a, b in zip(totals.get(key, [0.0] * len(sums)), added, strict=True)
+            ]
+        # Ordered by the $order items that name a group, then by every group (Socrata: unordered).
+        order = [o.split()[0].strip("`") for o in params.get("$order", "").split(",") if o.strip()]
+        ranks = [n for o in order for n, k in enumerate(keys) if o in (k.name, k.text)]
+        ranks += range(len(keys))
+        ranked = sorted(counts.items(), key=lambda kv: [_null_last(kv[0][r]) for r in ranks])
+        out = []
+        for key, n in ranked[offset : offset + limit]:
+            row = {k.name: _json_value(v) for k, v in zip(keys, key, strict=True) if v is not None}
+            row |= {item.name: str(n) for item in items if item.kind == "count"}
+            row |= {k.name: _json_value(t) for k, t in zip(sums, totals[key], strict=True)}
+            out.append(row)
+        return json.dumps(out, separators=(",", ":")).encode()
+
+
+def _group_value(value: Any, kind: str) -> Any:
+    if kind == "trunc" and value is not None:
+        return value[:10] + "T00:00:00.000"
+    return value
+
+
+def _null_last(value: Any) -> tuple[bool, Any]:
+    return (True, "") if value is None else (False, value)
+
+
+def _json_value(value: Any) -> str:
+    # Numbers come back as the API writes them: strings, integral ones without a point.
+    if isinstance(value, float):
+        return f"{value:.0f}" if value.is_integer() else repr(value)
+    return str(value)
 
 
 def _sort_key(values: list[Any], kind: str) -> Callable[[int], tuple[bool, Any]]:
@@ -342,6 +532,8 @@ def _typed(values: list[Any]) -> tuple[str, list[Any]]:
     present = [v for v in values if v is not None]
     if present and all(isinstance(v, str) and _ISO.match(v) for v in present):
         return "time", [None if v is None else _iso_time(v) for v in values]
+    if present and all(isinstance(v, str) and v.endswith("Z") and _FIXED.match(v) for v in present):
+        return "fixed", [None if v is None else _fixed_key(v) for v in values]
     try:
         numbers = [None if v is None else float(v) for v in values]
     except (TypeError, ValueError):

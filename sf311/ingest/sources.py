@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from sf311.ingest.extract import PageBlock, iter_pages, socrata_client, start_position, to_floating
+from sf311.ingest.extract import (
+    SELECT,
+    PageBlock,
+    get_page,
+    iter_pages,
+    socrata_client,
+    start_position,
+    to_floating,
+    without_system_fields,
+)
 from sf311.ingest.files import RawBatch, read_batches
-from sf311.ingest.watermark import Watermark, WatermarkStore
+from sf311.ingest.watermark import RunMark, Watermark, WatermarkStore
 from sf311.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,6 +83,7 @@ class SocrataSource:
         self.page_size = page_size
         self.key = watermark_source(settings)
         self._start: Watermark | None = None
+        self._changed_since: datetime | None = None
 
     @classmethod
     def from_args(
@@ -86,37 +96,84 @@ class SocrataSource:
 
     def __enter__(self) -> SocrataSource:
         self._store = WatermarkStore(self.settings.postgres_dsn.get_secret_value())
+        overlap = timedelta(seconds=self.settings.socrata_overlap_seconds)
         try:
             self._start = start_position(
-                self._store.get(self.key),
-                to_floating(self.since) if self.since else None,
-                timedelta(seconds=self.settings.socrata_overlap_seconds),
+                self._store.get(self.key), to_floating(self.since) if self.since else None, overlap
             )
+            system = self._store.system_updated_at(self.key)
+            self._changed_since = system - overlap if system is not None else None
         except BaseException:
             self._store.close()
             raise
         until = to_floating(self.until) if self.until else None
-        log.info("socrata ingest %s from %s until %s", self.key, self._start, until)
+        log.info("socrata ingest %s from %s until %s, changed since %s",
+                 self.key, self._start, until, self._changed_since)  # fmt: skip
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._store.close()
 
-    def on_acked(self, mark: Watermark) -> None:
+    def on_acked(self, mark: RunMark) -> None:
         """Advance the stored watermark to a page the broker fully acknowledged."""
-        self._store.advance(self.key, mark)
+        self._store.advance(self.key, mark.position, mark.system_updated_at)
 
     def iter_blocks(self, size: int) -> Iterator[Block]:
-        """Yield each page in Blocks of `size` rows; its last block carries its watermark."""
+        """Yield each page in Blocks of `size` rows; its last block carries its watermark, the
+        run's last block also the newest :updated_at of the run."""
         until = to_floating(self.until) if self.until else None
+        position, newest = self._start, None
         with socrata_client(self.settings) as client:
-            pages = iter_pages(client, self.settings, self._start, until, self.page_size)
+            pages = iter_pages(
+                client, self.settings, self._start, until, self.page_size, self._changed_since
+            )
             for page in pages:
+                position = page.last or position
+                if page.updated_at is not None:
+                    newest = max(newest or page.updated_at, page.updated_at)
+                # Only a whole run's :updated_at counts: its rows come in no order of it.
+                final = len(page.rows) < (self.page_size or self.settings.socrata_page_size)
                 n = len(page.rows)
                 ends = list(range(size, n, size)) + [n]
                 for begin, end in zip([0, *ends], ends, strict=False):
-                    mark = page.last if end == n else None
+                    mark = None
+                    if end == n and position is not None:
+                        mark = RunMark(position, newest if final else None)
                     yield Block(PageBlock(page.rows, begin, end), end - begin, mark)
+
+
+class IdsSource:
+    """The Socrata rows of given service_request_ids, as they are now (a reconcile's re-extract)."""
+
+    origin = "socrata"
+    on_acked = None
+    # Ids per request: each is a few characters of the URL's $where.
+    CHUNK = 200
+
+    def __init__(self, settings: Settings, ids: Iterable[int]) -> None:
+        self.settings = settings
+        self.ids = sorted(set(ids))
+
+    def __enter__(self) -> IdsSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def iter_blocks(self, size: int) -> Iterator[Block]:
+        """Yield the rows of the ids, CHUNK ids per request, in Blocks of at most `size` rows."""
+        step = min(size, self.CHUNK)
+        with socrata_client(self.settings) as client:
+            for at in range(0, len(self.ids), step):
+                chunk = self.ids[at : at + step]
+                params = {
+                    "select": SELECT,
+                    "where": f"service_request_id IN ({', '.join(map(str, chunk))})",
+                    "order": "service_request_id",
+                    "limit": len(chunk),
+                }
+                rows, _ = without_system_fields(get_page(client, self.settings, params))
+                yield Block(PageBlock(rows, 0, len(rows)), len(rows))
 
 
 class FileSource:

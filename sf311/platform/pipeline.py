@@ -19,6 +19,7 @@ from sf311.lakehouse.checkpoints import (
 )
 from sf311.settings import Settings
 from sf311.warehouse.offsets import loaded_offsets
+from sf311.warehouse.reconcile_runs import ReconcileRun, last_run
 
 KAFKA_TIMEOUT = 5.0
 
@@ -146,6 +147,21 @@ def batches(dsn: str) -> Batches | None:
     return Batches(*last, *hour, cases, *(lake or ()))
 
 
+def reconcile_line(run: ReconcileRun | None) -> str:
+    """Return the status line of the last `sf311 reconcile` run."""
+    if run is None:
+        return "  reconcile none run yet (`sf311 reconcile`, DAG sf311_reconcile)"
+    c = run.counts
+    when = run.finished_at or run.started_at
+    line = (
+        f"  last reconcile #{run.run_id}: {run.status} {when:%Y-%m-%d %H:%M:%S %Z}, "
+        f"{run.window_start}..{run.window_end}: {c.days_differing} of {c.days_compared} days "
+        f"differ; {c.ids_missing_here:,} missing here ({c.ids_reextracted:,} re-extracted), "
+        f"{c.ids_marked_deleted:,} marked deleted, {c.ids_restored:,} restored"
+    )
+    return line if run.error is None else f"{line}; {run.error.splitlines()[0][:200]}"
+
+
 def fmt_seconds(value: float | None) -> str:
     """Return seconds as '1.2 s', or '-' when unknown."""
     return "-" if value is None else f"{value:.1f} s"
@@ -187,4 +203,9 @@ def report(settings: Settings) -> list[str]:
             f"  last {LAKE_QUERY} batch #{b.lake_batch_id}: finished "
             f"{b.lake_finished:%Y-%m-%d %H:%M:%S %Z}, lag p95 {fmt_seconds(b.lake_lag_p95)}"
         )
+    try:
+        with psycopg.connect(settings.postgres_dsn.get_secret_value(), connect_timeout=3) as conn:
+            lines.append(reconcile_line(last_run(conn)))
+    except psycopg.Error as err:
+        lines.append(f"  reconcile unavailable: {str(err).strip().splitlines()[0]}")
     return lines
