@@ -12,9 +12,13 @@
    processingTime trigger; freshness = Postgres commit time - Kafka timestamp, p50/p95 (and the
    same to the silver commit, for the lake).
 
+3. `--master spark://HOST:PORT` runs each backfill again on that master (`make cluster-up`: a
+   standalone master and two workers of 1 core on this machine) after the settings' own master
+   (local[2]), in the same run, and reports the time ratio master / local per size.
+
 Everything lands in throwaway topics, Postgres schemas and lake folders, removed afterwards.
 Usage: .venv/bin/python -m bench.stream [--rows 1000000 | --full | --scale 100000,1000000]
-       [--rate 1000 --steady-seconds 300]
+       [--rate 1000 --steady-seconds 300] [--master spark://127.0.0.1:7077]
 """
 
 from __future__ import annotations
@@ -343,6 +347,10 @@ def main() -> None:
     )
     parser.add_argument("--rate", type=int, default=1000, help="steady events/s")
     parser.add_argument("--steady-seconds", type=float, default=300)
+    parser.add_argument(
+        "--master", default=None, help="also run each backfill on this Spark master, e.g. "
+        "spark://127.0.0.1:7077, and report its time / the settings' master's",
+    )  # fmt: skip
     args = parser.parse_args()
     sizes = [int(n) for n in args.scale.split(",") if n] or [FULL_ROWS if args.full else args.rows]
 
@@ -352,18 +360,18 @@ def main() -> None:
         overrides["stream_max_offsets_per_trigger"] = args.max_offsets
     if args.lake_max_offsets:
         overrides["stream_lake_max_offsets_per_trigger"] = args.lake_max_offsets
-    spark = build_spark(base, app_name="sf311-bench-stream")
     reader = load_schema(latest_schema_path(base.schemas_dir))
     pool = _cases_pool(POOL)
     details: dict[str, Any] = {"backfills": []}
     scale = []
+    spark = build_spark(base, app_name="sf311-bench-stream")
     try:
         for rows in sizes:
             with bench_env(base, **overrides) as (settings, schema_id, dsn):
                 feed = Feed(CaseEncoder(reader, schema_id), pool)
                 result = backfill(spark, settings, feed, rows, dsn)
             print(json.dumps(result, indent=2))
-            details["backfills"].append(result)
+            details["backfills"].append({"master": base.spark_master, **result})
             scale.append({"rows": rows, "seconds": result["end_to_end_seconds"]})
         if args.steady_seconds > 0:
             with bench_env(base, **overrides) as (settings, schema_id, dsn):
@@ -374,9 +382,42 @@ def main() -> None:
             print(json.dumps(details["steady"], indent=2))
     finally:
         spark.stop()
-    # The full backfill takes a quarter of an hour: its figures keep a file of their own.
-    name = "stream_full" if args.full else "stream"
+    if args.master:
+        details["cluster"] = on_master(args.master, sizes, details["backfills"], overrides, pool)
+        print(json.dumps(details["cluster"], indent=2))
+    # The full backfill and the cluster comparison keep files of their own.
+    name = "stream_full" if args.full else "stream_cluster" if args.master else "stream"
     write_results(name, figures(details), details, scale=scale if len(scale) > 1 else None)
+
+
+def on_master(
+    master: str, sizes: list[int], local: list[dict[str, Any]], overrides: dict[str, Any],
+    pool: list[dict[str, Any]],
+) -> dict[str, Any]:  # fmt: skip
+    """Return each backfill size run again on `master` and its time over the local run's."""
+    base = load_settings(spark_master=master)
+    reader = load_schema(latest_schema_path(base.schemas_dir))
+    # This process's first SparkContext is stopped: the next one may name another master.
+    spark = build_spark(base, app_name="sf311-bench-stream-cluster")
+    runs = []
+    try:
+        for rows, before in zip(sizes, local, strict=True):
+            with bench_env(base, spark_master=master, **overrides) as (settings, schema_id, dsn):
+                result = backfill(spark, settings, Feed(CaseEncoder(reader, schema_id), pool),
+                                  rows, dsn)  # fmt: skip
+            runs.append({
+                "rows": rows,
+                "local_seconds": before["end_to_end_seconds"],
+                "master_seconds": result["end_to_end_seconds"],
+                "master_over_local": round(
+                    result["end_to_end_seconds"] / before["end_to_end_seconds"], 2
+                ),
+                "backfill": result,
+            })  # fmt: skip
+    finally:
+        spark.stop()
+    # Executors are separate JVMs that cpu_seconds() does not count: only wall time compares.
+    return {"master": master, "local_master": local[0]["master"], "runs": runs}
 
 
 def figures(details: dict[str, Any]) -> list[Figure]:
@@ -397,6 +438,9 @@ def figures(details: dict[str, Any]) -> list[Figure]:
     if full:
         out.append(Figure("full backfill time", full[0]["end_to_end_seconds"], "s",
                           full[0]["rows"], TARGET_FULL_SECONDS, "lower"))  # fmt: skip
+    for run in details.get("cluster", {}).get("runs", []):
+        out.append(Figure(f"backfill time on {details['cluster']['master']} / local",
+                          run["master_over_local"], "x", run["rows"], better="lower"))  # fmt: skip
     if "steady" in details:
         st = details["steady"]
         rows = st["consumed"]

@@ -4,6 +4,8 @@ For deployments that schedule rather than stream: each run migrates the warehous
 the streaming job with trigger(availableNow=True) through spark-submit; it reads what arrived
 since the last run (the checkpoint remembers where it stopped) and exits. Never run it beside
 a continuous `sf311 stream` on the same checkpoint: the DAG starts paused for that reason.
+Master, jars and Python come from Settings (SF311_SPARK_MASTER=spark://... for a cluster)
+through sf311.submit, which says why this is not the Spark provider's SparkSubmitOperator.
 """
 
 from __future__ import annotations

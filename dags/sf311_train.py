@@ -2,7 +2,8 @@
 
 The job trains on silver.cases, logs the run to MLflow, registers a new version of
 sf311-resolution and moves the `champion` alias only when it beats the current champion on the
-same holdout; the API picks the new champion up without a restart.
+same holdout; the API picks the new champion up without a restart. Master, jars and Python
+come from Settings through sf311.submit, as for sf311_stream.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""The one SparkSession factory: Delta, the local jars and conf/spark-defaults.conf."""
+"""The one SparkSession factory: Delta, the local jars, conf/spark-defaults.conf, s3a."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -34,9 +36,15 @@ def spark_jars(settings: Settings) -> list[Path]:
 def build_spark(
     settings: Settings, app_name: str = "sf311", extra: dict[str, str] | None = None
 ) -> SparkSession:
-    """Return a SparkSession with Delta, Kafka and Avro support, configured from Settings."""
+    """Return a SparkSession with Delta, Kafka, Avro and s3a support, configured from Settings."""
     conf = read_spark_conf(settings.conf_dir / "spark-defaults.conf")
+    conf.update(settings.object_store_conf())
     conf.update(extra or {})
+    python = str(settings.spark_python or sys.executable)
+    # pyspark names its executors' Python from PYSPARK_PYTHON alone (else `python3` from their
+    # PATH, which lacks the project); the conf records it for Spark's own launchers.
+    os.environ["PYSPARK_PYTHON"] = python
+    conf["spark.pyspark.python"] = python
     builder = SparkSession.builder.appName(app_name).master(settings.spark_master)
     builder = builder.config("spark.jars", ",".join(str(j) for j in spark_jars(settings)))
     for key, value in conf.items():

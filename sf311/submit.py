@@ -1,6 +1,12 @@
 """spark-submit commands of the jobs in jobs/, for schedulers (Airflow) that launch them.
 
-No pyspark import here: the Airflow environment calls this without Spark installed."""
+No pyspark import here: the Airflow environment calls this without Spark installed.
+
+The DAGs call this rather than the Spark provider's SparkSubmitOperator (6.3.4 fits Airflow
+3.3.2): the operator takes the master, deploy mode and binary from an Airflow connection, a
+second place beside Settings, accepts only a `spark-submit` found on PATH, and brings Spark
+Connect's client (grpcio, pandas 3) into Airflow's environment. What it mainly adds, driver
+tracking in cluster deploy mode, standalone masters refuse for Python jobs."""
 
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ def spark_submit_command(settings: Settings, job: str, *args: str) -> list[str]:
         "--name", f"sf311-{job}",
         "--properties-file", str(settings.conf_dir / "spark-defaults.conf"),
         "--jars", ",".join(jars),
+        *(a for k, v in settings.object_store_conf().items() for a in ("--conf", f"{k}={v}")),
         str(job_file(job)),
         *args,
     ]  # fmt: skip
@@ -42,7 +49,9 @@ def spark_submit_env(settings: Settings) -> dict[str, str]:
     worker runs in its own virtualenv without pyspark)."""
     bin_dir = settings.spark_submit.parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    if (bin_dir / "python").exists():
+    if settings.spark_python:
+        env["PYSPARK_PYTHON"] = str(settings.spark_python)
+    elif (bin_dir / "python").exists():
         env["PYSPARK_PYTHON"] = str(bin_dir / "python")
     return env
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -562,6 +563,105 @@ class Airflow(Service):
         """Return the generated password of the `admin` user of Airflow's simple auth manager."""
         path = self.home / "simple_auth_manager_passwords.json.generated"
         return json.loads(path.read_text())["admin"]
+
+
+def spark_home() -> Path:
+    """Return the Spark distribution inside the installed pyspark package (jars, bin/)."""
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        raise StackError("spark: pyspark is not installed in this environment: run `make setup`")
+    return Path(spec.submodule_search_locations[0])
+
+
+class SparkCluster(Service):
+    """A Spark standalone cluster on loopback: a master and spark_cluster_workers workers, each
+    its own JVM from pyspark's distribution; started by name only (`sf311 up --only spark`)."""
+
+    name = "spark"
+    optional = True
+    health_timeout = 60.0
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.master = Endpoint("127.0.0.1", settings.spark_cluster_port)
+        self.ui = Endpoint("127.0.0.1", settings.spark_cluster_ui_port)
+        self.worker_uis = [
+            Endpoint("127.0.0.1", settings.spark_cluster_ui_port + n)
+            for n in range(1, settings.spark_cluster_workers + 1)
+        ]
+        self.home = self.state / "spark"
+
+    @property
+    def url(self) -> str:
+        """Return the master URL jobs take as SF311_SPARK_MASTER."""
+        return f"spark://{self.master}"
+
+    def endpoints(self) -> list[Endpoint]:
+        return [self.master, self.ui, *self.worker_uis]
+
+    def check_installed(self) -> None:
+        if not (spark_home() / "bin" / "spark-class").exists():
+            raise StackError(f"spark: no bin/spark-class in {spark_home()}: run `make setup`")
+        if not shutil.which("java"):
+            raise StackError("spark: `java` not on PATH: install a JDK 17+ (make setup does)")
+
+    def prepare(self) -> None:
+        for n in range(1, len(self.worker_uis) + 1):
+            (self.home / f"worker-{n}").mkdir(parents=True, exist_ok=True)
+
+    def _launch(self, name: str, *args: str) -> Launch:
+        env = {
+            "SPARK_HOME": str(spark_home()),
+            "SPARK_LOCAL_IP": self.master.host,
+            # Heap of the master and worker daemons themselves, not of the executors.
+            "SPARK_DAEMON_MEMORY": "256m",
+            # No REST submission server: it would take a fixed port (6066) nobody here uses.
+            "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
+            # Each job copies the jars into a worker's work folder: drop those of old jobs.
+            "SPARK_WORKER_OPTS": "-Dspark.worker.cleanup.enabled=true "
+            "-Dspark.worker.cleanup.appDataTtl=86400",
+        }
+        argv = [str(spark_home() / "bin" / "spark-class"), *args]
+        return Launch(name, argv, env=env, cwd=self.home)
+
+    def launches(self) -> list[Launch]:
+        master = self._launch(
+            "spark-master", "org.apache.spark.deploy.master.Master",
+            "--host", self.master.host, "--port", str(self.master.port),
+            "--webui-port", str(self.ui.port),
+        )  # fmt: skip
+        workers = [self._worker(n, ui) for n, ui in enumerate(self.worker_uis, start=1)]
+        return [master, *workers]
+
+    def _worker(self, n: int, ui: Endpoint) -> Launch:
+        return self._launch(
+            f"spark-worker-{n}", "org.apache.spark.deploy.worker.Worker", self.url,
+            "--host", ui.host, "--cores", str(self.settings.spark_worker_cores),
+            "--memory", self.settings.spark_worker_memory, "--webui-port", str(ui.port),
+            "--work-dir", str(self.home / f"worker-{n}"),
+        )  # fmt: skip
+
+    def alive_workers(self) -> int:
+        """Return how many workers the master lists as alive (0 when it does not answer)."""
+        try:
+            answer = requests.get(f"http://{self.ui}/json/", timeout=HTTP_TIMEOUT)
+            return int(answer.json().get("aliveworkers", 0)) if answer.ok else 0
+        except (requests.RequestException, ValueError):
+            return 0
+
+    def healthy(self) -> bool:
+        return self.alive_workers() >= len(self.worker_uis)
+
+    def describe(self) -> str:
+        return (
+            f"{self.url} (UI http://{self.ui}), {len(self.worker_uis)} workers x "
+            f"{self.settings.spark_worker_cores} core, {self.settings.spark_worker_memory}"
+        )
+
+
+def cluster_services(settings: Settings) -> list[Service]:
+    """Return the optional services `up` starts only by name (the Spark cluster)."""
+    return [SparkCluster(settings)]
 
 
 def all_services(settings: Settings) -> list[Service]:

@@ -14,7 +14,7 @@ from sf311.platform.process import (
     process_table,
     wait_until,
 )
-from sf311.platform.services import Service, all_services
+from sf311.platform.services import Service, all_services, cluster_services
 from sf311.settings import Settings
 
 
@@ -23,9 +23,10 @@ def _say(message: str) -> None:
 
 
 def _selected(settings: Settings, only: list[str] | None, apps: bool = False) -> list[Service]:
-    """Return the named services; without names, the stack's, plus the apps when apps is set."""
+    """Return the named services; without names, the stack's, plus the optional ones (the
+    Spark cluster, the apps) when apps is set."""
     services = all_services(settings)
-    known = services + app_services(settings)
+    known = services + cluster_services(settings) + app_services(settings)
     if not only:
         return known if apps else services
     unknown = set(only) - {s.name for s in known}

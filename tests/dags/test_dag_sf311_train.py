@@ -20,3 +20,12 @@ def test_sf311_train_dag_wiring() -> None:
     task = dag.get_task("train_and_register")
     assert task.owner == "sf311-data"
     assert task.retries >= 1
+
+
+def test_sf311_train_submits_to_the_spark_master_of_settings(tmp_path, monkeypatch) -> None:
+    from tests.dags.test_dag_sf311_stream import submitted
+
+    argv, jars = submitted(tmp_path, monkeypatch, "sf311_train", "train_and_register")
+    assert argv[:4] == ["--master", "spark://127.0.0.1:7077", "--name", "sf311-train"]
+    assert argv[-1] == str(DAG_FILE.parents[1] / "jobs" / "train.py")
+    assert argv[argv.index("--jars") + 1].split(",") == sorted(str(j) for j in jars.iterdir())
