@@ -7,22 +7,60 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi.exceptions import RequestValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from sf311.contract.city import LOCAL_ZONE
 from sf311.model.champion import ModelService, mlflow_service
+from sf311.serving.body import MALFORMED, NO_MODEL, TOO_LARGE, BodyLimit, invalid_request
 from sf311.settings import Settings
 
 MAX_BATCH = 10_000
 INTERVAL = 0.8
 log = logging.getLogger(__name__)
+# An ISO 8601 date-time from 2000 to 2100, calendar days only (29 February in leap years), as
+# one pattern the OpenAPI document carries too: a fuzzer reads the contract the API applies.
+# Pydantic alone would also take a bare date, Unix seconds, or a year its zone maths overflows.
+_YEAR = "(?:20[0-9][0-9]|2100)"
+_DATE = (
+    f"{_YEAR}-(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    f"|{_YEAR}-(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    f"|{_YEAR}-02-(?:0[1-9]|1[0-9]|2[0-8])"
+    "|20(?:[02468][048]|[13579][26])-02-29"
+)
+_TIME = "[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:[.][0-9]{1,9})?)?"
+_OFFSET = "(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])?"
+DATE_TIME_PATTERN = f"^(?:{_DATE}){_TIME}{_OFFSET}$"
+_DATE_TIME = re.compile(DATE_TIME_PATTERN)
 Text = Annotated[str | None, Field(default=None, max_length=200)]
+
+
+def _json_number(value: Any) -> Any:
+    """Let only JSON numbers through: pydantic would read true as 1 and "11" as 11; 11.0 stays
+    accepted, as in JSON Schema (a pandas column of districts with gaps holds floats)."""
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    raise PydanticCustomError(
+        "number_type", "Input should be a number, not {kind}", {"kind": type(value).__name__}
+    )
+
+
+Number = BeforeValidator(_json_number)
 
 
 class CaseIn(BaseModel):
@@ -30,18 +68,35 @@ class CaseIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    requested_datetime: datetime = Field(
-        description="When the case was opened; without an offset it is San Francisco local time"
+    requested_datetime: Annotated[
+        datetime, WithJsonSchema({"type": "string", "pattern": DATE_TIME_PATTERN})
+    ] = Field(
+        description="When the case was opened: an ISO 8601 date-time from 2000 to 2100; without"
+        " an offset it is San Francisco local time",
+        examples=["2019-01-15T20:00:00-08:00"],
     )
     service_name: str = Field(min_length=1, max_length=200, description="Category")
     service_subtype: Text = None
     agency_responsible: Text = None
     neighborhood: Text = None
-    supervisor_district: int | None = Field(default=None, ge=0, le=99)
+    supervisor_district: Annotated[int | None, Number] = Field(default=None, ge=0, le=99)
     police_district: Text = None
     source: Text = None
-    lat: float | None = Field(default=None, ge=-90, le=90)
-    long: float | None = Field(default=None, ge=-180, le=180)
+    # Strict: a JSON number, never true or "37.7"; NaN and Infinity, which Python's JSON reads,
+    # are refused too.
+    lat: float | None = Field(default=None, ge=-90, le=90, strict=True, allow_inf_nan=False)
+    long: float | None = Field(default=None, ge=-180, le=180, strict=True, allow_inf_nan=False)
+
+    @field_validator("requested_datetime", mode="before")
+    @classmethod
+    def _iso_text(cls, value: Any) -> Any:
+        if isinstance(value, str) and _DATE_TIME.fullmatch(value):
+            return value
+        raise PydanticCustomError(
+            "datetime_format",
+            "Input should be an ISO 8601 date-time from year 2000 to 2100, such as"
+            " 2019-01-15T20:00:00-08:00",
+        )
 
     @field_validator("requested_datetime")
     @classmethod
@@ -155,24 +210,28 @@ def create_app(settings: Settings, service: ModelService | None = None) -> FastA
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
 
+    app.add_middleware(BodyLimit)
+    app.exception_handler(RequestValidationError)(invalid_request)
+    posted: dict[int | str, dict[str, Any]] = {400: MALFORMED, 413: TOO_LARGE, 503: NO_MODEL}
+
     # Answers are serialized once by pydantic; returning a Response skips FastAPI's second pass.
-    @app.post("/predict", response_model=PredictionOut)
+    @app.post("/predict", response_model=PredictionOut, responses=posted)
     async def predict(case: CaseIn) -> Response:
         return _json(_score(service, [case])[0])
 
-    @app.post("/predict/batch", response_model=BatchOut)
+    @app.post("/predict/batch", response_model=BatchOut, responses=posted)
     def predict_batch(batch: BatchIn) -> Response:
         predictions = _score(service, batch.cases)
         return _json(BatchOut(model_version=predictions[0].model_version, predictions=predictions))
 
-    @app.get("/health")
+    @app.get("/health", responses={503: NO_MODEL})
     async def health() -> dict[str, Any]:
         model = service.model
         if model is None:
             raise HTTPException(status_code=503, detail="no champion model loaded")
         return {"status": "ok", "model_version": model.version}
 
-    @app.get("/model")
+    @app.get("/model", responses={503: NO_MODEL})
     async def model_info() -> dict[str, Any]:
         model = service.model
         if model is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -10,6 +11,7 @@ from fastapi.testclient import TestClient
 from sf311.model.champion import LoadedModel, ModelService
 from sf311.model.scorer import Scorer
 from sf311.serving.api import create_app
+from sf311.serving.body import MAX_BODY_BYTES
 
 # 2019-01-15 20:00 in San Francisco (PST): hour 20, so B and unseen categories score 4.0.
 CASE = {"requested_datetime": "2019-01-15T20:00:00-08:00", "service_name": "B"}
@@ -59,12 +61,101 @@ def test_unknown_category_is_scored_as_unseen(client) -> None:
         ({**CASE, "lat": 137.0}, "lat"),
         ({**CASE, "supervisor_district": "eleven"}, "supervisor_district"),
         ({**CASE, "service_name": ""}, "service_name"),
+        ({**CASE, "long": False}, "long"),
+        ({**CASE, "lat": "37.77"}, "lat"),
+        ({**CASE, "lat": float("nan")}, "lat"),
+        ({**CASE, "long": float("-inf")}, "long"),
+        ({**CASE, "supervisor_district": True}, "supervisor_district"),
+        ({**CASE, "supervisor_district": 6.5}, "supervisor_district"),
+        ({**CASE, "requested_datetime": "0001-01-01T00:00:00Z"}, "requested_datetime"),
+        ({**CASE, "requested_datetime": "1999-12-31T23:59:59-08:00"}, "requested_datetime"),
+        ({**CASE, "requested_datetime": "2101-01-01T00:00:00"}, "requested_datetime"),
+        ({**CASE, "requested_datetime": "2019-02-29T10:00:00"}, "requested_datetime"),
+        ({**CASE, "requested_datetime": "2019-01-15"}, "requested_datetime"),
+        ({**CASE, "requested_datetime": "1547611200"}, "requested_datetime"),
+        ({**CASE, "requested_datetime": 1547611200}, "requested_datetime"),
     ],
 )
 def test_invalid_case_answers_422_naming_the_field(client, bad, field) -> None:
-    resp = client.post("/predict", json=bad)
+    # json.dumps writes NaN and -Infinity as Python's json.loads (and so Starlette) reads them.
+    body = json.dumps(bad).encode()
+    resp = client.post("/predict", content=body, headers={"content-type": "application/json"})
     assert resp.status_code == 422
-    assert field in {str(part) for err in resp.json()["detail"] for part in err["loc"]}
+    errors = resp.json()["detail"]
+    assert [err["loc"] for err in errors] == [["body", field]]
+    assert errors[0]["msg"]
+
+
+def test_invalid_case_in_a_batch_is_named_by_its_position(client) -> None:
+    resp = client.post("/predict/batch", json={"cases": [CASE, {**CASE, "long": False}]})
+    assert resp.status_code == 422
+    assert [err["loc"] for err in resp.json()["detail"]] == [["body", "cases", 1, "long"]]
+
+
+@pytest.mark.parametrize(
+    "when, hours",
+    [
+        ("2000-01-01T20:00:00Z", 3.0),  # 12:00 in San Francisco
+        ("2100-12-31T20:00:00-08:00", 4.0),
+        ("2016-02-29T09:30", 3.0),
+        ("2019-01-15t20:00:00.123456789-0800", 4.0),
+    ],
+)
+def test_edge_years_and_iso_forms_are_scored(client, when, hours) -> None:
+    resp = client.post(
+        "/predict", json={**CASE, "requested_datetime": when, "lat": 37, "long": -122.4}
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["predicted_hours"] == pytest.approx(math.expm1(hours))
+
+
+def test_integral_district_and_null_coordinates_are_accepted(client) -> None:
+    case = {**CASE, "supervisor_district": 6.0, "lat": None, "long": None}
+    assert client.post("/predict", json=case).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+@pytest.mark.parametrize("body", [b'{"requested_datetime": "2019-', b"\x80\x81", b"not json"])
+def test_malformed_json_answers_400(client, path, body) -> None:
+    resp = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 400
+    assert isinstance(resp.json()["detail"], str) and resp.json()["detail"]
+
+
+def test_oversized_body_answers_413_before_parsing(client) -> None:
+    # Not JSON at all: a 400 would mean the body was read and parsed.
+    body = b"x" * (MAX_BODY_BYTES + 1)
+    resp = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 413
+    assert str(MAX_BODY_BYTES) in resp.json()["detail"]
+
+
+def test_streamed_body_is_counted(client) -> None:
+    """Without a Content-Length (chunked), the bytes are counted as they arrive."""
+    chunk = b" " * (1024 * 1024)
+
+    def too_much():
+        for _ in range(MAX_BODY_BYTES // len(chunk) + 1):
+            yield chunk
+
+    resp = client.post("/predict", content=too_much(), headers={"content-type": "application/json"})
+    assert resp.status_code == 413
+
+    def one_case():
+        yield json.dumps(CASE)[:10].encode()
+        yield json.dumps(CASE)[10:].encode()
+
+    resp = client.post("/predict", content=one_case(), headers={"content-type": "application/json"})
+    assert resp.status_code == 200
+    assert resp.json()["predicted_hours"] == pytest.approx(math.expm1(4.0))
+
+
+def test_openapi_declares_every_answer(client) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/predict", "/predict/batch"):
+        assert set(paths[path]["post"]["responses"]) == {"200", "400", "413", "422", "503"}
+    for path in ("/health", "/model"):
+        assert set(paths[path]["get"]["responses"]) == {"200", "503"}
 
 
 def test_batch_scores_in_order_and_caps_at_10000(client) -> None:
