@@ -14,12 +14,13 @@ MVN := mvn -B -q
 DAG_TEST_ENV := AIRFLOW_HOME=$(STATE)/airflow-tests AIRFLOW__CORE__LOAD_EXAMPLES=False
 UV = $(shell command -v uv || echo $(HOME)/.local/bin/uv)
 
-.PHONY: help setup system-packages up down status test test-unit test-integration test-dags lint demo bench dashboard
+.PHONY: help setup system-packages up down status cluster-up cluster-down test test-unit test-integration test-dags lint demo bench dashboard
 
 help:
 	@echo "make demo    run the whole pipeline on the embedded default"
 	@echo "make test    setup, start the stack, run every test, stop the stack"
 	@echo "make setup | up | down | status | lint | bench"
+	@echo "make cluster-up | cluster-down   a Spark standalone master and workers on 127.0.0.1"
 
 ## setup: Debian packages, both Python environments, the JVM jars. A second run downloads nothing.
 setup: system-packages $(VENV)/.installed $(AIRFLOW_VENV)/.installed \
@@ -27,10 +28,10 @@ setup: system-packages $(VENV)/.installed $(AIRFLOW_VENV)/.installed \
 
 system-packages:
 	@[ -x /usr/lib/postgresql/15/bin/postgres ] && [ -x /usr/bin/chromium ] && command -v java >/dev/null \
-	  && command -v mvn >/dev/null || { \
-	  echo "setup: installing Debian packages (postgresql, a JDK, maven, chromium)"; \
+	  && command -v mvn >/dev/null && command -v docker-compose >/dev/null || { \
+	  echo "setup: installing Debian packages (postgresql, a JDK, maven, chromium, docker-compose)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-	    postgresql openjdk-17-jdk-headless maven chromium; }
+	    postgresql openjdk-17-jdk-headless maven chromium docker-compose; }
 	@command -v uv >/dev/null || [ -x $(HOME)/.local/bin/uv ] || { \
 	  echo "setup: installing uv $(UV_VERSION)"; $(PYTHON) -m pip install -q --user uv==$(UV_VERSION); }
 
@@ -48,10 +49,11 @@ $(AIRFLOW_VENV)/.installed: conf/airflow-constraints.txt pyproject.toml
 	$(UV) pip install -q -p $(AIRFLOW_VENV)/bin/python --no-deps -e .
 	@touch $@
 
-$(JARS)/spark/.installed: conf/maven/spark-jars.pom.xml
-	@echo "setup: Spark jars (Delta, Kafka source, Avro, JDBC) -> $(JARS)/spark"
+$(JARS)/spark/.installed: conf/maven/spark-jars.pom.xml conf/maven/s3a-jars.pom.xml
+	@echo "setup: Spark jars (Delta, Kafka source, Avro, JDBC, s3a) -> $(JARS)/spark"
 	@rm -rf $(JARS)/spark
 	$(MVN) -f $< dependency:copy-dependencies -DoutputDirectory=$(JARS)/spark
+	$(MVN) -f conf/maven/s3a-jars.pom.xml dependency:copy-dependencies -DoutputDirectory=$(JARS)/spark
 	@touch $@
 
 $(JARS)/kafka/.installed: conf/maven/kafka-broker.pom.xml
@@ -74,6 +76,14 @@ down:
 
 status:
 	$(SF311) status
+
+## cluster-up: a Spark standalone master and SF311_SPARK_CLUSTER_WORKERS workers on loopback
+## (pyspark's own jars); jobs use it with SF311_SPARK_MASTER=spark://127.0.0.1:7077.
+cluster-up: setup
+	$(SF311) up --only spark
+
+cluster-down:
+	@[ -x $(SF311) ] && $(SF311) down --only spark || true
 
 ## test: the unit tests, then the integration tests against the real stack, then the DAG tests
 ## in the Airflow environment. The stack is stopped afterwards whatever the outcome.

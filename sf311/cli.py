@@ -63,6 +63,22 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from sf311.contract.registry import RegistryError
+    from sf311.ingest import IngestError
+    from sf311.warehouse.reconcile import ReconcileRefused, reconcile
+
+    if args.days is not None:
+        settings = settings.model_copy(update={"reconcile_window_days": args.days})
+    try:
+        counts = reconcile(settings)
+    except (ReconcileRefused, IngestError, RegistryError) as err:
+        print(f"sf311 reconcile: {err}", file=sys.stderr)
+        return 1
+    print(counts.summary())
+    return 0
+
+
 def _generate(settings: Settings, args: argparse.Namespace) -> int:
     from sf311.ingest.generate import write_cases
 
@@ -150,6 +166,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     p.add_argument("--since", type=datetime.fromisoformat, help="floating LA time or ISO instant")
     p.add_argument("--until", type=datetime.fromisoformat, help="exclusive upper bound")
     commands["ingest"] = _ingest
+
+    p = sub.add_parser(
+        "reconcile",
+        help="compare Postgres cases with Socrata per day; re-extract missing, mark deleted",
+    )
+    p.add_argument("--days", type=int, help="days compared, ending today (default 90)")
+    commands["reconcile"] = _reconcile
 
     p = sub.add_parser("generate", help="write seeded synthetic cases in the API's JSON form")
     p.add_argument("--rows", type=int, required=True)

@@ -57,6 +57,24 @@ class Settings(BaseSettings):
     # The lake query compacts bronze and silver every this many micro-batches (0: never).
     stream_compact_every: int = Field(50, ge=0)
     spark_submit: Path = PROJECT_ROOT / ".venv" / "bin" / "spark-submit"
+    # Python of Spark's Python workers, on the driver and on every executor; unset: the Python
+    # beside spark_submit for spark-submit jobs, the driver's own in-process. On a cluster each
+    # node needs the project installed at this path.
+    spark_python: Path | None = None
+    # `make cluster-up`: a standalone master and workers on 127.0.0.1 from pyspark's own jars;
+    # jobs use it with SF311_SPARK_MASTER=spark://127.0.0.1:<spark_cluster_port>.
+    spark_cluster_port: int = Field(7077, ge=1, le=65535)
+    spark_cluster_ui_port: int = Field(8090, ge=1, le=65535)
+    spark_cluster_workers: int = Field(2, ge=1)
+    spark_worker_cores: int = Field(1, ge=1)
+    # At least spark.executor.memory (1g by default): a worker runs one executor per job.
+    spark_worker_memory: str = Field("1g", pattern=r"^\d+[mg]$")
+    # An S3-compatible object store for s3a:// lake and checkpoint paths (unset: AWS itself).
+    # Its keys come only from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment.
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    # Path-style URLs (http://host/bucket/key): what MinIO, moto and most on-premise stores want.
+    s3_path_style_access: bool = False
 
     # Kafka and the Confluent-compatible schema registry.
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
@@ -122,6 +140,11 @@ class Settings(BaseSettings):
     socrata_backoff_seconds: float = Field(1.0, ge=0)
     socrata_backoff_max_seconds: float = Field(60.0, ge=0)
     ingest_schedule: str = "*/15 * * * *"
+    # `sf311 reconcile`: the San Francisco days compared with the source, ending today.
+    reconcile_window_days: int = Field(90, ge=1, le=3660)
+    # A run that would mark more than this share of the window's cases deleted marks none and
+    # fails: a source answering short (an outage, a rewrite in progress) is no deletion.
+    reconcile_max_deleted_share: float = Field(0.05, ge=0, le=1)
     # `make demo`: generated cases served by a local SODA server, unless socrata_live pulls
     # the last demo_days from the real Socrata domain (needs internet).
     socrata_live: bool = False
@@ -184,6 +207,30 @@ class Settings(BaseSettings):
         """Return the storage path of a lakehouse table such as 'silver.cases'."""
         layer, _, table = name.partition(".")
         return f"{self.lake_root.rstrip('/')}/{layer}/{table}"
+
+    def object_store_conf(self) -> dict[str, str]:
+        """Return the spark.hadoop.fs.s3a.* properties, empty when nothing is on s3a."""
+        if (
+            not any(p.startswith("s3a://") for p in (self.lake_root, self.checkpoint_root))
+            and not self.s3_endpoint
+        ):
+            return {}
+        s3a = "spark.hadoop.fs.s3a."
+        conf = {
+            # Keys from the environment only: never in a file, a setting or a command line.
+            f"{s3a}aws.credentials.provider": (
+                "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
+            ),
+            f"{s3a}path.style.access": str(self.s3_path_style_access).lower(),
+        }
+        if self.s3_endpoint:
+            conf[f"{s3a}endpoint"] = self.s3_endpoint
+            conf[f"{s3a}connection.ssl.enabled"] = str(
+                self.s3_endpoint.startswith("https://")
+            ).lower()
+        if self.s3_region:
+            conf[f"{s3a}endpoint.region"] = self.s3_region
+        return conf
 
     def as_env(self) -> dict[str, str]:
         """Return SF311_* variables that rebuild these settings in a child process."""
