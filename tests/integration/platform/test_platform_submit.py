@@ -18,6 +18,9 @@ def test_spark_submit_finds_spark_home_from_a_foreign_path(settings: Settings, m
     # System Python first, as in the Airflow virtualenv: it has no pyspark.
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.delenv("SPARK_HOME", raising=False)
+    # build_spark exports the project's Python for executors; a foreign process has none.
+    monkeypatch.delenv("PYSPARK_PYTHON", raising=False)
+    monkeypatch.delenv("PYSPARK_DRIVER_PYTHON", raising=False)
     bare = subprocess.run(
         [str(settings.spark_submit), "--version"], capture_output=True, text=True, timeout=120
     )
