@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -188,17 +187,18 @@ class Settings(BaseSettings):
                 raise ValueError("must be HOST:PORT[,HOST:PORT...]")
         return value
 
-    @cached_property
+    # Plain properties: a model_copy(update=...) must not keep a root computed from old paths.
+    @property
     def jars_dir(self) -> Path:
         """Return the folder of Spark's extra jars."""
         return self.spark_jars_dir or self.state_dir / "jars" / "spark"
 
-    @cached_property
+    @property
     def lake_root(self) -> str:
         """Return the root of the Delta tables (a local folder or an object-store URL)."""
         return self.lake_path or str(self.state_dir / "lake")
 
-    @cached_property
+    @property
     def checkpoint_root(self) -> str:
         """Return the root of the streaming checkpoints."""
         return self.checkpoint_path or str(self.state_dir / "checkpoints")
