@@ -2,67 +2,44 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-import uvicorn
 from streamlit.testing.v1 import AppTest
 
 from sf311.model.champion import LoadedModel, ModelService, mlflow_service
 from sf311.model.registry import log_and_register
-from sf311.serving.api import create_app
-from sf311.settings import Settings
+from tests.support.api_server import serve_api
 from tests.support.models import fit_synthetic, paper_scorer
 
 pytestmark = pytest.mark.integration
 PAGE = Path(__file__).resolve().parents[3] / "dashboard" / "views" / "predict.py"
 
 
-@contextlib.contextmanager
-def _serve(settings: Settings, service: ModelService, port: int) -> Iterator[str]:
-    app = create_app(settings, service=service)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the prediction API did not start")
-        time.sleep(0.1)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-
-
 @pytest.fixture
-def api_without_model(settings, free_port: Callable[[], int]) -> Iterator[str]:
+def api_without_model(settings) -> Iterator[str]:
     """The API as it runs before any champion model exists."""
-    with _serve(settings, ModelService(), free_port()) as url:
+    with serve_api(settings, ModelService(), start_timeout=120) as url:
         yield url
 
 
 @pytest.fixture
-def api_with_paper_model(settings, free_port: Callable[[], int]) -> Iterator[str]:
+def api_with_paper_model(settings) -> Iterator[str]:
     """The API serving a two-split model: Graffiti -> 2.0, else hour <= 12 -> 3.0 else 4.0
     (log1p hours), interval +-1.0, version "7"."""
     scorer = paper_scorer(["Graffiti", "Parking Enforcement"], version="7")
     model = LoadedModel(scorer=scorer, version="7")
-    with _serve(settings, ModelService(model=model), free_port()) as url:
+    with serve_api(settings, ModelService(model=model), start_timeout=120) as url:
         yield url
 
 
 @pytest.fixture
-def api_with_champion(spark, settings, free_port: Callable[[], int]) -> Iterator[str]:
+def api_with_champion(spark, settings) -> Iterator[str]:
     """The API following the MLflow champion of a test-only model name, trained here."""
     from mlflow.tracking import MlflowClient
 
@@ -72,7 +49,7 @@ def api_with_champion(spark, settings, free_port: Callable[[], int]) -> Iterator
     result, cfg = fit_synthetic(spark, num_trees=5, max_depth=4)
     assert log_and_register(local, result, cfg).promoted
     try:
-        with _serve(local, mlflow_service(local), free_port()) as url:
+        with serve_api(local, mlflow_service(local), start_timeout=120) as url:
             assert requests.get(f"{url}/health", timeout=10).status_code == 200
             yield url
     finally:
