@@ -31,6 +31,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from bench.results import Figure, write_results
+from sf311.contract.registry import SchemaRegistry
 from sf311.ingest.files import read_rows
 from sf311.ingest.generate import write_cases
 from sf311.ingest.normalize import DeadLetter, normalize
@@ -224,6 +225,9 @@ def main() -> int:
         made = [t for t in topics if t in existing]
         for future in admin.delete_topics(made, operation_timeout=30).values() if made else []:
             future.result()
+        registry = SchemaRegistry(base.schema_registry_url)
+        for topic in topics:
+            registry.delete(f"{topic}-value")
 
     lz4 = runs["raw_produce_lz4"]["rec_s"]
     for run in runs.values():

@@ -224,6 +224,7 @@ def bench_env(base: Settings, **overrides: Any) -> Iterator[tuple[Settings, int,
     finally:
         for future in admin.delete_topics([settings.kafka_topic]).values():
             future.result()
+        registry.delete(f"{settings.kafka_topic}-value")
         with psycopg.connect(owner_dsn, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
         shutil.rmtree(lake, ignore_errors=True)

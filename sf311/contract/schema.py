@@ -58,4 +58,7 @@ def layout(schema: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 CASE_LAYOUT = layout(load_schema(latest_schema_path()))
 CASE_FIELDS: tuple[str, ...] = tuple(name for name, _ in CASE_LAYOUT)
 # Source columns named otherwise than their field.
-SOURCE_NAMES = {"neighborhood": "neighborhoods_sffind_boundaries"}
+SOURCE_NAMES = {
+    "neighborhood": "neighborhoods_sffind_boundaries",
+    "source_updated_at": ":updated_at",
+}

@@ -32,11 +32,14 @@ from sf311.settings import Settings
 log = logging.getLogger(__name__)
 
 ORDER = "updated_datetime ASC, service_request_id ASC"
-# Every field and the system field :updated_at (SODA 2.1), which the extractor reads, then drops.
+# Every field and the system field :updated_at (SODA 2.1), the watermark and the case's
+# source_updated_at.
 SELECT = ":updated_at, *"
 SYSTEM_UPDATED = ":updated_at"
 # Socrata's own fields; the `:@computed_region_*` columns are the dataset's and are kept.
 SYSTEM_FIELDS = frozenset((":id", ":created_at", ":updated_at", ":version"))
+# The system fields no case field holds: rows leave the extractor without them.
+DROPPED_FIELDS = SYSTEM_FIELDS - {SYSTEM_UPDATED}
 # Bytes read at a time from a response (requests reads 10 KB at a time, a slower loop).
 _BODY_CHUNK = 1 << 22
 # Arrow reads a page of a few pieces of this size faster than the page as one document.
@@ -57,7 +60,7 @@ class ExtractError(IngestError):
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One page of raw rows (system fields dropped), the keyset position of its last row and
+    """One page of raw rows (DROPPED_FIELDS dropped), the keyset position of its last row and
     the newest :updated_at among its rows (UTC)."""
 
     rows: Sequence[dict[str, Any]]
@@ -340,16 +343,18 @@ def parse_fixed(value: Any) -> datetime | None:
 def without_system_fields(
     rows: Sequence[dict[str, Any]],
 ) -> tuple[Sequence[dict[str, Any]], datetime | None]:
-    """Return the rows without Socrata's system fields, and the newest :updated_at among them."""
+    """Return the rows without the system fields no case field holds (DROPPED_FIELDS), and the
+    newest :updated_at among them."""
     if isinstance(rows, PageRows):
-        names = [n for n in rows.table.column_names if n in SYSTEM_FIELDS]
-        if SYSTEM_UPDATED not in names:
-            return (rows.without(names) if names else rows), None
+        names = [n for n in rows.table.column_names if n in DROPPED_FIELDS]
+        kept = rows.without(names) if names else rows
+        if SYSTEM_UPDATED not in rows.table.column_names:
+            return kept, None
         # Socrata writes every stamp alike (milliseconds, "Z"): the text's max is the newest.
-        return rows.without(names), parse_fixed(pc.max(rows.table[SYSTEM_UPDATED]).as_py())
+        return kept, parse_fixed(pc.max(rows.table[SYSTEM_UPDATED]).as_py())
     stamps = (parse_fixed(row.get(SYSTEM_UPDATED)) for row in rows)
     newest = max(filter(None, stamps), default=None)
-    return [{k: v for k, v in row.items() if k not in SYSTEM_FIELDS} for row in rows], newest
+    return [{k: v for k, v in row.items() if k not in DROPPED_FIELDS} for row in rows], newest
 
 
 def iter_pages(

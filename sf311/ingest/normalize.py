@@ -34,7 +34,13 @@ _STRINGS = (
     ("source", "source"),
 )
 _INTS = (("supervisor_district", "supervisor_district"), ("bos_2012", "bos_2012"))
-_OPTIONAL_TIMES = ("updated_datetime", "closed_date", "data_as_of", "data_loaded_at")
+# (source column, field) of the optional instants.
+_OPTIONAL_TIMES = tuple(
+    (SOURCE_NAMES.get(name, name), name)
+    for name in (
+        "updated_datetime", "closed_date", "data_as_of", "data_loaded_at", "source_updated_at"
+    )
+)  # fmt: skip
 # Fields normalize() derives rather than reads from a column of the same name.
 _DERIVED = ("location_issue", "extra", "origin")
 # Columns consumed into typed fields; everything else lands in `extra`.
@@ -245,15 +251,15 @@ def normalize(raw: dict[str, Any], origin: str) -> Case | DeadLetter:
     bad: dict[str, Any] = {}
     get = raw.get
     case: dict[str, Any] = {"service_request_id": rid, "requested_datetime": requested}
-    for key in _OPTIONAL_TIMES:
-        value = get(key)
+    for src, dst in _OPTIONAL_TIMES:
+        value = get(src)
         if value:
             parsed = parse_timestamp(value)
             if parsed is None:
-                bad[key] = value
-            case[key] = parsed
+                bad[src] = value
+            case[dst] = parsed
         else:
-            case[key] = None
+            case[dst] = None
     for src, dst in _STRINGS:
         value = get(src)
         if value.__class__ is str:

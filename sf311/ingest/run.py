@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -33,8 +33,6 @@ ENCODE_THREADS = 2
 GC_YOUNG_THRESHOLD = 50_000
 # Seconds a thread keeps the GIL while another waits for it (CPython's default: 0.005).
 SWITCH_INTERVAL = 0.001
-# Seconds to wait for the schema registry when registering the case schema.
-REGISTRY_TIMEOUT = 30
 
 
 @dataclass
@@ -44,6 +42,8 @@ class IngestCounts:
     read: int = 0
     produced: int = 0
     dead_lettered: int = 0
+    # Rows per source column no case field names: a new column shows here before its schema.
+    unknown_columns: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
         """Return the counts as a plain dict."""
@@ -51,13 +51,19 @@ class IngestCounts:
 
     def summary(self) -> str:
         """Return the one-line summary every ingest run ends with."""
-        return f"read={self.read} produced={self.produced} dead_lettered={self.dead_lettered}"
+        line = f"read={self.read} produced={self.produced} dead_lettered={self.dead_lettered}"
+        if self.unknown_columns:
+            found = sorted(self.unknown_columns.items(), key=lambda item: (-item[1], item[0]))
+            line += " unknown_columns=" + ",".join(f"{name}:{rows}" for name, rows in found)
+        return line
 
 
 def case_encoder(settings: Settings) -> CaseEncoder:
     """Return an encoder for the newest case schema, registered under `<topic>-value`."""
     schema = load_schema(latest_schema_path(settings.schemas_dir))
-    registry = SchemaRegistry(settings.schema_registry_url, timeout=REGISTRY_TIMEOUT)
+    registry = SchemaRegistry(
+        settings.schema_registry_url, timeout=settings.connect_timeout_seconds
+    )
     return CaseEncoder(schema, registry.register(f"{settings.kafka_topic}-value", schema))
 
 
@@ -93,9 +99,9 @@ def quick_switches() -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
-def _finish(producer: CaseProducer, read: int) -> IngestCounts:
+def _finish(producer: CaseProducer, read: int, unknown: dict[str, int]) -> IngestCounts:
     producer.close()
-    counts = IngestCounts(read, producer.produced, producer.dead_lettered)
+    counts = IngestCounts(read, producer.produced, producer.dead_lettered, unknown)
     log.info("ingest done: %s", counts.summary())
     return counts
 
@@ -145,7 +151,7 @@ def ingest_from(settings: Settings, source: Source) -> IngestCounts:
                 with suppress(ProduceError):
                     producer.close(timeout=30)
             raise
-        return _finish(producer, read)
+        return _finish(producer, read, dict(blocks.unknown_columns))
 
 
 def ingest_file(settings: Settings, path: Path, progress: bool | None = None) -> IngestCounts:

@@ -5,6 +5,8 @@ Same bytes as normalize() + CaseEncoder, the reference path taken by rows the co
 from __future__ import annotations
 
 import io
+import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from itertools import islice
@@ -27,7 +29,7 @@ Message = tuple[bytes | None, bytes]
 Messages = tuple[list[Message], list[Message]]
 
 # The fields _encode writes, in order; an encoder of another layout takes the reference path.
-COLUMNAR_LAYOUT = layout(load_schema(SCHEMAS_DIR / "case.v1.avsc"))
+COLUMNAR_LAYOUT = layout(load_schema(SCHEMAS_DIR / "case.v2.avsc"))
 
 _HOUR = 3_600_000
 _EPOCH = datetime(1970, 1, 1)
@@ -167,16 +169,32 @@ class _Clock:
         base = np.array([known[h] for h in unique.tolist()], np.int64)
         return base[inverse.reshape(-1)] + (local_ms - hours * _HOUR)
 
-    def parse(self, text: _Text) -> tuple[np.ndarray, np.ndarray]:
-        """Return (epoch ms, ok) of the API's and the export's timestamp shapes."""
+    def parse(self, text: _Text, utc: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Return (epoch ms, ok) of the API's and the export's local timestamp shapes, or with
+        `utc` of Socrata's fixed timestamps (2023-11-28T13:05:12.345Z)."""
         n = len(text.lengths)
         if n >= _FEW_DISTINCT_FROM and text.array.null_count < n:
-            # Snapshot times (data_as_of, data_loaded_at) repeat: each distinct one once.
+            # Snapshot times (data_as_of, data_loaded_at, :updated_at) repeat: each one once.
             encoded = pc.dictionary_encode(text.array)
             if len(encoded.dictionary) * _FEW_DISTINCT_SHARE < n:
-                values, ok = self.parse(_Text(encoded.dictionary))
+                values, ok = self.parse(_Text(encoded.dictionary), utc)
                 index = np.asarray(pc.fill_null(encoded.indices, 0), np.int64)
                 return values[index], ok[index] & (text.lengths > 0)
+        if utc:
+            ends = text.data[np.minimum(text.starts + text.lengths - 1, len(text.data) - 1)]
+            zoned = (text.lengths == len(_ISO_SHAPE) + 1) & (ends == ord("Z"))
+            wall, ok = self._wall(_Text(pc.utf8_slice_codeunits(text.array, 0, len(_ISO_SHAPE))))
+            ok &= zoned
+            return np.where(ok, wall, 0), ok
+        local, ok = self._wall(text)
+        result = np.zeros(n, np.int64)
+        if ok.any():
+            result[ok] = self.instant(local[ok])
+        return result, ok
+
+    def _wall(self, text: _Text) -> tuple[np.ndarray, np.ndarray]:
+        """Return (wall-clock epoch ms, ok) of the API's and the export's timestamp shapes."""
+        n = len(text.lengths)
         local = np.zeros(n, np.int64)
         ok = np.zeros(n, bool)
         for width, (digit, fixed, chars) in ((23, _ISO), (22, _EXPORT)):
@@ -216,10 +234,7 @@ class _Clock:
             ms = (days * 24 + hour) * _HOUR + minute * 60_000 + second * 1000 + millis
             local[rows] = ms
             ok[rows] = good
-        result = np.zeros(n, np.int64)
-        if ok.any():
-            result[ok] = self.instant(local[ok])
-        return result, ok
+        return local, ok
 
 
 class _Short(NamedTuple):
@@ -328,6 +343,9 @@ class BlockEncoder:
         self._clock = _Clock()
         # Rows sent through normalize() instead of the columns; a share for tests and logs.
         self.reference_rows = 0
+        # Rows holding a value per source column no case field names (kept in `extra`).
+        self.unknown_columns: Counter[str] = Counter()
+        self._lock = threading.Lock()
 
     def reference(self, raw: dict[str, Any]) -> tuple[bool, Message]:
         """Return (is a case, message) of one row by normalize() and CaseEncoder."""
@@ -337,7 +355,20 @@ class BlockEncoder:
             return False, dead_letter_message(case, self._origin)
         return True, (str(case["service_request_id"]).encode(), self._encoder.encode(case))
 
+    def _count_unknown(self, found: Counter[str]) -> None:
+        # Blocks are encoded in several threads at once.
+        with self._lock:
+            self.unknown_columns.update(+found)
+
     def _all_reference(self, rows: Sequence[dict[str, Any]]) -> Messages:
+        self._count_unknown(
+            Counter(
+                key
+                for raw in rows
+                for key in raw.keys() - KNOWN_COLUMNS
+                if raw[key] is not None and raw[key] != ""
+            )
+        )
         cases: list[Message] = []
         dead: list[Message] = []
         for raw in rows:
@@ -434,6 +465,14 @@ class BlockEncoder:
         """Return the messages of a block given as columns; row(i) is raw row i, `odd` known odd."""
         if not self._columnar:
             return self._all_reference([row(i) for i in range(n)])
+        unknown: Counter[str] = Counter()
+        for name in columns.keys() - KNOWN_COLUMNS:
+            column = columns[name]
+            valid = n - column.null_count
+            if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+                valid -= pc.sum(pc.equal(column, "")).as_py() or 0
+            unknown[name] = valid
+        self._count_unknown(unknown)
         fast, keys, values = self._encode(columns, n, odd.copy())
         if fast.all():
             return list(zip(keys, values, strict=True)), []
@@ -504,6 +543,11 @@ class BlockEncoder:
         parts += [times["data_as_of"], times["data_loaded_at"]]
         parts += self._extra(columns, n, odd)
         parts.append(_constant(_union_string(self._origin), n))
+        updated = text(SOURCE_NAMES["source_updated_at"])
+        value, ok = self._clock.parse(updated, utc=True)
+        present = updated.present()
+        odd |= present & ~ok
+        parts.append(_varints(value, present))
         fast = ~odd
         joined = _join(parts)
         values = joined.filter(pa.array(fast)).to_pylist()

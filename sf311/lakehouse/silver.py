@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from sf311.contract import quality
 from sf311.contract.city import SF_LAT, SF_LONG
@@ -215,6 +216,18 @@ NEWER = (
 )
 
 
+def add_new_columns(spark: SparkSession, path: str, schema: StructType) -> None:
+    """Add to the Delta table at path the top-level columns of schema it lacks, by ALTER TABLE
+    (nullable, at the end)."""
+    # NEWER names every case field on the table's side, which must exist before the MERGE: a
+    # MERGE's schema evolution adds columns for its assignments only, not for its conditions.
+    present = set(spark.read.format("delta").load(path).columns)
+    missing = [f for f in schema.fields if f.name not in present]
+    if missing:
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
+
+
 def _merge(table: DeltaTable, rows: DataFrame, id_range: tuple[int, int]) -> None:
     # The id range lets Delta skip files by their min/max statistics.
     condition = (
@@ -261,6 +274,7 @@ def merge_silver(
     if top is None or id_range[0] > top:
         append_once(rows, path, app_id, batch_id, merge_schema=True)
         return "append"
+    add_new_columns(spark, path, rows.schema)
     table = DeltaTable.forPath(spark, path)
     if id_range[1] <= top:
         _merge(table, rows, id_range)

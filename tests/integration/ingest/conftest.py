@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from sf311.contract.registry import SchemaRegistry
 from sf311.settings import Settings
 
 
@@ -23,6 +24,7 @@ def fresh(settings: Settings) -> Iterator[Settings]:
     made = [t for t in topics if t in admin.list_topics(timeout=10).topics]
     for future in admin.delete_topics(made, operation_timeout=30).values() if made else []:
         future.result()
+    SchemaRegistry(settings.schema_registry_url).delete(f"{topics[0]}-value")
     with psycopg.connect(settings.postgres_dsn.get_secret_value(), autocommit=True) as conn:
         if conn.execute("SELECT to_regclass('ingest.watermarks')").fetchone()[0]:
             conn.execute("DELETE FROM ingest.watermarks WHERE source LIKE %s", (f"%->{topics[0]}",))

@@ -24,6 +24,7 @@ import requests
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from sf311.contract.registry import SchemaRegistry
 from sf311.settings import Settings, load_settings
 from sf311.warehouse.migrate import migrate
 
@@ -192,10 +193,11 @@ def make_env(
 
 
 def drop_env(settings: Settings, stream: StreamEnv, schema: str, dsn: str | None = None) -> None:
-    """Remove the topic and the Postgres schema of a StreamEnv."""
+    """Remove the topic, its registry subject and the Postgres schema of a StreamEnv."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
     for future in admin.delete_topics([stream.settings.kafka_topic]).values():
         future.result()
+    SchemaRegistry(settings.schema_registry_url).delete(f"{stream.settings.kafka_topic}-value")
     with psycopg.connect(dsn or settings.postgres_dsn.get_secret_value(), autocommit=True) as c:
         c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 

@@ -1,4 +1,5 @@
-"""The Avro contracts in schemas/: documented, null defaults, each version BACKWARD compatible."""
+"""The Avro contracts in schemas/: documented, null defaults, each version FULL compatible
+(BACKWARD and FORWARD) with the one before."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import avro.schema
 import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
+from sf311.contract.compatibility import breaking_fields
+
 SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 
 
@@ -20,10 +23,10 @@ def versions(name: str) -> list[Path]:
     return sorted(paths, key=lambda p: int(re.search(r"\.v(\d+)\.avsc$", p.name).group(1)))
 
 
-def backward_compatible(new: dict, old: dict) -> bool:
-    """True when readers of the new version can read data written with the old one."""
+def compatible(reader: dict, writer: dict) -> bool:
+    """True when readers of `reader` can read data written with `writer` (Apache Avro's check)."""
     result = ReaderWriterCompatibilityChecker().get_compatibility(
-        reader=avro.schema.parse(json.dumps(new)), writer=avro.schema.parse(json.dumps(old))
+        reader=avro.schema.parse(json.dumps(reader)), writer=avro.schema.parse(json.dumps(writer))
     )
     return result.compatibility is SchemaCompatibilityType.compatible
 
@@ -46,21 +49,54 @@ def test_every_field_is_documented_and_nullable_fields_default_to_null(path: Pat
             assert "default" in field and field["default"] is None, field["name"]
 
 
+def test_there_are_versions_to_compare() -> None:
+    # A lone version would leave the pairwise check below with nothing to check.
+    assert len(versions("case")) >= 2, "schemas/ holds a single case version"
+
+
 @pytest.mark.parametrize(
     ("old", "new"),
     [pair for name in ("case",) for pair in pairwise(versions(name))],
     ids=lambda p: p.name,
 )
-def test_each_version_is_backward_compatible_with_the_previous(old: Path, new: Path) -> None:
-    assert backward_compatible(json.loads(new.read_text()), json.loads(old.read_text()))
+def test_each_version_is_fully_compatible_with_the_previous(old: Path, new: Path) -> None:
+    before, after = json.loads(old.read_text()), json.loads(new.read_text())
+    # BACKWARD: replay decodes old messages with the new reader; FORWARD: a running stream's
+    # old reader decodes new messages.
+    assert compatible(reader=after, writer=before)
+    assert compatible(reader=before, writer=after)
+    assert breaking_fields(after, before) == []
 
 
-def test_the_checker_catches_a_field_added_without_default() -> None:
+def _newest_with(change) -> tuple[dict, dict]:
     old = json.loads(versions("case")[-1].read_text())
-    with_default, without_default = copy.deepcopy(old), copy.deepcopy(old)
-    with_default["fields"].append(
-        {"name": "x", "type": ["null", "string"], "default": None, "doc": "x"}
+    new = copy.deepcopy(old)
+    change(new["fields"])
+    return new, old
+
+
+def test_the_checks_catch_a_field_added_without_default() -> None:
+    with_default, old = _newest_with(
+        lambda f: f.append({"name": "x", "type": ["null", "string"], "default": None, "doc": "x"})
     )
-    without_default["fields"].append({"name": "x", "type": "string", "doc": "x"})
-    assert backward_compatible(with_default, old)
-    assert not backward_compatible(without_default, old)
+    without_default, _ = _newest_with(lambda f: f.append({"name": "x", "type": "string"}))
+    assert compatible(with_default, old) and breaking_fields(with_default, old) == []
+    assert not compatible(without_default, old)
+    assert breaking_fields(without_default, old) == ["field 'x' added without a default"]
+
+
+def test_the_checks_catch_a_removed_required_field_and_a_type_change() -> None:
+    removed, old = _newest_with(lambda f: f.pop(0))
+    assert not compatible(reader=old, writer=removed)
+    assert breaking_fields(removed, old) == [
+        "field 'service_request_id' removed though it has no default"
+    ]
+
+    def retype(fields: list) -> None:
+        fields[1]["type"] = "string"
+
+    retyped, _ = _newest_with(retype)
+    assert not compatible(retyped, old)
+    assert breaking_fields(retyped, old) == [
+        "field 'requested_datetime' changed type from timestamp to string"
+    ]

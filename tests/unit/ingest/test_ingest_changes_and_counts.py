@@ -8,7 +8,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from sf311.ingest.extract import SYSTEM_FIELDS, iter_pages, keyset_where, socrata_client
+from sf311.ingest.extract import (
+    DROPPED_FIELDS,
+    SYSTEM_FIELDS,
+    iter_pages,
+    keyset_where,
+    socrata_client,
+)
 from sf311.ingest.soda_server import Dataset, SoqlError
 from sf311.ingest.sources import IdsSource
 from sf311.ingest.watermark import Watermark
@@ -130,7 +136,9 @@ def test_the_extractor_reads_silent_changes_and_drops_system_fields(soda) -> Non
         pages = list(iter_pages(client, settings, None, page_size=8))
     newest = max(p.updated_at for p in pages if p.updated_at)
     top = max(p.last for p in pages if p.last)
-    assert all(k not in SYSTEM_FIELDS for p in pages for r in p.rows for k in r)
+    # :updated_at stays: it is the case's source_updated_at.
+    assert all(k not in DROPPED_FIELDS for p in pages for r in p.rows for k in r)
+    assert all(r[":updated_at"].endswith("Z") for p in pages for r in p.rows)
 
     later = newest + timedelta(seconds=5)
     server.dataset.change(103, {"status_notes": "rewritten"}, at=later)
@@ -155,7 +163,7 @@ def test_ids_source_reads_the_rows_of_given_ids(soda) -> None:
     assert len(blocks) == 2  # 226 ids in requests of IdsSource.CHUNK
     got = [int(r["service_request_id"]) for b in blocks for r in b.rows.rows]
     assert sorted(got) == sorted(wanted - {99_999})
-    assert all(k not in SYSTEM_FIELDS for b in blocks for r in b.rows.rows for k in r)
+    assert all(k not in DROPPED_FIELDS for b in blocks for r in b.rows.rows for k in r)
 
 
 def test_source_days_counts_san_francisco_days(soda) -> None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
+from sf311.contract.schema import reader_schema
 from sf311.lakehouse import bronze, decode, silver
 
 AS_OF = datetime(2026, 1, 1, tzinfo=UTC)
@@ -18,10 +19,11 @@ def ts(day: int, hour: int = 0) -> datetime:
 
 @pytest.fixture
 def to_bronze(messages, wire):
-    """Return a function: framed values -> bronze rows of batch 3, v1 registered as id 1."""
+    """Return a function: framed values -> bronze rows of batch 3, v1 registered as id 1, read
+    as the stream reads them: into the newest case schema."""
 
     def build(values):
-        decoded = decode.decode(decode.frame(messages(values)), {1: wire.v1_text}, wire.v1_text)
+        decoded = decode.decode(decode.frame(messages(values)), {1: wire.v1_text}, reader_schema())
         return bronze.bronze_rows(decoded, 3, AS_OF)
 
     return build
