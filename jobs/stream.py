@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sf311.cli import run_reported
 from sf311.lakehouse.stream import run_job
-from sf311.settings import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--once", action="store_true", help="trigger(availableNow): run to the end")
     args = parser.parse_args(argv)
-    return run_job(load_settings(), once=args.once)
+    return run_reported("sf311 stream", lambda settings: run_job(settings, once=args.once))
 
 
 if __name__ == "__main__":

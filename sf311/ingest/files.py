@@ -8,6 +8,7 @@ import io
 import json
 import re
 import sys
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, islice
@@ -16,7 +17,10 @@ from typing import IO, Any, cast, overload
 
 import numpy as np
 import orjson
+import pyarrow as pa
 from tqdm import tqdm
+
+from sf311.errors import InputError
 
 # DataSF's "Export CSV" headers -> API field names; other headers pass through unchanged.
 DISPLAY_NAMES = {
@@ -113,7 +117,7 @@ def _json_array(text: IO[str]) -> Iterator[dict[str, Any]]:
         # An item that fails or ends at the buffer's edge may be cut short: read on.
         if end == 0 or (end == len(buffer) and not eof):
             if eof:
-                raise ValueError("JSON array is not closed")
+                raise json.JSONDecodeError("JSON array is not closed", buffer, pos)
             more = text.read(_CHUNK)
             eof = not more
             buffer, pos = buffer[pos:] + more, 0
@@ -253,11 +257,68 @@ def _json_line_batches(path: Path, size: int, bar: tqdm) -> Iterator[RawBatch] |
     return batches()
 
 
-def _kind(path: Path) -> str:
+def file_kind(path: Path) -> str:
+    """Return a file's type from its name: csv, json, jsonl or ndjson (InputError if none)."""
     kind = path.name.removesuffix(".gz").rsplit(".", 1)[-1].lower()
     if kind not in ("csv", "json", "jsonl", "ndjson"):
-        raise ValueError(f"unknown file type {path.name}: expected .csv, .json, .jsonl or .ndjson")
+        raise InputError(
+            f"{path}: unknown file type: name it .csv, .json, .jsonl or .ndjson (optionally .gz)"
+        )
     return kind
+
+
+def check_file(path: Path) -> None:
+    """Return None if `path` is a non-empty readable file of a known type, else raise InputError."""
+    file_kind(path)
+    try:
+        with open(path, "rb") as binary:
+            first = binary.read(1)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file: check the path") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory: give the path of a file in it") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot be read ({err.strerror or err}): check it") from None
+    if not first:
+        raise InputError(f"{path}: is empty (0 bytes): nothing to ingest")
+
+
+def csv_header(path: Path) -> list[str]:
+    """Return the column names of a CSV file's first line, DataSF display names as API names."""
+    with tqdm(disable=True) as bar, _open_text(path, bar) as text:
+        return _csv_cells(text)[0]
+
+
+def undecodable_line(path: Path) -> int | None:
+    """Return the number of the first line holding bytes that are not UTF-8, None if none does."""
+    with gzip.open(path) if path.suffix == ".gz" else open(path, "rb") as binary:
+        for number, line in enumerate(binary, 1):
+            try:
+                line.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None
+
+
+def reading_error(path: Path, err: BaseException) -> InputError | None:
+    """Return the InputError, naming the file and line, that an error of reading `path` means;
+    None if `err` is no such error."""
+    # Arrow's JSON reader and string kernels fail on bad UTF-8 too, in the encode threads.
+    if isinstance(err, UnicodeDecodeError | pa.ArrowInvalid):
+        line = undecodable_line(path)
+        if line is None:
+            return None
+        return InputError(
+            f"{path}: line {line}: bytes that are not UTF-8: save the file as UTF-8 and run "
+            "again (rows before that line may have been sent; sending them twice is harmless)"
+        )
+    if isinstance(err, gzip.BadGzipFile | EOFError | zlib.error):
+        return InputError(f"{path}: not a whole gzip file ({err}): compress it again")
+    if isinstance(err, csv.Error):
+        return InputError(f"{path}: not a readable CSV file ({err})")
+    if isinstance(err, json.JSONDecodeError):
+        return InputError(f"{path}: not a readable JSON file ({err.msg}): check how it was saved")
+    return None
 
 
 def _progress(path: Path, progress: bool | None) -> tqdm:
@@ -276,7 +337,7 @@ def _progress(path: Path, progress: bool | None) -> tqdm:
 def read_batches(path: Path, size: int, progress: bool | None = None) -> Iterator[RawBatch]:
     """Yield a file's rows in RawBatches of `size`, read but not yet parsed into dicts."""
     path = Path(path)
-    kind = _kind(path)
+    kind = file_kind(path)
     with _progress(path, progress) as bar:
         if kind != "csv" and (line_batches := _json_line_batches(path, size, bar)) is not None:
             yield from line_batches
@@ -298,7 +359,7 @@ def read_batches(path: Path, size: int, progress: bool | None = None) -> Iterato
 def read_rows(path: Path, progress: bool | None = None) -> Iterator[dict[str, Any]]:
     """Yield the raw rows of a CSV/JSON/JSON-lines file (optionally .gz) with API field names."""
     path = Path(path)
-    kind = _kind(path)
+    kind = file_kind(path)
     with _progress(path, progress) as bar, _open_text(path, bar) as text:
         if kind == "csv":
             header, cells = _csv_cells(text)

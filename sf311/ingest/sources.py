@@ -9,6 +9,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from psycopg.conninfo import make_conninfo
+
+from sf311.errors import InputError
 from sf311.ingest.extract import (
     SELECT,
     PageBlock,
@@ -19,7 +22,15 @@ from sf311.ingest.extract import (
     to_floating,
     without_system_fields,
 )
-from sf311.ingest.files import RawBatch, read_batches
+from sf311.ingest.files import (
+    RawBatch,
+    check_file,
+    csv_header,
+    file_kind,
+    read_batches,
+    reading_error,
+)
+from sf311.ingest.normalize import KNOWN_COLUMNS
 from sf311.ingest.watermark import RunMark, Watermark, WatermarkStore
 from sf311.settings import Settings
 
@@ -91,11 +102,13 @@ class SocrataSource:
     ) -> SocrataSource:
         """Return the source of `sf311 ingest --source socrata [--since] [--until]`."""
         if path is not None:
-            raise ValueError("--source socrata takes no PATH")
+            raise InputError("--source socrata takes no PATH")
         return cls(settings, since=since, until=until)
 
     def __enter__(self) -> SocrataSource:
-        self._store = WatermarkStore(self.settings.postgres_dsn.get_secret_value())
+        dsn = self.settings.postgres_dsn.get_secret_value()
+        timeout = self.settings.connect_timeout_seconds
+        self._store = WatermarkStore(make_conninfo(dsn, connect_timeout=timeout))
         overlap = timedelta(seconds=self.settings.socrata_overlap_seconds)
         try:
             self._start = start_position(
@@ -192,19 +205,42 @@ class FileSource:
     ) -> FileSource:
         """Return the source of `sf311 ingest --source file PATH`."""
         if path is None or since or until:
-            raise ValueError("--source file takes a PATH and no --since/--until")
+            raise InputError("--source file takes a PATH and no --since/--until")
         return cls(path)
 
     def __enter__(self) -> FileSource:
+        # Before any service is reached: a file that cannot be ingested fails in a moment.
+        check_file(self.path)
+        if file_kind(self.path) == "csv":
+            try:
+                header = csv_header(self.path)
+            except Exception as err:
+                if (error := reading_error(self.path, err)) is None:
+                    raise
+                raise error from err
+            if not KNOWN_COLUMNS.intersection(header):
+                raise InputError(
+                    f"{self.path}: line 1: no column of the header ({', '.join(header)[:200]}) "
+                    "is a column of SF 311 cases such as CaseID or service_request_id: "
+                    "give a DataSF export or an API-named CSV"
+                )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        return None
+        # Reading happens in the run's blocks and encode threads: the error surfaces here.
+        raised = exc[1]
+        if isinstance(raised, BaseException) and (error := reading_error(self.path, raised)):
+            raise error from raised
 
     def iter_blocks(self, size: int) -> Iterator[Block]:
-        """Yield the file's rows in Blocks of `size`, read but not yet parsed."""
+        """Yield the file's rows in Blocks of `size`, read but not yet parsed; InputError if it
+        holds none."""
+        rows = 0
         for batch in read_batches(self.path, size, progress=self.progress):
+            rows += len(batch.items)
             yield Block(batch, len(batch.items))
+        if not rows:
+            raise InputError(f"{self.path}: holds no rows: nothing to ingest")
 
 
 # Builds a source from `sf311 ingest` arguments (settings, PATH, --since, --until).
@@ -223,7 +259,7 @@ def source_by_name(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> Source:
-    """Return the source named `name` for these arguments; ValueError if unknown or misused."""
+    """Return the source named `name` for these arguments; InputError if unknown or misused."""
     if name not in SOURCES:
-        raise ValueError(f"unknown source {name!r}")
+        raise InputError(f"unknown source {name!r}: choose one of {', '.join(SOURCES)}")
     return SOURCES[name](settings, path, since, until)

@@ -47,11 +47,11 @@ def load_migrations(folder: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-def migrate(dsn: str, folder: Path = MIGRATIONS_DIR) -> list[str]:
+def migrate(dsn: str, folder: Path = MIGRATIONS_DIR, connect_timeout: int = 15) -> list[str]:
     """Apply the pending migrations, each in its own transaction; return the names applied."""
     migrations = load_migrations(folder)
     applied_now: list[str] = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
