@@ -11,6 +11,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from sf311.errors import ServiceUnavailable
 from sf311.ingest import IngestError
 from sf311.ingest.normalize import DeadLetter
 from sf311.settings import Settings
@@ -39,8 +40,16 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 
 def ensure_topics(settings: Settings, topics: list[str]) -> None:
     """Create the topics that do not exist yet (partitions from settings, broker's replication)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
-    existing = admin.list_topics(timeout=15).topics
+    # Silent: while no broker answers, librdkafka logs every failed connect (hundreds of lines).
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "log_level": 0})
+    try:
+        existing = admin.list_topics(timeout=settings.connect_timeout_seconds).topics
+    except KafkaException as err:
+        raise ServiceUnavailable(
+            f"Kafka at {settings.kafka_bootstrap_servers} did not answer within "
+            f"{settings.connect_timeout_seconds} s: start it (`sf311 up`) or fix "
+            "SF311_KAFKA_BOOTSTRAP_SERVERS"
+        ) from err
     missing = [NewTopic(t, num_partitions=settings.kafka_partitions) for t in topics]
     missing = [t for t in missing if t.topic not in existing]
     if not missing:
@@ -96,6 +105,7 @@ class CaseProducer:
         self.produced = 0
         self.dead_lettered = 0
         self.acked = 0
+        self.failed = 0
         self.failures: list[str] = []
 
     def _open_group(self) -> None:
@@ -106,6 +116,7 @@ class CaseProducer:
 
     def _delivered(self, group: _Group, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
+            self.failed += 1
             if len(self.failures) < 10:
                 self.failures.append(f"{msg.topic()} key={msg.key()!r}: {err}")
             return
@@ -158,9 +169,9 @@ class CaseProducer:
     def close(self, timeout: float = 120.0) -> None:
         """Wait for every delivery report; raise ProduceError if any record was not acked."""
         remaining = self._producer.flush(timeout)
-        if not self._reports_successes and not remaining and not self.failures:
-            # Every record left the queue and none was reported failed: all were acked.
-            self.acked = self.produced + self.dead_lettered
+        if not self._reports_successes:
+            # Only failures are reported: every record that left the queue without one was acked.
+            self.acked = self.produced + self.dead_lettered - self.failed - remaining
         self._report()
         if self.failures or remaining:
             lost = self.produced + self.dead_lettered - self.acked

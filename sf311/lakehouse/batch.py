@@ -14,13 +14,13 @@ import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from sf311.contract.registry import SchemaRegistry
+from sf311.contract.registry import RegistryError, SchemaRegistry
 from sf311.lakehouse import bronze, decode, silver
 from sf311.lakehouse.figures import BatchFigures, arrow_figures, utc
 from sf311.settings import Settings
 from sf311.warehouse.cases import CASE_COLUMNS
 from sf311.warehouse.offsets import OffsetRange, loaded_offsets
-from sf311.warehouse.retry import retrying
+from sf311.warehouse.retry import retrying, with_retries
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,12 @@ class Rebuild:
 @dataclass
 class BatchDecoder:
     """Kafka rows of one batch -> validated bronze-shaped rows, with writer schemas fetched
-    from the registry as new ids appear."""
+    from the registry as new ids appear, waiting up to retry_seconds while it is unreachable."""
 
     registry: SchemaRegistry
     reader_schema: str
     rules: silver.Rules = silver.Rules()
+    retry_seconds: float = 0.0
 
     def validated(
         self, messages: DataFrame, batch_id: int, started: datetime, writers: dict[int, str]
@@ -99,7 +100,14 @@ class BatchDecoder:
             # Both queries share the cache: decide on the snapshot this decode used.
             writers = self.registry.known()
             result, unknown = action(self.validated(messages, batch_id, started, writers))
-            if not self.registry.writer_schemas(i for i in unknown if i not in writers):
+            new = [i for i in unknown if i not in writers]
+            found = with_retries(
+                lambda new=new: self.registry.writer_schemas(new),
+                RegistryError,
+                "schema registry",
+                self.retry_seconds,
+            )
+            if not found:
                 return result
 
 

@@ -4,14 +4,19 @@ triggers and checkpoints; a bounded run (`--once`) runs the lake query alone ove
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import psycopg
+import requests
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from sf311.contract.registry import SchemaRegistry
+from sf311.contract.registry import RegistryError, SchemaRegistry
 from sf311.contract.schema import reader_schema
+from sf311.errors import ServiceUnavailable
 from sf311.lakehouse.batch import BatchDecoder, read_loaded_offsets
 from sf311.lakehouse.checkpoints import (
     LAKE_QUERY,
@@ -25,6 +30,8 @@ from sf311.lakehouse.writers import LakeWriter, QueryWriter, WarehouseWriter
 from sf311.logs import configure_logging
 from sf311.settings import Settings
 from sf311.spark import build_spark
+from sf311.warehouse.ledgers import LakeLedger, lake_spool
+from sf311.warehouse.retry import with_retries
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +79,8 @@ class Streams:
     """The job's running queries, handled as one."""
 
     queries: list[StreamingQuery]
+    # Called about every second while the queries run (wait, not once).
+    tick: Callable[[], object] = lambda: None
 
     @property
     def active(self) -> bool:
@@ -98,6 +107,7 @@ class Streams:
             # Not awaitAnyTermination: it returns at once for any query ended in this session.
             while self.active:
                 self.queries[0].awaitTermination(1)
+                self.tick()
         error = self.exception()
         if error is not None:
             raise error
@@ -130,7 +140,9 @@ def start_stream(spark: SparkSession, settings: Settings, once: bool = False) ->
     use_write_conf(spark)
     quiet_hint_warnings(spark)
     decoder = BatchDecoder(
-        SchemaRegistry(settings.schema_registry_url), reader_schema(settings.schemas_dir)
+        SchemaRegistry(settings.schema_registry_url),
+        reader_schema(settings.schemas_dir),
+        retry_seconds=settings.stream_registry_retry_seconds,
     )
     warehouse_trigger = trigger_options(settings.stream_trigger, once)
     once = once or "availableNow" in warehouse_trigger
@@ -163,19 +175,126 @@ def start_stream(spark: SparkSession, settings: Settings, once: bool = False) ->
     return Streams([lake()])
 
 
-def run_stream(spark: SparkSession, settings: Settings, once: bool = False) -> dict[str, dict]:
-    """Run the job (to the end of the topic when once); return each query's last progress."""
-    streams = start_stream(spark, settings, once)
+PROBE_SECONDS = 5.0
+
+
+def _kafka_answers(settings: Settings) -> None:
+    # log_level 0: an unreachable broker would print a librdkafka line per attempt.
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "log_level": 0})
+    admin.list_topics(settings.kafka_topic, timeout=PROBE_SECONDS)
+
+
+def _registry_answers(settings: Settings) -> None:
+    url = f"{settings.schema_registry_url.rstrip('/')}/subjects"
     try:
-        streams.wait(once)
-    finally:
-        streams.stop()
-    return {q.name: q.lastProgress for q in streams.queries}
+        answer = requests.get(url, timeout=PROBE_SECONDS)
+    except requests.RequestException as err:
+        raise RegistryError(f"schema registry at {url} unreachable: {err}") from err
+    if answer.status_code != 200:
+        raise RegistryError(f"schema registry at {url} answered HTTP {answer.status_code}")
+
+
+def _postgres_answers(settings: Settings) -> None:
+    dsn = settings.postgres_dsn.get_secret_value()
+    psycopg.connect(dsn, connect_timeout=int(PROBE_SECONDS)).close()
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """A service the job reads or writes: how to probe it, what its outage raises, its bound."""
+
+    name: str
+    setting: str
+    probe: Callable[[Settings], None]
+    unavailable: type[Exception]
+    bound: Callable[[Settings], float]
+
+
+DEPENDENCIES = (
+    Dependency("kafka", "SF311_KAFKA_BOOTSTRAP_SERVERS", _kafka_answers, KafkaException,
+               lambda s: s.stream_kafka_retry_seconds),
+    Dependency("schema registry", "SF311_SCHEMA_REGISTRY_URL", _registry_answers, RegistryError,
+               lambda s: s.stream_registry_retry_seconds),
+    Dependency("postgres", "SF311_POSTGRES_DSN", _postgres_answers, psycopg.OperationalError,
+               lambda s: s.stream_pg_retry_seconds),
+)  # fmt: skip
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip() or type(err).__name__).splitlines()[0][:300]
+
+
+def await_dependencies(settings: Settings) -> None:
+    """Return once Kafka, the registry and Postgres answer, waiting for each up to its
+    stream_*_retry_seconds; raise ServiceUnavailable naming the first that did not."""
+    for dep in DEPENDENCIES:
+        bound = dep.bound(settings)
+        try:
+            with_retries(lambda d=dep: d.probe(settings), dep.unavailable, dep.name, bound)
+        except dep.unavailable as err:
+            raise ServiceUnavailable(
+                f"{dep.name} unreachable for {bound:.0f} s ({_first_line(err)}): start it "
+                f"(`sf311 up`) or correct {dep.setting}"
+            ) from err
+
+
+def unreachable(settings: Settings) -> list[str]:
+    """Return the names of the dependencies that do not answer now."""
+    down = []
+    for dep in DEPENDENCIES:
+        try:
+            dep.probe(settings)
+        except dep.unavailable:
+            down.append(dep.name)
+    return down
+
+
+# How a query's failure names an outage of a dependency (its error text carries the class of
+# the Python or Kafka client error); any other failure ends the job.
+OUTAGE_MARKS = ("RegistryError", "OperationalError", "org.apache.kafka.common.errors.")
+# Restarts in a row, none of them getting a batch through, before the job gives up.
+MAX_IDLE_RESTARTS = 3
+
+
+def _moved(streams: Streams) -> bool:
+    return any(p.numInputRows > 0 for q in streams.queries for p in q.recentProgress)
+
+
+def run_stream(spark: SparkSession, settings: Settings, once: bool = False) -> dict[str, dict]:
+    """Run the job (to the end of the topic when once); return each query's last progress.
+
+    A query that fails during an outage of Kafka, the registry or Postgres is restarted from
+    its checkpoint once they answer (await_dependencies)."""
+    ledger = LakeLedger(settings.postgres_dsn.get_secret_value(), lake_spool(settings.state_dir))
+    idle_restarts = 0
+    while True:
+        streams = start_stream(spark, settings, once)
+        lake_ids = [q.id for q in streams.queries if q.name == LAKE_QUERY]
+        # A row spooled while Postgres was down is stored once it answers, batches or not.
+        streams.tick = lambda ids=lake_ids: [ledger.flush(i) for i in ids]
+        try:
+            streams.wait(once)
+            return {q.name: q.lastProgress for q in streams.queries}
+        except Exception as err:  # noqa: BLE001 - re-raised unless an outage explains it
+            down = unreachable(settings)
+            outage = bool(down) or any(mark in str(err) for mark in OUTAGE_MARKS)
+            idle_restarts = 0 if _moved(streams) else idle_restarts + 1
+            if not outage or idle_restarts > MAX_IDLE_RESTARTS:
+                raise
+            log.warning("a query stopped during an outage of %s (%s); restarting it from its "
+                        "checkpoint once they answer", ", ".join(down) or "a service",
+                        _first_line(err))  # fmt: skip
+        finally:
+            streams.stop()
+            streams.tick()
+        await_dependencies(settings)
 
 
 def run_job(settings: Settings, once: bool = False) -> int:
-    """Build the SparkSession, run the streaming job and return an exit code."""
+    """Build the SparkSession, run the streaming job and return an exit code; a service that
+    stays unreachable raises ServiceUnavailable."""
     configure_logging(settings)
+    await_dependencies(settings)
     spark = build_spark(settings, app_name="sf311-stream")
     try:
         progress = run_stream(spark, settings, once)

@@ -28,7 +28,7 @@ from sf311.lakehouse.checkpoints import LAKE_QUERY, WAREHOUSE_QUERY
 from sf311.lakehouse.figures import BatchFigures, arrow_figures
 from sf311.lakehouse.sinks import SilverSink, Sink, utc_now
 from sf311.settings import Settings
-from sf311.warehouse.ledgers import record_lake_batch
+from sf311.warehouse.ledgers import LakeLedger, lake_batch_row, lake_spool
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,8 @@ class LakeWriter(QueryWriter):
         self.spark_sinks = [s for s in self.sinks if not s.collected]
         self.driver_sinks = [s for s in self.sinks if s.collected]
         self.loader = ThreadPoolExecutor(1, "sf311-warehouse-load") if self.driver_sinks else None
+        self.ledger = LakeLedger(settings.postgres_dsn.get_secret_value(),
+                                 lake_spool(settings.state_dir))  # fmt: skip
 
     def __call__(self, messages: DataFrame, batch_id: int) -> None:
         started = self.clock()
@@ -190,8 +192,9 @@ class LakeWriter(QueryWriter):
             future.result()  # the warehouse load's failure fails the batch, which is replayed
         finished = self.clock()
         action = outcomes.get(SilverSink.name) or ""
-        record_lake_batch(s.postgres_dsn.get_secret_value(), batch.query_id, batch_id, figures,
-                          action, phase.seconds, started, finished)  # fmt: skip
+        # Spooled, then stored: Postgres down costs the row no more than a delay.
+        self.ledger.record(lake_batch_row(batch.query_id, batch_id, figures, action,
+                                          phase.seconds, started, finished))  # fmt: skip
         log.info(
             "lake batch %d: %d in, %d valid, silver %s",
             batch_id, figures.rows_in, figures.rows_valid, action,

@@ -106,6 +106,22 @@ def lags(settings: Settings) -> dict[str, Lag]:
     return out
 
 
+def try_lags(settings: Settings) -> dict[str, Lag] | KafkaException:
+    """Return lags(settings), or the Kafka error that kept it from being read."""
+    try:
+        return lags(settings)
+    except KafkaException as err:
+        return err
+
+
+def most_behind(by_query: dict[str, Lag] | KafkaException) -> int | None:
+    """Return the most messages any query has still to process; None when no query can tell."""
+    if isinstance(by_query, KafkaException):
+        return None
+    known = [lag_.behind for lag_ in by_query.values() if lag_.behind is not None]
+    return max(known, default=None)
+
+
 @dataclass(frozen=True)
 class Batches:
     """The last committed micro-batch and the freshness of the last hour."""
@@ -171,16 +187,16 @@ def _behind(lag_: Lag) -> str:
     return "unknown (no local checkpoint)" if lag_.behind is None else f"{lag_.behind:,}"
 
 
-def report(settings: Settings) -> list[str]:
-    """Return the status lines of the pipeline: topic and lag, last batches, freshness."""
+def report(settings: Settings, by_query: dict[str, Lag] | KafkaException) -> list[str]:
+    """Return the status lines of the pipeline: topic and lag (try_lags), last batches,
+    freshness."""
     lines = []
-    try:
-        by_query = lags(settings)
+    if isinstance(by_query, KafkaException):
+        lines.append(f"  topic     unavailable: {by_query}")
+    else:
         messages = next(iter(by_query.values())).messages
         behind = ", ".join(f"{q} {_behind(lag_)}" for q, lag_ in by_query.items())
         lines.append(f"  topic     {settings.kafka_topic}: {messages:,} messages; behind: {behind}")
-    except KafkaException as err:
-        lines.append(f"  topic     unavailable: {err}")
     try:
         b = batches(settings.postgres_dsn.get_secret_value())
     except psycopg.Error as err:

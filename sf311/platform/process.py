@@ -148,6 +148,26 @@ class ProcessTable:
         self._pidfile(name).unlink(missing_ok=True)
         return True
 
+    def clear(self, name: str, timeout: float = 30.0) -> bool:
+        """Drop the pidfile of a recorded process that died, killing what its group left
+        behind; return True when there was one."""
+        path = self._pidfile(name)
+        if not path.exists():
+            return False
+        running = Running(**json.loads(path.read_text()))
+        ticks = _start_ticks(running.pid)
+        if ticks == running.start_ticks:
+            return False
+        # A leader killed with -9 leaves its children (Postgres backends holding the shared
+        # memory, Airflow's workers); its PID reused by another group leader is not ours.
+        if ticks is None and _group_alive(running.pgid):
+            _signal_group(running.pgid, signal.SIGKILL)
+            deadline = time.monotonic() + timeout
+            while _group_alive(running.pgid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        path.unlink(missing_ok=True)
+        return True
+
     def names(self) -> list[str]:
         """Return the names of every recorded process."""
         return sorted(p.stem for p in self.run_dir.glob("*.json"))

@@ -37,28 +37,66 @@ def _selected(settings: Settings, only: list[str] | None, apps: bool = False) ->
     return [s for s in known if s.name in only]
 
 
+# They keep their state in Postgres and do not outlive its crash (Airflow's scheduler and
+# dag-processor exit, the registry and MLflow keep dead pooled connections): when Postgres
+# starts again, they restart with it.
+RESTART_WITH_POSTGRES = ("registry", "mlflow", "airflow")
+# Application processes `status` lists even when they do not run: the pipeline needs them.
+EXPECTED_APPS = ("stream",)
+
+# A process killed a moment ago may hold its ports while its threads exit.
+PORT_GRACE_SECONDS = 30.0
+
+# Exit codes of `sf311 status` (README, "Operations").
+STATUS_OK, STATUS_DOWN, STATUS_BEHIND = 0, 1, 4
+
+
 def _running(table: ProcessTable, service: Service) -> bool:
     return all(table.get(launch.name) for launch in service.launches())
 
 
+def _alive(table: ProcessTable, service: Service) -> list[str]:
+    return [launch.name for launch in service.launches() if table.get(launch.name)]
+
+
+def _port_freed(host: str, port: int, grace: float) -> bool:
+    """Return True once nothing listens on host:port, waiting up to grace seconds."""
+    deadline = time.monotonic() + grace
+    while not port_is_free(host, port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def _preflight(table: ProcessTable, services: list[Service]) -> list[Service]:
-    """Return the services to start, or raise before anything starts."""
+    """Return the services to start, stopping what is left of a partly running one; raise
+    before anything starts when a binary is missing or a port is taken by another program."""
     for service in services:
         service.check_installed()
-    to_start = [s for s in services if not _running(table, s)]
-    for service in to_start:
+    freed: set[str] = set()
+    for service in services:
         for launch in service.launches():
-            if table.get(launch.name):
-                raise StackError(
-                    f"{service.name}: only part of it is running: run `make down`, then `make up`"
-                )
+            if table.clear(launch.name):
+                _say(f"  {service.name:<9} {launch.name} had died")
+                freed.add(service.name)
+    to_start = [s for s in services if not _running(table, s)]
+    if any(s.name == "postgres" for s in to_start):
+        to_start += [s for s in services if s.name in RESTART_WITH_POSTGRES and s not in to_start]
+    for service in to_start:
+        if alive := _alive(table, service):
+            _say(f"  {service.name:<9} stopping {', '.join(alive)} to start it whole")
+            _stop(table, service)
+            freed.add(service.name)
+    for service in to_start:
+        grace = PORT_GRACE_SECONDS if service.name in freed else 0.0
         for endpoint in service.endpoints():
-            if not port_is_free(endpoint.host, endpoint.port):
+            if not _port_freed(endpoint.host, endpoint.port, grace):
                 raise StackError(
                     f"{service.name}: port {endpoint} is taken by another process: stop it, "
                     "or point sf311 at other ports through SF311_* settings (see README)"
                 )
-    return to_start
+    return [s for s in services if s in to_start]
 
 
 def _start(table: ProcessTable, service: Service) -> None:
@@ -131,30 +169,53 @@ def down(settings: Settings, only: list[str] | None = None) -> None:
             _say(f"  {name:<9} stopped (leftover)")
 
 
-def status(settings: Settings, only: list[str] | None = None) -> bool:
-    """Print each service's state and return True when all selected services are healthy."""
+def _state(table: ProcessTable, service: Service) -> tuple[str, list[int], bool]:
+    """Return a service's state word, the pids of its live processes and whether it is
+    healthy."""
+    running = [r for launch in service.launches() if (r := table.get(launch.name))]
+    pids = [r.pid for r in running]
+    missing = [launch.name for launch in service.launches() if not table.get(launch.name)]
+    if running and missing:
+        return f"partial ({', '.join(missing)} down)", pids, False
+    ok = service.healthy()
+    return ("healthy" if ok else ("starting" if pids else "down")), pids, ok
+
+
+def _listed(service: Service, pids: list[int], only: list[str] | None) -> bool:
+    return bool(only) or not service.optional or bool(pids) or service.name in EXPECTED_APPS
+
+
+def status(settings: Settings, only: list[str] | None = None) -> int:
+    """Print each expected process's state and the pipeline's; return STATUS_OK, STATUS_DOWN
+    when one is not healthy, or STATUS_BEHIND when the stream is further behind the topic than
+    status_max_lag messages."""
     table = process_table(settings)
-    all_ok = True
+    code = STATUS_OK
     healthy: set[str] = set()
     _say(f"  {'service':<9} {'state':<9} {'pids':<22} address")
     for service in _selected(settings, only, apps=True):
-        pids = [r.pid for launch in service.launches() if (r := table.get(launch.name))]
-        if service.optional and not pids and not only:
+        state, pids, ok = _state(table, service)
+        if not _listed(service, pids, only):
             continue
-        ok = service.healthy()
-        state = "healthy" if ok else ("starting" if pids else "down")
-        all_ok &= ok
         if ok:
             healthy.add(service.name)
+        else:
+            code = STATUS_DOWN
         _say(
             f"  {service.name:<9} {state:<9} {','.join(map(str, pids)) or '-':<22} "
             f"{service.describe()}"
         )
     if {"postgres", "kafka"} <= healthy:
+        by_query = pipeline.try_lags(settings)
         _say("")
-        for line in pipeline.report(settings):
+        for line in pipeline.report(settings, by_query):
             _say(line)
-    return all_ok
+        behind = pipeline.most_behind(by_query)
+        if code == STATUS_OK and behind is not None and behind > settings.status_max_lag:
+            _say(f"  stream behind by {behind:,} messages (> SF311_STATUS_MAX_LAG "
+                 f"{settings.status_max_lag:,})")  # fmt: skip
+            code = STATUS_BEHIND
+    return code
 
 
 def run_action(settings: Settings, action: str, only: list[str] | None = None) -> int:
@@ -166,7 +227,7 @@ def run_action(settings: Settings, action: str, only: list[str] | None = None) -
         if action == "down":
             down(settings, only)
             return 0
-        return 0 if status(settings, only) else 1
+        return status(settings, only)
     except StackError as err:
         print(f"sf311 {action}: {err}", file=sys.stderr)
-        return 1
+        return STATUS_DOWN

@@ -3,10 +3,13 @@ replayed batch changes nothing) and `lake_batches` (the figures of each batch wr
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -107,6 +110,48 @@ def record_phases(
     )
 
 
+def lake_batch_row(
+    query_id: str,
+    batch_id: int,
+    figures: BatchFigures,
+    silver_action: str,
+    phase_seconds: dict[str, float],
+    started_at: datetime,
+    finished_at: datetime,
+) -> dict[str, Any]:
+    """Return a lake batch's lake_batches row as JSON-ready values."""
+    f = figures
+    return {
+        "query_id": query_id,
+        "batch_id": batch_id,
+        "rows_in": f.rows_in,
+        "rows_valid": f.rows_valid,
+        "quarantined": f.rows_quarantined,
+        "ts_min": f.ts_min.isoformat() if f.ts_min else None,
+        "ts_max": f.ts_max.isoformat() if f.ts_max else None,
+        "lag_p50": (finished_at - f.ts_p50).total_seconds() if f.ts_p50 else None,
+        "lag_p95": (finished_at - f.ts_p05).total_seconds() if f.ts_p05 else None,
+        "action": silver_action,
+        "phases": phase_seconds,
+        "started": started_at.isoformat(),
+        "finished": finished_at.isoformat(),
+    }
+
+
+def insert_lake_batch(conn: psycopg.Connection, row: dict[str, Any]) -> None:
+    """Store one lake_batch_row; a replayed batch keeps its first row."""
+    conn.execute(
+        "INSERT INTO lake_batches (query_id, batch_id, rows_in, rows_valid, rows_quarantined,"
+        " kafka_ts_min, kafka_ts_max, lag_p50_seconds, lag_p95_seconds, silver_action,"
+        " phase_seconds, started_at, finished_at)"
+        " VALUES (%(query_id)s, %(batch_id)s, %(rows_in)s, %(rows_valid)s, %(quarantined)s,"
+        " %(ts_min)s::timestamptz, %(ts_max)s::timestamptz, %(lag_p50)s, %(lag_p95)s,"
+        " %(action)s, %(phases)s, %(started)s::timestamptz, %(finished)s::timestamptz)"
+        " ON CONFLICT (query_id, batch_id) DO NOTHING",
+        {**row, "phases": Jsonb(row["phases"])},
+    )
+
+
 def record_lake_batch(
     dsn: str,
     query_id: str,
@@ -117,30 +162,55 @@ def record_lake_batch(
     started_at: datetime,
     finished_at: datetime,
 ) -> None:
-    """Store a lake batch's figures in lake_batches; a replayed batch keeps its first row."""
-    f = figures
-    _best_effort(
-        dsn,
-        f"lake batch {batch_id}",
-        "INSERT INTO lake_batches (query_id, batch_id, rows_in, rows_valid, rows_quarantined,"
-        " kafka_ts_min, kafka_ts_max, lag_p50_seconds, lag_p95_seconds, silver_action,"
-        " phase_seconds, started_at, finished_at)"
-        " VALUES (%(query_id)s, %(batch_id)s, %(rows_in)s, %(rows_valid)s, %(quarantined)s,"
-        " %(ts_min)s, %(ts_max)s, %(lag_p50)s, %(lag_p95)s, %(action)s, %(phases)s,"
-        " %(started)s, %(finished)s) ON CONFLICT (query_id, batch_id) DO NOTHING",
-        {
-            "query_id": query_id,
-            "batch_id": batch_id,
-            "rows_in": f.rows_in,
-            "rows_valid": f.rows_valid,
-            "quarantined": f.rows_quarantined,
-            "ts_min": f.ts_min,
-            "ts_max": f.ts_max,
-            "lag_p50": (finished_at - f.ts_p50).total_seconds(),
-            "lag_p95": (finished_at - f.ts_p05).total_seconds(),
-            "action": silver_action,
-            "phases": Jsonb(phase_seconds),
-            "started": started_at,
-            "finished": finished_at,
-        },
+    """Store a lake batch's figures in lake_batches now; a replayed batch keeps its first row."""
+    row = lake_batch_row(
+        query_id, batch_id, figures, silver_action, phase_seconds, started_at, finished_at
     )
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        insert_lake_batch(conn, row)
+
+
+class LakeLedger:
+    """lake_batches rows written first to a spool folder, then to Postgres, so that a batch
+    committed to Delta while Postgres is down is recorded at a later batch or run."""
+
+    def __init__(self, dsn: str, spool: Path) -> None:
+        self.dsn = dsn
+        self.spool = spool
+        self._left = 0
+
+    def record(self, row: dict[str, Any]) -> None:
+        """Spool one lake_batch_row, then store every spooled row of its query."""
+        self.spool.mkdir(parents=True, exist_ok=True)
+        path = self.spool / f"{row['query_id']}-{row['batch_id']:012d}.json"
+        part = path.with_suffix(".part")
+        part.write_text(json.dumps(row))
+        part.replace(path)
+        self.flush(row["query_id"])
+
+    def flush(self, query_id: str) -> int:
+        """Store the spooled rows of one query in batch order and drop them; return how many
+        are left because Postgres is unreachable or refused them."""
+        paths = sorted(self.spool.glob(f"{query_id}-*.json"))
+        stored = 0
+        try:
+            if paths:
+                with psycopg.connect(self.dsn, connect_timeout=5) as conn:
+                    for path in paths:
+                        with conn.transaction():
+                            insert_lake_batch(conn, json.loads(path.read_text()))
+                        path.unlink()
+                        stored += 1
+        except psycopg.Error as err:
+            # Kept for a later attempt; logged when the count changes, not at every attempt.
+            if len(paths) - stored != self._left:
+                first = (str(err).strip() or "unreachable").splitlines()[0]
+                log.warning("%d lake batch(es) kept in %s until Postgres answers: %s",
+                            len(paths) - stored, self.spool, first)  # fmt: skip
+        self._left = len(paths) - stored
+        return self._left
+
+
+def lake_spool(state_dir: Path) -> Path:
+    """Return the spool folder of lake_batches rows not yet stored in Postgres."""
+    return state_dir / "spool" / "lake_batches"

@@ -1,4 +1,5 @@
-"""Postgres work retried with backoff while the server is unreachable."""
+"""Work retried with backoff while the service it needs (Postgres, Kafka, the registry) is
+unreachable, for at most a bound of seconds, each wait logged."""
 
 from __future__ import annotations
 
@@ -14,6 +15,29 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
+def with_retries(
+    work: Callable[[], _T],
+    unavailable: type[Exception] | tuple[type[Exception], ...],
+    service: str,
+    retry_seconds: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> _T:
+    """Return work(), running it again with backoff while it raises `unavailable` for up to
+    retry_seconds, then raising the last error; work must be safe to run again."""
+    deadline = time.monotonic() + retry_seconds
+    delay = 0.5
+    while True:
+        try:
+            return work()
+        except unavailable as err:
+            if time.monotonic() + delay > deadline:
+                raise
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            log.warning("%s unavailable (%s); retrying in %.1f s", service, first, delay)
+            sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def retrying(
     dsn: str,
     work: Callable[[psycopg.Connection], _T],
@@ -22,15 +46,9 @@ def retrying(
 ) -> _T:
     """Return work(connection), reconnecting with backoff while Postgres is unreachable for up
     to retry_seconds; work must be safe to run again after an unknown outcome."""
-    deadline = time.monotonic() + retry_seconds
-    delay = 0.5
-    while True:
-        try:
-            with psycopg.connect(dsn, connect_timeout=5) as conn:
-                return work(conn)
-        except psycopg.OperationalError as err:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("postgres unavailable (%s); retrying in %.1f s", err, delay)
-            sleep(delay)
-            delay = min(delay * 2, 5.0)
+
+    def attempt() -> _T:
+        with psycopg.connect(dsn, connect_timeout=5) as conn:
+            return work(conn)
+
+    return with_retries(attempt, psycopg.OperationalError, "postgres", retry_seconds, sleep)

@@ -1,0 +1,175 @@
+"""Crashes of Kafka, the registry, Postgres and the streaming job itself, on a private stack:
+after each, silver and Postgres hold exactly the source's cases, none lost or doubled."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from sf311.lakehouse.stream import run_stream
+from sf311.platform import stack
+from sf311.settings import Settings
+from tests.integration.faults.fault_support import (
+    Job,
+    assert_exact,
+    caught_up,
+    held_loads,
+    lake_batch_recorded,
+    lake_ledger_complete,
+    ledger,
+    wait_until,
+)
+from tests.integration.stream.stream_support import StreamEnv, make_versions
+from tests.support.private_stack import SERVICES, kill9
+
+# Each test runs a job of its own and at most a few thousand messages.
+pytestmark = pytest.mark.timeout(1200)
+WAIT = 600.0
+
+
+def _waves(seed: int, n: int = 2) -> list[list[dict]]:
+    return [
+        make_versions(ids=500, updates=150, seed=seed + k, first_id=1_000_000 + 10_000 * k)
+        for k in range(n)
+    ]
+
+
+def _bad_frames(n: int) -> list[tuple[bytes | None, bytes]]:
+    # Not the Confluent frame: decoded as errors, so each batch has a quarantine phase.
+    return [(None, b"\x01not avro %d" % i) for i in range(n)]
+
+
+def _job(env: StreamEnv, tmp_path: Path, name: str) -> Job:
+    return Job(env, int(env.env["SF311_FAULT_UI_PORT"]), tmp_path / f"{name}.log")
+
+
+def _batches(env: StreamEnv) -> int:
+    return ledger(env, "SELECT count(*) FROM stream_batches") or 0
+
+
+def test_registry_down_at_start_the_job_waits_then_streams(
+    fault_stack: Settings, fault_env, spark, tmp_path: Path
+) -> None:
+    waves = _waves(31, 1)
+    kill9(fault_stack, "registry")
+    fault_env.produce_cases(waves[0])
+    job = _job(fault_env, tmp_path, "job")
+    job.start()
+    try:
+        wait_until(lambda: "schema registry unavailable" in job.text(), WAIT, "a registry wait")
+        assert job.alive, job.text()
+        stack.up(fault_stack, only=SERVICES)
+        wait_until(lambda: caught_up(fault_env, spark, waves[0]), WAIT, "the catch-up")
+        assert job.alive, job.text()
+    finally:
+        job.kill()
+    assert_exact(fault_env, spark, waves[0])
+
+
+def test_postgres_kill9_mid_load_then_up(
+    fault_stack: Settings, fault_env, spark, tmp_path: Path
+) -> None:
+    first, second = _waves(41)
+    fault_env.produce_cases(first)
+    job = _job(fault_env, tmp_path, "job")
+    job.start()
+    try:
+        wait_until(lambda: _batches(fault_env) > 0, WAIT, "a first warehouse batch")
+        # The test holds `cases` so that the next load waits inside its transaction, past its
+        # COPY: the crash then hits a load in progress.
+        holder = fault_env.pg()
+        try:
+            with holder.transaction():
+                holder.execute("LOCK TABLE cases IN SHARE MODE")
+                fault_env.produce_cases(second)
+                wait_until(lambda: held_loads(fault_env), WAIT, "a load held at its upsert")
+                kill9(fault_stack, "postgres")
+        except psycopg.OperationalError:
+            pass
+        finally:
+            holder.close()
+        stack.up(fault_stack, only=SERVICES)
+        wait_until(lambda: caught_up(fault_env, spark, first + second), WAIT, "the catch-up")
+        # The lake batches committed during the outage were spooled, then recorded.
+        wait_until(lambda: lake_ledger_complete(fault_env), WAIT, "the lake ledger")
+        assert job.alive, job.text()
+    finally:
+        job.kill()
+    assert_exact(fault_env, spark, first + second)
+
+
+def test_job_kill9_inside_the_warehouse_load(fault_env, spark, tmp_path: Path) -> None:
+    first, second = _waves(51)
+    fault_env.produce_cases(first)
+    job = _job(fault_env, tmp_path, "job")
+    job.start()
+    try:
+        wait_until(lambda: _batches(fault_env) > 0, WAIT, "a first warehouse batch")
+        with fault_env.pg() as holder, holder.transaction():
+            holder.execute("LOCK TABLE cases IN SHARE MODE")
+            fault_env.produce_cases(second)
+            wait_until(lambda: held_loads(fault_env), WAIT, "a load held at its upsert")
+            committed = _batches(fault_env)
+            job.kill()
+    finally:
+        job.kill()
+    # The held load died uncommitted: its ledger row never appeared.
+    assert _batches(fault_env) == committed
+    run_stream(spark, fault_env.settings, once=True)
+    assert_exact(fault_env, spark, first + second)
+
+
+@pytest.mark.parametrize("phase", ["quarantine", "silver"])
+def test_job_kill9_inside_a_lake_phase(phase: str, fault_env, spark, tmp_path: Path) -> None:
+    """quarantine runs after bronze's commit and before silver's MERGE; silver is the MERGE."""
+    # Versions of the same ids in every wave: from batch 1 on, silver's write is a MERGE.
+    waves = [make_versions(ids=500, updates=150, seed=61 + k) for k in range(3)]
+    job = _job(fault_env, tmp_path, "job")
+    for wave in waves:
+        fault_env.produce(_bad_frames(20))
+        fault_env.produce_cases(wave)
+    # Batch 0 creates silver (an append): a MERGE runs from batch 1 on.
+    job.env.env["SF311_STREAM_LAKE_MAX_OFFSETS_PER_TRIGGER"] = "700"
+    job.start()
+    pattern = re.compile(rf"^(.+)-batch-([1-9]\d*)-{phase}$")
+    try:
+        hit = wait_until(
+            lambda: next((m for t in job.running_tags() if (m := pattern.match(t))), None),
+            WAIT,
+            f"a Spark job of the {phase} phase",
+        )
+        job.kill()
+    finally:
+        job.kill()
+    query_id, batch_id = hit.group(1), int(hit.group(2))
+    # The batch was in progress: a lake batch's ledger row is its last step.
+    assert not lake_batch_recorded(fault_env, query_id, batch_id)
+    run_stream(spark, fault_env.settings, once=True)
+    versions = [v for wave in waves for v in wave]
+    assert_exact(fault_env, spark, versions)
+    # Replayed from its checkpoint, the killed batch has its ledger row now.
+    action = ledger(fault_env, "SELECT silver_action FROM lake_batches WHERE query_id = %s"
+                    " AND batch_id = %s", (query_id, batch_id))  # fmt: skip
+    assert action is not None and "merge" in action
+
+
+def test_broker_kill9_while_streaming(
+    fault_stack: Settings, fault_env, spark, tmp_path: Path
+) -> None:
+    first, second = _waves(81)
+    fault_env.produce_cases(first)
+    job = _job(fault_env, tmp_path, "job")
+    job.start()
+    try:
+        wait_until(lambda: _batches(fault_env) > 0, WAIT, "a first warehouse batch")
+        kill9(fault_stack, "kafka")
+        stack.up(fault_stack, only=SERVICES)
+        fault_env.produce_cases(second)
+        wait_until(lambda: caught_up(fault_env, spark, first + second), WAIT, "the catch-up")
+        assert job.alive, job.text()
+    finally:
+        job.kill()
+    assert_exact(fault_env, spark, first + second)
