@@ -15,6 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from sf311.credentials import use_mlflow
 from sf311.model.export import export_pipeline
 from sf311.model.features import LABEL
 from sf311.model.scorer import Scorer
@@ -70,7 +71,7 @@ def holdout_mae(scorer: Scorer, holdout: pd.DataFrame) -> float:
 
 def log_and_register(settings: Settings, result: TrainResult, cfg: TrainConfig) -> Decision:
     """Return the registration decision after logging the run and moving the alias if earned."""
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    use_mlflow(settings)
     mlflow.set_experiment(settings.model_name)
     client = MlflowClient()
     inputs = list(cfg.categorical) + list(cfg.numeric)

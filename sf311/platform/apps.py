@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sf311.credentials import MLFLOW_READER
 from sf311.platform.process import Launch, process_table
 from sf311.platform.services import Endpoint, Service, http_ok, url_endpoint
 from sf311.settings import PROJECT_ROOT, Settings
@@ -81,7 +82,11 @@ class Api(App):
         return [url_endpoint(self.settings.api_url, self.settings.api_port)]
 
     def launches(self) -> list[Launch]:
-        return [Launch(self.name, [str(SF311), "serve"], env=self.settings.as_env())]
+        # It only reads the registry: MLflow's read-only user, with the password the stack
+        # generated for it.
+        env = {**self.settings.as_env(), "SF311_MLFLOW_USERNAME": MLFLOW_READER}
+        env.pop("SF311_MLFLOW_PASSWORD", None)
+        return [Launch(self.name, [str(SF311), "serve"], env=env)]
 
     def healthy(self) -> bool:
         return http_ok(f"{self.settings.api_url.rstrip('/')}/health")

@@ -12,12 +12,20 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import requests
 from psycopg import sql
 
+from sf311.contract.registry import RegistryError, SchemaRegistry
+from sf311.credentials import (
+    MLFLOW_READER,
+    generated_secret,
+    mlflow_login,
+    private_file,
+    secrets_dir,
+)
 from sf311.platform.process import Launch, StackError, port_answers
 from sf311.settings import PROJECT_ROOT, Settings
 
@@ -45,6 +53,12 @@ def dsn_parts(dsn: str) -> tuple[str, int, str, str, str]:
         parts.password or "",
         parts.path.lstrip("/"),
     )
+
+
+def mlflow_auth_dsn(settings: Settings) -> str:
+    """Return the DSN of MLflow's user store: the backend's database name plus `_auth`."""
+    parts = urlsplit(settings.mlflow_backend_dsn.get_secret_value())
+    return urlunsplit(parts._replace(path=f"{parts.path}_auth"))
 
 
 def url_endpoint(url: str, default_port: int) -> Endpoint:
@@ -199,10 +213,12 @@ class Postgres(Service):
             return False
 
     def databases(self) -> list[str]:
-        """Return the databases the stack needs: warehouse, registry, MLflow and Airflow."""
+        """Return the databases the stack needs: warehouse, registry, MLflow (runs and users)
+        and Airflow."""
         names = [self.db, "registry"]
         for dsn in (self.settings.mlflow_backend_dsn, self.settings.airflow_dsn):
             names.append(dsn_parts(dsn.get_secret_value())[4])
+        names.append(dsn_parts(mlflow_auth_dsn(self.settings))[4])
         return list(dict.fromkeys(names))
 
     def after_start(self) -> None:
@@ -225,6 +241,14 @@ class Postgres(Service):
                             sql.Identifier(db), sql.Identifier(self.owner)
                         )
                     )
+            # Every role may connect to a new database (PUBLIC's CONNECT): the analyst reaches
+            # the warehouse alone, the owner its own databases.
+            for db in ["postgres", *self.databases()[1:]]:
+                conn.execute(
+                    sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC, {}").format(
+                        sql.Identifier(db), sql.Identifier(analyst)
+                    )
+                )
         with self.superuser(self.db) as conn:
             ident = {
                 "db": sql.Identifier(self.db),
@@ -433,16 +457,40 @@ class Registry(Service):
     def healthy(self) -> bool:
         return http_ok(f"{self.settings.schema_registry_url.rstrip('/')}/subjects")
 
+    def after_start(self) -> None:
+        # The case subject checks every version from the first one an ingest registers.
+        try:
+            SchemaRegistry(self.settings.schema_registry_url).set_compatibility(self.case_subject)
+        except RegistryError as err:
+            raise StackError(f"registry: {err}") from err
+
+    @property
+    def case_subject(self) -> str:
+        """Return the registry subject of the case topic's values."""
+        return f"{self.settings.kafka_topic}-value"
+
+    def describe(self) -> str:
+        try:
+            registry = SchemaRegistry(self.settings.schema_registry_url, timeout=2)
+            level = registry.compatibility(self.case_subject) or "not set"
+        except RegistryError:
+            level = "unknown"
+        return f"{super().describe()}, {self.case_subject} compatibility {level}"
+
 
 class Mlflow(Service):
-    """The MLflow tracking server: runs and registry in Postgres, artifacts in the state folder."""
+    """The MLflow tracking server behind its basic-auth app: runs, registry and users in
+    Postgres, artifacts in the state folder."""
 
     name = "mlflow"
+    # A first start creates the tables of two databases (runs, users): minutes on a busy machine.
+    health_timeout = 240.0
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.http = url_endpoint(settings.mlflow_tracking_uri, 5000)
         self.binary = Path(sys.executable).parent / "mlflow"
+        self.auth_config = self.state / "mlflow" / "basic_auth.ini"
 
     def endpoints(self) -> list[Endpoint]:
         return [self.http]
@@ -451,17 +499,38 @@ class Mlflow(Service):
         if not self.binary.exists():
             raise StackError(f"mlflow: {self.binary} not found: run `make setup`")
 
+    def prepare(self) -> None:
+        # Holds the owner's password: 0600, like every secret of the stack.
+        auth_db = "postgresql+psycopg://" + mlflow_auth_dsn(self.settings).split("://", 1)[1]
+        private_file(
+            self.auth_config,
+            "[mlflow]\n"
+            "default_permission = READ\n"
+            f"database_uri = {auth_db}\n"
+            f"admin_username = {self.settings.mlflow_username}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            # One worker: a cached login check cannot go stale in another; each uncached check
+            # costs a deliberately slow password hash, and a model upload makes dozens.
+            "auth_cache_ttl_seconds = 60\n",
+        )
+
     def launches(self) -> list[Launch]:
         dsn = self.settings.mlflow_backend_dsn.get_secret_value()
-        backend = "postgresql+psycopg://" + dsn.split("://", 1)[1]
+        # Secrets through the environment, which only the owner can read, never argv.
+        env = {
+            "MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg://" + dsn.split("://", 1)[1],
+            "MLFLOW_AUTH_CONFIG_PATH": str(self.auth_config),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": mlflow_login(self.settings)[1],
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": generated_secret(self.settings, "mlflow-flask-key"),
+        }
         return [
             Launch(
                 self.name,
                 [
                     str(self.binary),
                     "server",
-                    "--backend-store-uri",
-                    backend,
+                    "--app-name",
+                    "basic-auth",
                     "--artifacts-destination",
                     str(self.state / "mlflow" / "artifacts"),
                     "--host",
@@ -471,11 +540,38 @@ class Mlflow(Service):
                     "--workers",
                     "1",
                 ],
+                env=env,
             )
         ]
 
     def healthy(self) -> bool:
         return http_ok(f"{self.settings.mlflow_tracking_uri.rstrip('/')}/health")
+
+    def after_start(self) -> None:
+        base = f"{self.settings.mlflow_tracking_uri.rstrip('/')}/api/2.0/mlflow/users"
+        admin = mlflow_login(self.settings)
+        reader = {
+            "username": MLFLOW_READER,
+            "password": generated_secret(self.settings, f"mlflow-{MLFLOW_READER}"),
+        }
+        try:
+            known = requests.get(
+                f"{base}/get", params={"username": MLFLOW_READER}, auth=admin, timeout=60
+            )
+            # An existing reader gets the password of the secrets folder, which may be new.
+            answer = (
+                requests.patch(f"{base}/update-password", json=reader, auth=admin, timeout=60)
+                if known.ok
+                else requests.post(f"{base}/create", json=reader, auth=admin, timeout=60)
+            )
+        except requests.RequestException as err:
+            raise StackError(f"mlflow: cannot set up user {MLFLOW_READER}: {err}") from err
+        if not (known.ok or known.status_code == 404) or not answer.ok:
+            raise StackError(
+                f"mlflow: cannot set up user {MLFLOW_READER} (HTTP {known.status_code}, "
+                f"{answer.status_code}): does {admin[0]}'s password in "
+                f"{secrets_dir(self.settings)} match MLflow's user store? see README, Security"
+            )
 
 
 class Airflow(Service):
@@ -484,6 +580,9 @@ class Airflow(Service):
     name = "airflow"
     health_timeout = 150.0
     components = ("api-server", "scheduler", "dag-processor")
+    # The scheduler's log server binds every interface, with no setting for its host (Airflow
+    # 3.3); the api-server reads task logs from the shared log folder instead.
+    component_args = {"scheduler": ("--skip-serve-logs",)}
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -501,10 +600,21 @@ class Airflow(Service):
     def _secret(self) -> str:
         path = self.home / "jwt_secret"
         if not path.exists():
-            self.home.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(32))
-            path.chmod(0o600)
+            private_file(path, secrets.token_urlsafe(32))
         return path.read_text().strip()
+
+    @property
+    def password_file(self) -> Path:
+        """Return the file of the simple auth manager's passwords (user -> password)."""
+        return self.home / "simple_auth_manager_passwords.json.generated"
+
+    def _admin_password(self) -> None:
+        # Ours, not Airflow's: Airflow would log the password it generates and leave the file
+        # world-readable. One that others could read has leaked, so it is replaced.
+        path = self.password_file
+        if path.exists() and not path.stat().st_mode & 0o077:
+            return
+        private_file(path, json.dumps({"admin": secrets.token_urlsafe(16)}) + "\n")
 
     def env(self) -> dict[str, str]:
         """Return the environment every Airflow process of the stack runs with."""
@@ -531,6 +641,8 @@ class Airflow(Service):
 
     def prepare(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
+        self.home.chmod(0o700)
+        self._admin_password()
         done = subprocess.run(
             [str(self.binary), "db", "migrate"],
             env={**os.environ, **self.env()},
@@ -543,7 +655,12 @@ class Airflow(Service):
 
     def launches(self) -> list[Launch]:
         return [
-            Launch(f"airflow-{c}", [str(self.binary), c], env=self.env()) for c in self.components
+            Launch(
+                f"airflow-{c}",
+                [str(self.binary), c, *self.component_args.get(c, ())],
+                env=self.env(),
+            )
+            for c in self.components
         ]
 
     def healthy(self) -> bool:
@@ -561,8 +678,7 @@ class Airflow(Service):
 
     def admin_password(self) -> str:
         """Return the generated password of the `admin` user of Airflow's simple auth manager."""
-        path = self.home / "simple_auth_manager_passwords.json.generated"
-        return json.loads(path.read_text())["admin"]
+        return json.loads(self.password_file.read_text())["admin"]
 
 
 def spark_home() -> Path:
