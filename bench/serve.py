@@ -134,7 +134,7 @@ def main() -> int:
     import mlflow
 
     from sf311.model.export import export_pipeline
-    from sf311.model.train import TrainConfig, build_pipeline, max_categories, with_recency_weight
+    from sf311.model.train import TrainConfig, fit_pipeline, max_categories, with_recency_weight
     from sf311.spark import build_spark
 
     settings = load_settings()
@@ -143,7 +143,7 @@ def main() -> int:
     data = labelled(silver_frames.to_spark(spark, cases))
     train = with_recency_weight(data.where(data.requested_datetime < TEST_START), TEST_START, 365)
     cfg = TrainConfig(test_start=TEST_START)
-    model = build_pipeline(cfg, max(32, max_categories(train, cfg.categorical) + 1)).fit(train)
+    model = fit_pipeline(cfg, train, max(32, max_categories(train, cfg.categorical) + 1))
     held = cases[pd.to_datetime(cases["requested_datetime"], utc=True) >= TEST_START]
     records = held.head(1000).to_dict("records")
     payloads = [

@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sf311.credentials import use_mlflow
 from sf311.model.features import record_features
 from sf311.model.online import OnlineRule, Recalibration, recalibrate_from_warehouse
 from sf311.model.scorer import Prediction, Scorer
@@ -87,24 +88,24 @@ class ModelService:
         return recal
 
     def predict(self, cases: list[Mapping[str, Any]]) -> tuple[LoadedModel, Prediction, list]:
-        """Return the model used, its predictions, and per case the features it had not seen."""
+        """Return the model used, its predictions, and per case the inputs training saw too
+        rarely, each with what the model scored it by instead."""
         model = self._model
         if model is None:
             raise LookupError("no champion model is loaded yet")
         rows = [record_features(c) for c in cases]
-        unseen = [model.scorer.unseen(row) for row in rows]
+        fallbacks = [model.scorer.fallbacks(row) for row in rows]
         cal = model.recalibration.calibration if model.recalibration else None
-        return model, model.scorer.predict_features(rows, cal), unseen
+        return model, model.scorer.predict_features(rows, cal), fallbacks
 
 
 def mlflow_service(settings: Settings) -> ModelService:
     """Return a ModelService that follows models:/<model_name>@champion on the MLflow server."""
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     from sf311.model.registry import champion_version, load_scorer
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    use_mlflow(settings)
     client = MlflowClient()
     name = settings.model_name
 

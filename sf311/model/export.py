@@ -1,4 +1,4 @@
-"""Export a fitted Spark pipeline (StringIndexer, VectorAssembler, tree ensemble) for Scorer."""
+"""Export a fitted Spark pipeline (levels, StringIndexer, VectorAssembler, trees) for Scorer."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 from pyspark.ml import PipelineModel
-from pyspark.ml.feature import StringIndexerModel, VectorAssembler
+from pyspark.ml.feature import SQLTransformer, StringIndexerModel, VectorAssembler
 from pyspark.ml.regression import GBTRegressionModel, RandomForestRegressionModel
 
+from sf311.model.levels import stage_levels
 from sf311.model.scorer import SCALE_FOLDER, SPEC_FILE, TREES_FILE
 
 
@@ -109,9 +110,15 @@ def export_pipeline(
 ) -> Path:
     """Return `out` after writing scorer.json and trees.npz for the fitted pipeline (and the
     pipeline predicting |residual| of a normalized conformal interval in out/scale)."""
-    indexer, assembler, ensemble = model.stages
-    if not isinstance(indexer, StringIndexerModel) or not isinstance(assembler, VectorAssembler):
-        raise TypeError("expected StringIndexerModel, VectorAssembler, tree ensemble")
+    levels, indexer, assembler, ensemble = model.stages
+    if not (
+        isinstance(levels, SQLTransformer)
+        and isinstance(indexer, StringIndexerModel)
+        and isinstance(assembler, VectorAssembler)
+    ):
+        raise TypeError(
+            "expected levels SQLTransformer, StringIndexerModel, VectorAssembler, trees"
+        )
     if isinstance(ensemble, RandomForestRegressionModel):
         combine = "mean"
     elif isinstance(ensemble, GBTRegressionModel):
@@ -128,11 +135,12 @@ def export_pipeline(
     with tempfile.TemporaryDirectory() as tmp:
         saved = Path(tmp) / "pipeline"
         model.write().save(str(saved))
-        folder = _ensemble_folder(saved, 2)
+        folder = _ensemble_folder(saved, 3)
         nodes = _read_parquet(folder / "data")
     trees = flatten_trees(nodes, dict(enumerate(ensemble.treeWeights)))
     spec = {
-        "format": 1,
+        "format": 2,
+        "levels": stage_levels(levels),
         "categorical": categorical,
         "numeric": inputs[len(indexed) :],
         "labels": {

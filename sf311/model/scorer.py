@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from sf311.model.features import record_features
+from sf311.model.levels import apply_levels, fallbacks
 
 SPEC_FILE = "scorer.json"
 TREES_FILE = "trees.npz"
@@ -27,6 +28,17 @@ def calibration_groups(raw: np.ndarray, keys: Sequence[Any], cal: Mapping[str, A
     if cal["group_column"] == RAW_BIN:
         return [str(b) for b in np.searchsorted(cal["raw_edges"], raw, side="right")]
     return [str(k) for k in keys]
+
+
+def interval_method(cal: Mapping[str, Any]) -> str:
+    """Return a one-line description of a training-time interval calibration."""
+    share = round(100 * float(cal.get("coverage", 0.8)))
+    if cal["group_column"] == RAW_BIN:
+        by = "bins of the forest's own prediction"
+    else:
+        by = f"{cal['group_column']} ({len(cal['groups'])} with their own quantiles, others global)"
+    scaled = ", residuals over a forest's predicted |residual|" if cal.get("scaled") else ""
+    return f"{share} % split conformal on log1p(hours) residuals, Mondrian by {by}{scaled}"
 
 
 def interval_bands(
@@ -115,6 +127,13 @@ class Scorer:
         self.spec = dict(spec)
         self._scale = scale
         self.categorical: list[str] = spec["categorical"]
+        self.levels: dict[str, Any] | None = spec.get("levels")
+        if self.levels is not None:
+            # Sets: membership is tested on every request.
+            self.levels = {
+                **self.levels,
+                "kept": {c: set(v) for c, v in self.levels["kept"].items()},
+            }
         self.numeric: list[str] = spec["numeric"]
         self._indexes = [
             {label: i for i, label in enumerate(spec["labels"][c])} for c in self.categorical
@@ -147,6 +166,8 @@ class Scorer:
 
     def matrix(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Return the feature matrix in the assembler's column order (indexes as floats)."""
+        if self.levels is not None:
+            rows = [apply_levels(row, self.levels) for row in rows]
         k = len(self.categorical)
         out = np.empty((len(rows), k + len(self.numeric)), dtype=np.float64)
         for j, (name, index, unseen) in enumerate(
@@ -157,13 +178,19 @@ class Scorer:
             out[:, j] = [row[name] for row in rows]
         return out
 
-    def unseen(self, row: Mapping[str, Any]) -> list[str]:
-        """Return the categorical features of a feature row that training never saw."""
-        return [
-            name
+    def fallbacks(self, row: Mapping[str, Any]) -> dict[str, str]:
+        """Return, per input of a feature row training saw too rarely, what stood in for it."""
+        if self.levels is not None:
+            return fallbacks(row, self.levels)
+        return {
+            name: "unseen level"
             for name, index in zip(self.categorical, self._indexes, strict=True)
             if row[name] not in index
-        ]
+        }
+
+    def unseen(self, row: Mapping[str, Any]) -> list[str]:
+        """Return the inputs of a feature row that training never saw (or too rarely)."""
+        return list(self.fallbacks(row))
 
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:
         """Return the tree ensemble's raw prediction (log1p hours) for a feature matrix."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,12 +16,14 @@ from pyspark.sql import functions as F
 
 from sf311.model.columns import FEATURES, NUMERIC
 from sf311.model.features import LABEL, MAX_HOURS_DEFAULT, label_counts, labelled
+from sf311.model.levels import STATS, fit_levels, levels_stage, pooled_name, stage_levels
 from sf311.model.scorer import RAW_BIN, calibration_groups, interval_bands
 
-# Neighborhood (66 values) is left to lat/long: as a categorical it overfits the forest.
+# Neighborhood (66 values) is left to lat/long: as a categorical it overfits the forest. The
+# subtype (hundreds, renamed over the years) enters as its shrunk median (sf311.model.levels),
+# the other categoricals with their rare levels pooled.
 MODEL_CATEGORICAL: tuple[str, ...] = (
     "service_name",
-    "service_subtype",
     "agency_responsible",
     "supervisor_district",
     "police_district",
@@ -48,17 +49,20 @@ class TrainConfig:
     max_iter: int = 60
     step_size: float = 0.1
     coverage: float = 0.8
-    # Calibration defaults: chosen by backtest on the training period only, see
-    # bench/results/model_quality_calibration_selection.json (10**9: one global quantile row).
-    min_group: int = 10**9
-    calibration_half_life_days: float | None = 90.0
+    # Mondrian split conformal: categories with min_group calibration cases get their own
+    # residual quantiles, the others the global ones (judged in bench/model_quality.py).
+    min_group: int = 100
+    calibration_half_life_days: float | None = None
     center_on_median: bool = True
     refit: bool = True
     raw_bins: int = 0
-    # > 0: a small forest of |residual| scales the interval per case (normalized conformal);
-    # chosen by the same backtest (20 trees against 0).
-    scale_trees: int = 20
+    # > 0: a small forest of |residual| scales the interval per case (normalized conformal).
+    scale_trees: int = 0
     scale_depth: int = 4
+    # Levels with fewer training cases are pooled (sf311.model.levels); prior: pseudo-cases
+    # pulling a level's median toward its parent's.
+    min_level_count: int = 10
+    level_prior: float = 20.0
     max_hours: float = MAX_HOURS_DEFAULT
     seed: int = 7
     categorical: tuple[str, ...] = field(default=MODEL_CATEGORICAL)
@@ -101,13 +105,14 @@ def with_recency_weight(cases: DataFrame, as_of: datetime, half_life_days: float
     return cases.withColumn("weight", F.pow(F.lit(0.5), age_days / F.lit(half_life_days)))
 
 
-def build_pipeline(cfg: TrainConfig, max_bins: int) -> Pipeline:
-    """Return the unfitted StringIndexer -> VectorAssembler -> tree ensemble pipeline."""
+def build_pipeline(cfg: TrainConfig, max_bins: int, levels: dict[str, Any]) -> Pipeline:
+    """Return the unfitted levels -> StringIndexer -> VectorAssembler -> tree ensemble pipeline."""
+    pooled = [pooled_name(c) for c in cfg.categorical]
     indexed = [f"{c}_idx" for c in cfg.categorical]
-    indexer = StringIndexer(
-        inputCols=list(cfg.categorical), outputCols=indexed, handleInvalid="keep"
+    indexer = StringIndexer(inputCols=pooled, outputCols=indexed, handleInvalid="keep")
+    assembler = VectorAssembler(
+        inputCols=indexed + list(STATS) + list(cfg.numeric), outputCol="features"
     )
-    assembler = VectorAssembler(inputCols=indexed + list(cfg.numeric), outputCol="features")
     # Node ids cached per row, so no tree is walked from its root at every level.
     common: dict[str, Any] = dict(
         labelCol=LABEL, weightCol="weight", maxBins=max_bins, seed=cfg.seed, cacheNodeIds=True
@@ -132,16 +137,25 @@ def build_pipeline(cfg: TrainConfig, max_bins: int) -> Pipeline:
         )
     else:
         raise ValueError(f"unknown algorithm {cfg.algorithm!r}: rf or gbt")
-    return Pipeline(stages=[indexer, assembler, ensemble])
+    return Pipeline(stages=[levels_stage(levels), indexer, assembler, ensemble])
 
 
-def build_scale_pipeline(cfg: TrainConfig, max_bins: int) -> Pipeline | None:
+def fit_pipeline(cfg: TrainConfig, train: DataFrame, max_bins: int) -> PipelineModel:
+    """Return the pipeline fit on labelled, weighted cases, its level statistics fit on them."""
+    levels = fit_levels(train, cfg.categorical, cfg.min_level_count, cfg.level_prior)
+    return build_pipeline(cfg, max_bins, levels).fit(train)
+
+
+def build_scale_pipeline(
+    cfg: TrainConfig, max_bins: int, levels: dict[str, Any]
+) -> Pipeline | None:
     """Return the unfitted pipeline predicting |residual| from the features, or None if unused."""
     if cfg.scale_trees <= 0:
         return None
     return build_pipeline(
         replace(cfg, algorithm="rf", num_trees=cfg.scale_trees, max_depth=cfg.scale_depth),
         max_bins,
+        levels,
     )
 
 
@@ -251,11 +265,11 @@ def calibration_window(train: DataFrame, as_of: datetime, days: int) -> int:
 
 
 def _calibration_split(
-    pipeline: Pipeline, train: DataFrame, as_of: datetime, days: int
+    cfg: TrainConfig, train: DataFrame, as_of: datetime, days: int, max_bins: int
 ) -> tuple[PipelineModel, DataFrame, DataFrame]:
     """Return a model fit before the last `days` of `train`, its training cases, those days."""
     proper, calib = time_split(train, as_of - timedelta(days=days), None, None)
-    return pipeline.fit(proper), proper, calib
+    return fit_pipeline(cfg, proper, max_bins), proper, calib
 
 
 def fit_scale(model: PipelineModel, proper: DataFrame, scale: Pipeline) -> PipelineModel:
@@ -310,6 +324,26 @@ def calibrate(frame: pd.DataFrame, as_of: datetime, cfg: TrainConfig) -> dict[st
     return {**cal, **binned, "scaled": scaled}
 
 
+# Fewer labelled cases than this leave a forest, its level statistics and a calibration
+# window nothing to learn from.
+MIN_TRAIN_CASES = 50
+
+
+def check_windows(n_train: int, n_test: int, cfg: TrainConfig) -> None:
+    """Raise a one-line ValueError when the training or test window is too short to use."""
+    window = f"{cfg.train_start:%Y-%m-%d}" if cfg.train_start else "the first case"
+    if n_train < MIN_TRAIN_CASES:
+        raise ValueError(
+            f"{n_train} usable closed cases from {window} to {cfg.test_start:%Y-%m-%d}: "
+            f"training needs at least {MIN_TRAIN_CASES}; widen the training window"
+        )
+    if n_test == 0:
+        raise ValueError(
+            f"no usable closed cases from {cfg.test_start:%Y-%m-%d} to test on; "
+            "shorten the training window or wait for closures"
+        )
+
+
 def fit_and_evaluate(cases: DataFrame, cfg: TrainConfig) -> TrainResult:
     """Return the fitted pipeline with its calibration and holdout metrics on silver cases."""
     counts = label_counts(cases, cfg.max_hours)
@@ -317,21 +351,22 @@ def fit_and_evaluate(cases: DataFrame, cfg: TrainConfig) -> TrainResult:
     train, test = time_split(data, cfg.test_start, cfg.train_start, cfg.test_end)
     train = with_recency_weight(train, cfg.test_start, cfg.half_life_days).cache()
     test = test.cache()
+    check_windows(train.count(), test.count(), cfg)
     max_bins = max(32, max_categories(train, cfg.categorical) + 1)
-    pipeline = build_pipeline(cfg, max_bins)
-    scale_pipeline = build_scale_pipeline(cfg, max_bins)
 
-    # Residuals come from a forest that never saw the calibration window (split conformal).
+    # Residuals come from a forest (and level statistics) that never saw the calibration
+    # window (split conformal).
     calibration_days = calibration_window(train, cfg.test_start, cfg.calibration_days)
     calib_model, proper, calib = _calibration_split(
-        pipeline, train, cfg.test_start, calibration_days
+        cfg, train, cfg.test_start, calibration_days, max_bins
     )
+    scale_pipeline = build_scale_pipeline(cfg, max_bins, stage_levels(calib_model.stages[0]))
     scale = fit_scale(calib_model, proper, scale_pipeline) if scale_pipeline else None
     calib_frame = _calibration_frame(calib_model, calib, scale)
     calibration = calibrate(calib_frame, cfg.test_start, cfg)
     # Refitting on the whole period uses the newest cases; validation decides whether the
     # calibrated interval still holds for the refit forest.
-    model = pipeline.fit(train) if cfg.refit else calib_model
+    model = fit_pipeline(cfg, train, max_bins) if cfg.refit else calib_model
     # Every feature stays on the holdout so that another model (the champion) can score it.
     holdout = _predict(
         model, test, ["service_request_id", "requested_datetime", LABEL, *FEATURES], scale
@@ -362,92 +397,6 @@ def interval_figures(label: np.ndarray, bands: np.ndarray) -> dict[str, float]:
         "mae_log": point["mae_log"],
         "r2_log": point["r2_log"],
     }
-
-
-def select_calibration(
-    cases: DataFrame,
-    cfg: TrainConfig,
-    validation_days: int,
-    folds: int,
-    grid: dict[str, list[Any]],
-) -> pd.DataFrame:
-    """Return validation figures of every calibration candidate in every fold (a backtest).
-
-    Only cases requested before `cfg.test_start` are read. Fold k validates on the k-th block
-    of `validation_days` counted back from `cfg.test_start`, and replays the design of
-    fit_and_evaluate on the cases before that block: a forest fit before a calibration window,
-    the window's residuals, a refit on all of them. `grid` maps TrainConfig fields
-    (calibration_days, refit, min_group, calibration_half_life_days, center_on_median,
-    raw_bins, scale_trees) to candidate values; rank_candidates picks among them.
-    """
-    data = labelled(cases, cfg.max_hours)
-    train, _ = time_split(data, cfg.test_start, cfg.train_start, None)
-    train = train.cache()
-    max_bins = max(32, max_categories(train, cfg.categorical) + 1)
-    pipeline = build_pipeline(cfg, max_bins)
-    keep = [GROUP_COLUMN, LABEL]
-    fitted = ("calibration_days", "scale_trees")
-    others = [k for k in grid if k not in fitted]
-    rows = []
-    for fold in range(1, folds + 1):
-        val_end = cfg.test_start - timedelta(days=(fold - 1) * validation_days)
-        val_start = val_end - timedelta(days=validation_days)
-        inner, val = time_split(train, val_start, None, val_end)
-        inner = with_recency_weight(inner, val_start, cfg.half_life_days).cache()
-        val = val.cache()
-        refit_model = pipeline.fit(inner)
-        for days, trees in itertools.product(*(grid.get(k, [getattr(cfg, k)]) for k in fitted)):
-            calib_model, proper, calib = _calibration_split(pipeline, inner, val_start, days)
-            scale_pipeline = build_scale_pipeline(replace(cfg, scale_trees=trees), max_bins)
-            scale = fit_scale(calib_model, proper, scale_pipeline) if scale_pipeline else None
-            frame = _calibration_frame(calib_model, calib, scale)
-            own_val = _predict(calib_model, val, keep, scale)
-            refit_val = _predict(refit_model, val, keep, scale)
-            for combo in itertools.product(*(grid[k] for k in others)):
-                choice = dict(zip(others, combo, strict=True))
-                candidate = replace(cfg, calibration_days=days, scale_trees=trees, **choice)
-                scored = refit_val if candidate.refit else own_val
-                cal = calibrate(frame, val_start, candidate)
-                bands = apply_calibration(
-                    scored["raw"].to_numpy(), scored[GROUP_COLUMN], cal, scored.get("scale")
-                )
-                rows.append(
-                    {
-                        "fold": fold,
-                        "validation_start": val_start.isoformat(),
-                        "calibration_days": days,
-                        "scale_trees": trees,
-                        **choice,
-                        **interval_figures(scored[LABEL].to_numpy(), bands),
-                        "n_calibration": len(frame),
-                        "n_validation": len(scored),
-                    }
-                )
-        inner.unpersist()
-        val.unpersist()
-    return pd.DataFrame(rows)
-
-
-def rank_candidates(folds: pd.DataFrame, coverage: float, choices: list[str]) -> pd.DataFrame:
-    """Return one row per candidate (mean fold figures, worst fold miss), best first.
-
-    Best: the smallest mean distance of fold coverage from the target, in whole points, so
-    that candidates within a point of each other are then ordered by mean MAE(log).
-    """
-    scored = folds.assign(miss=(folds["coverage"] - coverage).abs())
-    key = scored[choices].astype(str).agg("|".join, axis=1)
-    agg = scored.groupby(key, sort=False).agg(
-        **{c: (c, "first") for c in choices},
-        coverage=("coverage", "mean"),
-        miss=("miss", "mean"),
-        worst_miss=("miss", "max"),
-        width_log=("width_log", "mean"),
-        mae_log=("mae_log", "mean"),
-        r2_log=("r2_log", "mean"),
-    )
-    agg["miss_points"] = np.round(agg["miss"] * 100)
-    agg = agg.sort_values(["miss_points", "mae_log", "width_log"])
-    return agg.drop(columns="miss_points").reset_index(drop=True)
 
 
 def holdout_metrics(holdout: pd.DataFrame) -> dict[str, float]:

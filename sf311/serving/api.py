@@ -26,7 +26,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from sf311.contract.city import LOCAL_ZONE
+from sf311.model.backtest import backtest_summary
 from sf311.model.champion import ModelService, mlflow_service
+from sf311.model.scorer import interval_method
 from sf311.serving.body import MALFORMED, NO_MODEL, TOO_LARGE, BodyLimit, invalid_request
 from sf311.settings import Settings
 
@@ -118,7 +120,14 @@ class PredictionOut(BaseModel):
     upper_hours: float
     interval: float = INTERVAL
     model_version: str
-    unseen: list[str] = Field(description="features whose value training never saw")
+    unseen: list[str] = Field(
+        description="inputs whose value training never saw, or too rarely to learn from"
+    )
+    fallbacks: dict[str, str] = Field(
+        default_factory=dict,
+        description="per unseen input, what the model scored it by instead (its category's"
+        " median, the global median, or the pooled level of rare values)",
+    )
 
 
 class BatchOut(BaseModel):
@@ -130,7 +139,7 @@ class BatchOut(BaseModel):
 
 def _score(service: ModelService, cases: list[CaseIn]) -> list[PredictionOut]:
     try:
-        model, pred, unseen = service.predict([c.model_dump() for c in cases])
+        model, pred, fallbacks = service.predict([c.model_dump() for c in cases])
     except LookupError as err:
         raise HTTPException(status_code=503, detail=str(err)) from None
     hours, low, high = pred.hours.tolist(), pred.lower_hours.tolist(), pred.upper_hours.tolist()
@@ -140,7 +149,8 @@ def _score(service: ModelService, cases: list[CaseIn]) -> list[PredictionOut]:
             lower_hours=low[i],
             upper_hours=high[i],
             model_version=model.version,
-            unseen=unseen[i],
+            unseen=list(fallbacks[i]),
+            fallbacks=fallbacks[i],
         )
         for i in range(len(cases))
     ]
@@ -183,6 +193,7 @@ async def _follow_closures(service: ModelService, every: float) -> None:
 def create_app(settings: Settings, service: ModelService | None = None) -> FastAPI:
     """Return the prediction API; without `service` it follows the MLflow champion."""
     service = service or mlflow_service(settings)
+    backtest = backtest_summary(settings.model_backtest_file)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -236,7 +247,13 @@ def create_app(settings: Settings, service: ModelService | None = None) -> FastA
         model = service.model
         if model is None:
             raise HTTPException(status_code=503, detail="no champion model loaded")
-        return {"version": model.version, **model.info, "calibration": model.calibration_info()}
+        return {
+            "version": model.version,
+            **model.info,
+            "interval_method": interval_method(model.scorer.calibration),
+            "calibration": model.calibration_info(),
+            "backtest": backtest,
+        }
 
     return app
 

@@ -23,8 +23,10 @@ def service(paper_scorer: Scorer) -> ModelService:
 
 
 @pytest.fixture
-def client(settings, service):
-    with TestClient(create_app(settings, service)) as c:
+def client(settings, service, tmp_path):
+    # No backtest results here: GET /model then says so with null.
+    local = settings.model_copy(update={"model_backtest_file": tmp_path / "absent.json"})
+    with TestClient(create_app(local, service)) as c:
         yield c
 
 
@@ -50,6 +52,7 @@ def test_unknown_category_is_scored_as_unseen(client) -> None:
     resp = client.post("/predict", json={**CASE, "service_name": "Never heard of it"})
     assert resp.status_code == 200
     assert resp.json()["unseen"] == ["service_name"]
+    assert resp.json()["fallbacks"] == {"service_name": "unseen level"}
     assert resp.json()["predicted_hours"] == pytest.approx(math.expm1(4.0))
 
 
@@ -176,7 +179,26 @@ def test_health_and_model(client) -> None:
     assert client.get("/model").json() == {
         "version": "7",
         "metrics": {"mae_log": 1.2},
+        "interval_method": "80 % split conformal on log1p(hours) residuals, Mondrian by "
+        "service_name (1 with their own quantiles, others global)",
         "calibration": {"source": "training", "reason": "not recalibrated online yet"},
+        "backtest": None,
+    }
+
+
+def test_model_reports_the_backtest_figures(settings, service, tmp_path) -> None:
+    fold = {"test_start": "2018-07-01", "test_end": "2019-01-01", "spent": True}
+    fold |= {m: {"mae_log": 1.0} for m in ("model", "median", "hgb")}
+    details = {"pooled": {"model": {"coverage": 0.8}}, "folds": [fold], "other": 1}
+    results = tmp_path / "model_quality.json"
+    results.write_text(json.dumps({"details": details}))
+    local = settings.model_copy(update={"model_backtest_file": results})
+    with TestClient(create_app(local, service)) as c:
+        backtest = c.get("/model").json()["backtest"]
+    assert backtest == {
+        "pooled": {"model": {"coverage": 0.8}},
+        "model_minus_hgb_mae_log": None,
+        "folds": [fold],
     }
 
 

@@ -11,11 +11,12 @@ import pytest
 from sf311.model.columns import FEATURES
 from sf311.model.export import export_pipeline
 from sf311.model.features import labelled, record_features
+from sf311.model.levels import stage_levels
 from sf311.model.scorer import Scorer
 from sf311.model.train import (
     TrainConfig,
-    build_pipeline,
     build_scale_pipeline,
+    fit_pipeline,
     fit_scale,
     with_recency_weight,
 )
@@ -61,7 +62,7 @@ def test_scorer_matches_spark_on_1000_held_out_rows(fitted, algorithm) -> None:
         max_depth=6,
         min_instances=5,
     )
-    model = build_pipeline(cfg, max_bins=64).fit(train)
+    model = fit_pipeline(cfg, train, max_bins=64)
     held = (
         model.transform(test)
         .select("service_request_id", "prediction", *FEATURES)
@@ -94,8 +95,8 @@ def test_scale_forest_travels_with_the_scorer_and_sizes_its_intervals(fitted) ->
         scale_trees=5,
         scale_depth=3,
     )
-    model = build_pipeline(cfg, max_bins=64).fit(train)
-    scale_pipeline = build_scale_pipeline(cfg, max_bins=64)
+    model = fit_pipeline(cfg, train, max_bins=64)
+    scale_pipeline = build_scale_pipeline(cfg, 64, stage_levels(model.stages[0]))
     assert scale_pipeline is not None
     scale = fit_scale(model, train, scale_pipeline)
     held = (

@@ -14,8 +14,8 @@ from sf311.model.train import (
     apply_calibration,
     calibrate,
     calibration_window,
+    check_windows,
     interval_figures,
-    rank_candidates,
     recency_weights,
     regression_metrics,
     residual_quantiles,
@@ -104,27 +104,6 @@ def test_interval_figures_count_the_ends_as_inside() -> None:
     assert fig["mae_log"] == pytest.approx((0 + 0.5 + 0 + 8) / 4)
 
 
-def test_rank_candidates_prefers_coverage_then_mae_over_folds() -> None:
-    # Mean miss of the folds: min_group 30 misses 10 points, 100 misses 1.5 (rounds to 2),
-    # 10**9 misses 0.5 (rounds to 0): coverage decides before MAE does.
-    folds = pd.DataFrame(
-        {
-            "min_group": [30, 30, 100, 100, 10**9, 10**9],
-            "coverage": [0.70, 0.90, 0.79, 0.82, 0.81, 0.80],
-            "width_log": [3.0, 3.0, 4.0, 4.0, 5.0, 5.0],
-            "mae_log": [1.0, 1.0, 1.3, 1.3, 1.2, 1.2],
-            "r2_log": [0.5] * 6,
-        }
-    )
-    ranked = rank_candidates(folds, 0.8, ["min_group"])
-    assert list(ranked["min_group"]) == [10**9, 100, 30]
-    assert ranked["coverage"].tolist() == pytest.approx([0.805, 0.805, 0.80])
-    assert ranked["worst_miss"].tolist() == pytest.approx([0.01, 0.02, 0.10])
-    # Within the same whole point of miss, the lower MAE wins.
-    tied = folds.assign(coverage=[0.80, 0.80, 0.801, 0.801, 0.80, 0.80])
-    assert list(rank_candidates(tied, 0.8, ["min_group"])["min_group"]) == [30, 10**9, 100]
-
-
 def test_recency_weights_halve_per_half_life() -> None:
     requested = pd.Series(pd.to_datetime(["2018-06-30", "2018-06-20", "2018-06-10"], utc=True))
     w = recency_weights(requested, utc(2018, 6, 30), half_life_days=10.0)
@@ -192,3 +171,12 @@ def test_scaled_calibration_sizes_each_interval_by_its_predicted_residual() -> N
     np.testing.assert_allclose(bands, [[2.5, 3.0, 3.5], [1.0, 3.0, 5.0]])
     with pytest.raises(ValueError, match="predicted scale"):
         apply_calibration(np.array([3.0]), pd.Series(["A"]), cal)
+
+
+def test_too_short_windows_fail_with_one_clear_line() -> None:
+    cfg = TrainConfig(test_start=utc(2018, 7, 1), train_start=utc(2018, 6, 1))
+    with pytest.raises(ValueError, match="12 usable closed cases from 2018-06-01 to 2018-07-01"):
+        check_windows(12, 40, cfg)
+    with pytest.raises(ValueError, match="no usable closed cases from 2018-07-01 to test on"):
+        check_windows(500, 0, cfg)
+    check_windows(500, 1, cfg)
