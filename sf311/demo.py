@@ -3,6 +3,7 @@ API and the dashboard, then a one-screen summary; each step reuses what a previo
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -19,11 +20,15 @@ from sf311.platform import pipeline, stack
 from sf311.platform.apps import Api, Dashboard, SodaSource, StreamJob, demo_file
 from sf311.platform.process import StackError, process_table, wait_until
 from sf311.platform.services import Airflow, Service
-from sf311.settings import Settings
+from sf311.settings import PROJECT_ROOT, Settings
 
 INGEST_DAG = "sf311_ingest"
 INGEST_TASK = "socrata_to_kafka"
 SUMMARY_METRICS = ("mae_hours", "medae_hours", "mae_log", "r2_log", "interval_coverage", "n_train")
+# The real-data backtest (bench/model_quality.py), quoted beside the demo model's own figures.
+BACKTEST_RESULTS = PROJECT_ROOT / "bench" / "results" / "model_quality.json"
+BACKTEST_FIGURES = ("mae_log", "r2_log", "coverage")
+BACKTEST_SHOWN = 8
 # The stream may take long on a big demo; it only has to keep moving.
 STREAM_STALL_SECONDS = 600.0
 
@@ -214,10 +219,11 @@ def ensure_model(settings: Settings) -> str:
     """Return the champion's version, training and registering a model when there is none."""
     from mlflow import MlflowClient
 
+    from sf311.credentials import use_mlflow
     from sf311.model.registry import champion_version
     from sf311.submit import spark_submit_command, spark_submit_env
 
-    client = MlflowClient(settings.mlflow_tracking_uri)
+    client = MlflowClient(use_mlflow(settings))
     version = champion_version(client, settings.model_name)
     if version is not None:
         _say(f"  model     reusing champion {settings.model_name} v{version}")
@@ -294,6 +300,29 @@ def predict_newest_open_case(settings: Settings) -> str:
     )
 
 
+def backtest_line(path: Path = BACKTEST_RESULTS) -> str:
+    """Return the summary's line with the model code's backtest figures on the real sample."""
+    missing = (
+        "backtest on the real sample: no backtest figures: "
+        "run .venv/bin/python -m bench.model_quality"
+    )
+    try:
+        doc = json.loads(path.read_text())
+        figures = [
+            f"{f['name']} {float(f['value']):.3g}"
+            for f in doc["figures"]
+            if any(k in f["name"] for k in BACKTEST_FIGURES) and "distance" not in f["name"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError):
+        return missing
+    if not figures:
+        return missing
+    when = str(doc.get("when", ""))[:10]
+    return f"backtest on the real sample ({path.name}, {when}): " + ", ".join(
+        figures[:BACKTEST_SHOWN]
+    )
+
+
 def summary(
     settings: Settings, ingest: dict[str, int], messages: int, layers: dict[str, int]
 ) -> list[str]:
@@ -301,6 +330,7 @@ def summary(
     b = pipeline.batches(settings.postgres_dsn.get_secret_value())
     model = requests.get(f"{settings.api_url.rstrip('/')}/model", timeout=10).json()
     metrics = model.get("metrics", {})
+    cases = "live Socrata" if settings.socrata_live else "generated"
     airflow = Airflow(settings)
     lines = [
         "",
@@ -325,8 +355,9 @@ def summary(
             f"{pipeline.fmt_seconds(b.hour_lag_p95_max)}",
         ]
     lines += [
-        f"model {settings.model_name} v{model.get('version')} on its holdout: "
+        f"model {settings.model_name} v{model.get('version')} on its holdout of {cases} cases: "
         + ", ".join(f"{k} {metrics[k]:.3g}" for k in SUMMARY_METRICS if k in metrics),
+        backtest_line(),
         predict_newest_open_case(settings),
         "",
         "`make status` shows the services and the stream; `make down` stops everything.",

@@ -1,6 +1,7 @@
 """Seeded synthetic SF 311 cases in the API's JSON form, calibrated on facts of the real data.
 
-calibration.json holds aggregates of the real samples (mixes, quantiles, centroids), no rows."""
+calibration.json (written by sf311.ingest.calibration) holds aggregates of the real samples, no
+rows: mixes, seasonality, closure kinds and the effects that set each case's resolution time."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ import csv
 import json
 import math
 import random
-import statistics
 import sys
-from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from itertools import accumulate
@@ -19,138 +18,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from sf311.contract.city import SF_LAT, SF_LONG
-from sf311.ingest.files import read_rows
-from sf311.ingest.normalize import parse_float, parse_timestamp
+from sf311.ingest.calibration import CALIBRATION
 
-CALIBRATION = Path(__file__).with_name("calibration.json")
 FIRST_ID = 16_000_001
 # Fixed, not "now": the same seed must give the same file on any day.
 DEFAULT_END = datetime(2023, 11, 28, 6, 0, 0)
-_QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
-_TOP = 12
-_MIN_SEEN = 5
-
-
-def _mix(counter: Counter[str], top: int = _TOP) -> list[list[Any]]:
-    # Values seen fewer than _MIN_SEEN times are free text (plates, names): never copied.
-    return [[name, n] for name, n in counter.most_common(top) if name and n >= _MIN_SEEN]
-
-
-def calibrate(paths: Iterable[Path]) -> dict[str, Any]:
-    """Return calibration tables (mixes, quantiles, centroids) computed from real files."""
-    categories: Counter[str] = Counter()
-    subtypes: dict[str, Counter[str]] = defaultdict(Counter)
-    details: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    agencies: dict[str, Counter[str]] = defaultdict(Counter)
-    hours_to_close: dict[str, list[float]] = defaultdict(list)
-    hoods: Counter[str] = Counter()
-    hood_attrs: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
-    hood_points: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    sources: Counter[str] = Counter()
-    media: Counter[str] = Counter()
-    notes: Counter[str] = Counter()
-    hours = [0] * 24
-    rows = zero = backwards = 0
-    names = []
-    for path in paths:
-        names.append(Path(path).name)
-        for row in read_rows(path, progress=False):
-            requested, closed = row.get("requested_datetime"), row.get("closed_date")
-            start = parse_timestamp(requested)
-            if start is None:
-                continue
-            rows += 1
-            cat = row.get("service_name") or ""
-            sub = row.get("service_subtype") or ""
-            categories[cat] += 1
-            subtypes[cat][sub] += 1
-            details[(cat, sub)][row.get("service_details") or ""] += 1
-            agencies[cat][row.get("agency_responsible") or ""] += 1
-            hours[int(str(requested)[11:13]) if "T" in str(requested) else 0] += 1
-            end = parse_timestamp(closed) if closed else None
-            if end is not None:
-                if end < start:
-                    backwards += 1
-                else:
-                    hours_to_close[cat].append((end - start) / 3_600_000)
-                notes[row.get("status_notes") or ""] += 1
-            source = row.get("source") or ""
-            sources[source] += 1
-            media[source] += bool(row.get("media_url"))
-            hood = row.get("neighborhoods_sffind_boundaries") or ""
-            lat, lon = parse_float(row.get("lat")), parse_float(row.get("long"))
-            if lat == 0 or lon == 0:
-                zero += 1
-            if not hood:
-                continue
-            hoods[hood] += 1
-            attrs = hood_attrs[hood]
-            attrs["district"][row.get("supervisor_district") or ""] += 1
-            attrs["police"][row.get("police_district") or ""] += 1
-            address = str(row.get("address") or "")
-            parts = address.split(",")
-            if parts and parts[0].split(" ", 1)[0].isdigit() and " " in parts[0]:
-                attrs["street"][parts[0].split(" ", 1)[1].strip()] += 1
-            if parts and parts[-1].strip().isdigit():
-                attrs["zip"][parts[-1].strip()] += 1
-            if lat and lon and SF_LAT[0] <= lat <= SF_LAT[1] and SF_LONG[0] <= lon <= SF_LONG[1]:
-                hood_points[hood].append((lat, lon))
-    return {
-        "computed_from": names,
-        "rows": rows,
-        "categories": [
-            {
-                "name": cat,
-                "weight": count,
-                "agencies": _mix(agencies[cat], 5),
-                "subtypes": [
-                    [sub, n, _mix(details[(cat, sub)], 5)] for sub, n in _mix(subtypes[cat])
-                ],
-                "hours_to_close": _quantiles(hours_to_close[cat]),
-            }
-            for cat, count in categories.most_common()
-            if cat
-            and len(hours_to_close[cat]) >= _MIN_SEEN
-            and _mix(subtypes[cat])
-            and _mix(agencies[cat])
-        ],
-        "neighborhoods": [
-            {
-                "name": hood,
-                "weight": count,
-                "supervisor_district": hood_attrs[hood]["district"].most_common(1)[0][0],
-                "police_district": hood_attrs[hood]["police"].most_common(1)[0][0],
-                "zip": (hood_attrs[hood]["zip"].most_common(1) or [("", 0)])[0][0],
-                "streets": [s for s, _ in hood_attrs[hood]["street"].most_common(8)],
-                "center": [
-                    round(statistics.fmean(p[0] for p in hood_points[hood]), 5),
-                    round(statistics.fmean(p[1] for p in hood_points[hood]), 5),
-                ],
-                "spread": [
-                    round(statistics.pstdev(p[0] for p in hood_points[hood]), 5),
-                    round(statistics.pstdev(p[1] for p in hood_points[hood]), 5),
-                ],
-            }
-            for hood, count in hoods.most_common()
-            if len(hood_points[hood]) >= 3 and hood_attrs[hood]["street"]
-        ],
-        "sources": _mix(sources, 10),
-        "media_share": {s: round(media[s] / n, 4) for s, n in sources.items() if s},
-        "closed_notes": _mix(notes, 10),
-        "hour_of_day": hours,
-        "quirks": {
-            "lat_zero_share": round(zero / rows, 5),
-            "closed_before_open_share": round(backwards / rows, 5),
-        },
-    }
-
-
-def _quantiles(values: list[float]) -> list[float]:
-    if not values:
-        return []
-    values = sorted(values)
-    last = len(values) - 1
-    return [round(values[round(q * last)], 4) for q in _QUANTILES]
 
 
 class _Choice:
@@ -162,11 +34,56 @@ class _Choice:
         self.total = self.cumulative[-1]
 
     def pick(self, rng: random.Random) -> Any:
+        """Return one item, drawn by weight."""
         return self.items[bisect.bisect_right(self.cumulative, rng.random() * self.total)]
+
+
+def _mix_choice(mix: list[list[Any]]) -> _Choice:
+    """Return a choice over a calibration mix of [value, count] pairs."""
+    return _Choice([v for v, *_ in mix], [m[1] for m in mix])
 
 
 def _fmt(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.000")
+
+
+class _Durations:
+    """Draws log1p(hours to close) from calibrated additive effects and residual quantiles."""
+
+    def __init__(self, table: dict[str, Any]) -> None:
+        self.table = table
+        self.residuals = table["residuals"]
+
+    def draw(self, rng: random.Random, case: dict[str, Any], moment: datetime) -> float:
+        """Return a log1p(hours) for a case requested at `moment` (local time)."""
+        t = self.table
+        mu = (
+            t["mean"]
+            + t["category"].get(case["service_name"], 0.0)
+            + t["subtype"].get(case["service_name"], {}).get(case["service_subtype"], 0.0)
+            + t["agency"].get(case["agency_responsible"], 0.0)
+            + t["source"].get(case["source"], 0.0)
+            + t["hour"].get(str(moment.hour), 0.0)
+            + t["weekday"].get(str(moment.weekday()), 0.0)
+            + t["month"].get(str(moment.month), 0.0)
+        )
+        qs = self.residuals.get(case["service_name"]) or self.residuals["global"]
+        at = rng.random() * (len(qs) - 1)
+        i = int(at)
+        return mu + qs[i] + (at - i) * (qs[i + 1] - qs[i])
+
+
+def _cumulative_day_weights(
+    start: datetime, days: int, month: list[float], weekday: list[int]
+) -> list[float]:
+    """Return the cumulative case weight at the end of each day (seasonality and weekdays)."""
+    first = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    weights = [
+        month[(first + timedelta(days=d)).month - 1]
+        * weekday[(first + timedelta(days=d)).weekday()]
+        for d in range(max(days, 1))
+    ]
+    return list(accumulate(weights))
 
 
 class CaseGenerator:
@@ -183,53 +100,72 @@ class CaseGenerator:
         self.rng = random.Random(seed)
         self.end = end
         self.start = end - timedelta(days=days)
+        self.day_weights = _cumulative_day_weights(self.start, days, cal["month"], cal["weekday"])
         cats = cal["categories"]
         self.categories = _Choice(cats, [c["weight"] for c in cats])
         self.subtypes = {
             c["name"]: _Choice(c["subtypes"], [s[1] for s in c["subtypes"]]) for c in cats
         }
-        self.agencies = {
-            c["name"]: _Choice([a for a, _ in c["agencies"]], [w for _, w in c["agencies"]])
-            for c in cats
+        self.agencies = {c["name"]: _mix_choice(c["agencies"]) for c in cats}
+        self.subtype_agencies = {
+            (c["name"], s[0]): _mix_choice(s[3]) for c in cats for s in c["subtypes"] if s[3]
         }
         self.hoods = _Choice(cal["neighborhoods"], [h["weight"] for h in cal["neighborhoods"]])
         self.hood_numbers = {h["name"]: i for i, h in enumerate(cal["neighborhoods"], 1)}
-        self.sources = _Choice([s for s, _ in cal["sources"]], [w for _, w in cal["sources"]])
+        everywhere = _mix_choice(cal["sources"])
+        self.sources = {
+            c["name"]: _mix_choice(c["sources"]) if c["sources"] else everywhere for c in cats
+        }
         self.media_share = cal["media_share"]
-        self.notes = _Choice(
-            [n for n, _ in cal["closed_notes"]], [w for _, w in cal["closed_notes"]]
-        )
+        notes = _mix_choice(cal["closed_notes"])
+        self.notes = {
+            c["name"]: _mix_choice(c["closed_notes"]) if c["closed_notes"] else notes for c in cats
+        }
+        kinds = cal["closure_kinds"]
+        self.kind_shares = kinds["shares"]
+        # A kind without a wording in the real files is not drawn: its notes could not say it.
+        self.kind_notes = {k: _mix_choice(v) for k, v in kinds["notes"].items() if v}
+        self.kind_shift = kinds["log_hours_shift"]
+        self.stays_open = cal["stays_open"]
+        self.durations = _Durations(cal["durations"])
         self.hours = _Choice(list(range(24)), cal["hour_of_day"])
         self.quirks = cal["quirks"]
 
-    def _hours_to_close(self, quantiles: list[float]) -> float:
-        u = self.rng.random() * (len(_QUANTILES) - 1)
-        i = min(int(u), len(_QUANTILES) - 2)
-        low, high = max(quantiles[i], 0.01), max(quantiles[i + 1], 0.01)
-        return math.exp(math.log(low) + (u - i) * (math.log(high) - math.log(low)))
+    def _closure(self, category: str) -> str | None:
+        """Return the kind of closure that resolves nothing a case gets, or None."""
+        shares = self.kind_shares.get(category) or self.kind_shares["global"]
+        u = self.rng.random()
+        for kind in self.kind_notes:
+            if u < shares[kind]:
+                return kind
+            u -= shares[kind]
+        return None
 
     def case(self, index: int, total: int) -> dict[str, Any]:
         """Return the index-th of `total` cases; ids and days ascend with the index."""
         rng = self.rng
-        span_days = (self.end - self.start).days
-        day = self.start.replace(hour=0, minute=0, second=0) + timedelta(
-            days=index * span_days // max(total, 1)
+        # Cases spread over days by the real weekly and yearly rhythm, in index order.
+        at = (index + 0.5) / max(total, 1) * self.day_weights[-1]
+        day = self.start.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(
+            days=min(bisect.bisect_left(self.day_weights, at), len(self.day_weights) - 1)
         )
         requested = day + timedelta(
             hours=self.hours.pick(rng), minutes=rng.randrange(60), seconds=rng.randrange(60)
         )
         cat = self.categories.pick(rng)
-        subtype, _, details = self.subtypes[cat["name"]].pick(rng)
+        name = cat["name"]
+        subtype, _, details, _ = self.subtypes[name].pick(rng)
         hood = self.hoods.pick(rng)
-        source = self.sources.pick(rng)
+        source = self.sources[name].pick(rng)
+        agencies = self.subtype_agencies.get((name, subtype), self.agencies[name])
         rid = FIRST_ID + index
         row: dict[str, Any] = {
             "service_request_id": str(rid),
             "requested_datetime": _fmt(requested),
             "status_description": "Open",
             "status_notes": "open",
-            "agency_responsible": self.agencies[cat["name"]].pick(rng),
-            "service_name": cat["name"],
+            "agency_responsible": agencies.pick(rng),
+            "service_name": name,
             "service_subtype": subtype,
             "supervisor_district": hood["supervisor_district"],
             "neighborhoods_sffind_boundaries": hood["name"],
@@ -257,17 +193,32 @@ class CaseGenerator:
         row["point_geom"] = {"type": "Point", "coordinates": [round(lon, 7), round(lat, 7)]}
         if rng.random() < self.media_share.get(source, 0.0):
             row["media_url"] = {"url": f"https://mobile311.sfgov.org/reports/{rid}/photos"}
-        closed = requested + timedelta(hours=self._hours_to_close(cat["hours_to_close"]))
-        if rng.random() < self.quirks["closed_before_open_share"]:
-            closed = requested - timedelta(minutes=rng.randrange(1, 600))
-        if closed <= self.end:
+        self._close(row, requested)
+        return row
+
+    def _close(self, row: dict[str, Any], requested: datetime) -> None:
+        """Give `row` its closure (date, notes) unless it is still open at the generator's end."""
+        rng = self.rng
+        name = row["service_name"]
+        log_hours = self.durations.draw(rng, row, requested)
+        kind = self._closure(name)
+        stays = self.stays_open.get(name, self.stays_open["global"])["stays_open"]
+        if rng.random() < stays:
+            closed = None
+        else:
+            if kind is not None:
+                log_hours += self.kind_shift.get(kind, 0.0)
+            closed = requested + timedelta(hours=max(math.expm1(log_hours), 0.0))
+            if rng.random() < self.quirks["closed_before_open_share"]:
+                closed = requested - timedelta(minutes=rng.randrange(1, 600))
+        if closed is not None and closed <= self.end:
+            notes = self.notes[name] if kind is None else self.kind_notes[kind]
             row["status_description"] = "Closed"
-            row["status_notes"] = self.notes.pick(rng)
+            row["status_notes"] = notes.pick(rng)
             row["closed_date"] = _fmt(closed)
             row["updated_datetime"] = _fmt(max(closed, requested))
         else:
             row["updated_datetime"] = _fmt(requested + timedelta(minutes=rng.randrange(1, 120)))
-        return row
 
     def cases(self, rows: int) -> Iterator[dict[str, Any]]:
         """Yield `rows` cases in id order."""
