@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
+from pydantic import ValidationError
+
+from sf311.errors import InputError, ServiceUnavailable, UserError
 from sf311.logs import configure_logging
-from sf311.settings import Settings, SettingsError, load_settings, settings_json
+from sf311.settings import Settings, SettingsError, load_settings, settings_json, settings_problems
 
 Command = Callable[[Settings, argparse.Namespace], int]
 
@@ -44,38 +50,27 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
 def _db_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from sf311.warehouse.migrate import migrate
 
-    applied = migrate(settings.postgres_dsn.get_secret_value())
+    applied = migrate(
+        settings.postgres_dsn.get_secret_value(), connect_timeout=settings.connect_timeout_seconds
+    )
     print("applied: " + ", ".join(applied) if applied else "warehouse schema is up to date")
     return 0
 
 
 def _ingest(settings: Settings, args: argparse.Namespace) -> int:
-    from sf311.contract.registry import RegistryError
-    from sf311.ingest import IngestError
     from sf311.ingest.run import ingest
 
-    try:
-        counts = ingest(settings, args.source, args.path, since=args.since, until=args.until)
-    except (IngestError, RegistryError, ValueError) as err:
-        print(f"sf311 ingest: {err}", file=sys.stderr)
-        return 1
+    counts = ingest(settings, args.source, args.path, since=args.since, until=args.until)
     print(counts.summary())
     return 0
 
 
 def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
-    from sf311.contract.registry import RegistryError
-    from sf311.ingest import IngestError
-    from sf311.warehouse.reconcile import ReconcileRefused, reconcile
+    from sf311.warehouse.reconcile import reconcile
 
     if args.days is not None:
         settings = settings.model_copy(update={"reconcile_window_days": args.days})
-    try:
-        counts = reconcile(settings)
-    except (ReconcileRefused, IngestError, RegistryError) as err:
-        print(f"sf311 reconcile: {err}", file=sys.stderr)
-        return 1
-    print(counts.summary())
+    print(reconcile(settings).summary())
     return 0
 
 
@@ -84,6 +79,15 @@ def _generate(settings: Settings, args: argparse.Namespace) -> int:
 
     end = {} if args.end is None else {"end": args.end}
     write_cases(args.out, rows=args.rows, seed=args.seed, days=args.days, **end)
+    return 0
+
+
+def _calibrate(settings: Settings, args: argparse.Namespace) -> int:
+    from sf311.ingest.calibration import CALIBRATION, write_calibration
+
+    out = args.out or CALIBRATION
+    cal = write_calibration(args.paths, out)
+    print(f"{out}: {cal['rows']:,} rows, {len(cal['categories'])} categories")
     return 0
 
 
@@ -107,7 +111,11 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     from sf311.model.job import train_and_register
     from sf311.spark import build_spark
 
-    train_and_register(settings, build_spark(settings, "sf311-train"))
+    try:
+        train_and_register(settings, build_spark(settings, "sf311-train"))
+    except ValueError as err:
+        print(f"sf311 train: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -182,6 +190,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     p.add_argument("--days", type=int, help="span of the cases (default: ~3,000 a day)")
     commands["generate"] = _generate
 
+    p = sub.add_parser("calibrate", help="recompute the generator's calibration from real files")
+    p.add_argument("paths", type=Path, nargs="+", help="real case files (CSV/JSON, API names)")
+    p.add_argument("--out", type=Path, help="default: sf311/ingest/calibration.json")
+    commands["calibrate"] = _calibrate
+
     p = sub.add_parser("soda-server", help="serve a file as a SODA dataset on 127.0.0.1")
     p.add_argument("path", type=Path)
     p.add_argument("--port", type=int, default=8765)
@@ -209,17 +222,112 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     return parser, commands
 
 
+_DSN_SETTINGS = ("postgres_dsn", "analyst_dsn", "mlflow_backend_dsn", "airflow_dsn")
+
+
+def _dsn_setting(settings: Settings | None, host: str, port: str, user: str, db: str) -> str:
+    """Return the SF311_ variable whose DSN reaches host:port as user (its database first)."""
+    matches = []
+    for name in _DSN_SETTINGS if settings else ():
+        parts = urlsplit(getattr(settings, name).get_secret_value())
+        if (parts.hostname, str(parts.port or 5432), parts.username) == (host, port, user):
+            matches.append((parts.path.lstrip("/") != db, f"SF311_{name.upper()}"))
+    return min(matches)[1] if matches else "the SF311_*_DSN setting"
+
+
+def _postgres_error(err: Any, settings: Settings | None) -> UserError:
+    """Return the UserError of a failed Postgres connection, naming host:port, user and setting."""
+    reason = str(err).splitlines()[0].removeprefix("connection failed: ")
+    reason = re.sub(r'^connection to server at "[^"]*", port \d+ failed: ', "", reason)
+    pgconn = err.pgconn
+    if pgconn is None or not pgconn.host:
+        return ServiceUnavailable(f"Postgres failed: {reason}")
+    host, port, user, db = (v.decode() for v in (pgconn.host, pgconn.port, pgconn.user, pgconn.db))
+    where = f"Postgres at {host}:{port} (database {db}, user {user})"
+    setting = _dsn_setting(settings, host, port, user, db)
+    if "password authentication failed" in reason:
+        return InputError(f"{where} refused the password: fix the password in {setting}")
+    if "FATAL:" in reason:
+        return InputError(f"{where} refused the connection ({reason}): fix {setting}")
+    return ServiceUnavailable(
+        f"{where} did not answer ({reason}): start it (`sf311 up`) or fix {setting}"
+    )
+
+
+def _registry_error(err: Any, settings: Settings | None) -> UserError:
+    """Return the UserError of a schema registry failure: unreachable (exit 3) or a refusal."""
+    import requests
+
+    cause = err.__cause__
+    if not isinstance(cause, requests.RequestException):
+        return UserError(str(err))
+    errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(cause))
+    reason = "timed out" if isinstance(cause, requests.Timeout) else errno and errno.group(1)
+    url = settings.schema_registry_url if settings else "its address"
+    return ServiceUnavailable(
+        f"schema registry at {url} did not answer ({reason or type(cause).__name__}): "
+        "start it (`sf311 up`) or fix SF311_SCHEMA_REGISTRY_URL"
+    )
+
+
+def user_error(err: Exception, settings: Settings | None) -> UserError | None:
+    """Return the UserError a known failure means, None for any other error (a bug)."""
+    import psycopg
+    from confluent_kafka import KafkaException
+
+    from sf311.contract.registry import RegistryError
+    from sf311.ingest import IngestError
+    from sf311.platform.process import StackError
+    from sf311.warehouse.migrate import MigrationError
+    from sf311.warehouse.reconcile import ReconcileRefused
+
+    if isinstance(err, UserError):
+        return err
+    if isinstance(err, SettingsError):
+        return InputError(str(err))
+    if isinstance(err, ValidationError) and err.title == Settings.__name__:
+        return InputError(settings_problems(err))
+    if isinstance(err, psycopg.OperationalError):
+        return _postgres_error(err, settings)
+    if isinstance(err, KafkaException):
+        servers = settings.kafka_bootstrap_servers if settings else "its address"
+        return ServiceUnavailable(
+            f"Kafka at {servers}: {err.args[0].str()}: start it (`sf311 up`) or fix "
+            "SF311_KAFKA_BOOTSTRAP_SERVERS"
+        )
+    if isinstance(err, RegistryError):
+        return _registry_error(err, settings)
+    if isinstance(err, IngestError | StackError | MigrationError | ReconcileRefused):
+        return UserError(str(err))
+    if isinstance(err, UnicodeDecodeError):
+        return InputError(f"bytes that are not UTF-8 at byte {err.start}: save the file as UTF-8")
+    if isinstance(err, OSError) and err.filename is not None:
+        return InputError(f"{err.filename}: {err.strerror}: check the path")
+    return None
+
+
+def run_reported(prog: str, command: Callable[[Settings], int]) -> int:
+    """Return command(settings)'s exit code; a known failure ends it as one line on stderr with
+    its UserError's exit code, any other error keeps its traceback."""
+    settings = None
+    try:
+        settings = load_settings()
+        configure_logging(settings)
+        return command(settings)
+    except Exception as err:
+        known = user_error(err, settings)
+        if known is None:
+            raise
+        print(f"{prog}: {' '.join(str(known).split())}", file=sys.stderr)
+        return known.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the sf311 command line and return its exit code."""
     parser, commands = build_parser()
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except SettingsError as err:
-        print(f"sf311: {err}", file=sys.stderr)
-        return 2
-    configure_logging(settings)
-    return commands[args.command](settings, args)
+    prog = " ".join(["sf311", args.command, *([args.db] if args.command == "db" else [])])
+    return run_reported(prog, lambda settings: commands[args.command](settings, args))
 
 
 if __name__ == "__main__":
