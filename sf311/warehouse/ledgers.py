@@ -152,24 +152,6 @@ def insert_lake_batch(conn: psycopg.Connection, row: dict[str, Any]) -> None:
     )
 
 
-def record_lake_batch(
-    dsn: str,
-    query_id: str,
-    batch_id: int,
-    figures: BatchFigures,
-    silver_action: str,
-    phase_seconds: dict[str, float],
-    started_at: datetime,
-    finished_at: datetime,
-) -> None:
-    """Store a lake batch's figures in lake_batches now; a replayed batch keeps its first row."""
-    row = lake_batch_row(
-        query_id, batch_id, figures, silver_action, phase_seconds, started_at, finished_at
-    )
-    with psycopg.connect(dsn, connect_timeout=5) as conn:
-        insert_lake_batch(conn, row)
-
-
 class LakeLedger:
     """lake_batches rows written first to a spool folder, then to Postgres, so that a batch
     committed to Delta while Postgres is down is recorded at a later batch or run."""

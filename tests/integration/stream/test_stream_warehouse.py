@@ -10,7 +10,13 @@ import pytest
 
 from sf311.lakehouse.figures import BatchFigures
 from sf311.warehouse.cases import CASE_COLUMNS, csv_chunks
-from sf311.warehouse.ledgers import BatchLoad, load_batch, record_lake_batch, record_phases
+from sf311.warehouse.ledgers import (
+    BatchLoad,
+    insert_lake_batch,
+    lake_batch_row,
+    load_batch,
+    record_phases,
+)
 from sf311.warehouse.migrate import MigrationError, load_migrations, migrate
 from sf311.warehouse.offsets import OffsetRange, advance_offsets, loaded_offsets
 
@@ -145,8 +151,10 @@ def test_a_lake_batch_is_recorded_once_with_its_lags(schema_dsn):
     )
 
     def record(figures: BatchFigures) -> None:
-        record_lake_batch(schema_dsn, "lake", 4, figures, "merge", {"bronze": 1.5}, T,
-                          T + timedelta(seconds=10))  # fmt: skip
+        row = lake_batch_row("lake", 4, figures, "merge", {"bronze": 1.5}, T,
+                             T + timedelta(seconds=10))  # fmt: skip
+        with psycopg.connect(schema_dsn) as conn:
+            insert_lake_batch(conn, row)
 
     record(figures)
     # A replayed batch (its Delta writes skipped by txnVersion) keeps the first figures.
