@@ -106,6 +106,11 @@ def test_dag_run_sends_its_interval_or_its_backfill_window(
     # Only the counts travel through XCom; the records went to Kafka inside the task.
     for xcoms, read in ((interval, 2), (backfill, 4)):
         assert len(xcoms) == 1 and xcoms[0][:2] == ["socrata_to_kafka", "return_value"]
-        assert json.loads(xcoms[0][2]) == {"read": read, "produced": read, "dead_lettered": 0}
+        assert json.loads(xcoms[0][2]) == {
+            "read": read,
+            "produced": read,
+            "dead_lettered": 0,
+            "unknown_columns": {},
+        }
     keys = sorted(key for key, _ in read_topic(fresh.kafka_topic))
     assert keys == [b"1", b"2", b"2", b"3", b"3", b"4"]
