@@ -40,12 +40,17 @@ def create_if_missing(
     # Only an existence check when present: loading the snapshot would repeat the write's own.
     if DeltaTable.isDeltaTable(spark, path):
         return
-    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
+    # An empty append, not DeltaTable.createIfNotExists: the catalog takes a _delta_log folder
+    # without a commit (a writer killed mid-create) for a table and fails DELTA_TABLE_NOT_FOUND.
+    writer = spark.createDataFrame([], schema).write.format("delta").mode("append")
     if partition_by:
-        builder = builder.partitionedBy(*partition_by)
-    for key, value in properties.items():
-        builder = builder.property(key, value)
-    builder.execute()
+        writer = writer.partitionBy(*partition_by)
+    try:
+        writer.options(**properties).save(path)
+    except Exception:
+        # Two writers creating it at once: Delta fails the second, whose table now exists.
+        if not DeltaTable.isDeltaTable(spark, path):
+            raise
 
 
 def append_once(

@@ -82,24 +82,27 @@ def test_an_unreachable_postgres_exits_3_naming_its_address(settings: Settings) 
     assert_one_line(err, f"127.0.0.1:{port}", "did not answer", "SF311_POSTGRES_DSN")
 
 
-def test_an_unreachable_kafka_exits_3_without_librdkafka_lines(topics, case_file) -> None:
-    (port,) = free_ports(1)
-    servers = f"127.0.0.1:{port}"
-    code, err = sf311(
-        "ingest", "--source", "file", case_file, SF311_KAFKA_BOOTSTRAP_SERVERS=servers, **topics
-    )
+def _ingest_exits_3(case_file: str, topics: dict[str, str], **env: str) -> str:
+    """Return the stderr of `sf311 ingest --source file` under env, which must exit 3."""
+    code, err = sf311("ingest", "--source", "file", case_file, **env, **topics)
     assert code == 3
+    return err
+
+
+def _nothing_listens() -> str:
+    return f"127.0.0.1:{free_ports(1)[0]}"
+
+
+def test_an_unreachable_kafka_exits_3_without_librdkafka_lines(topics, case_file) -> None:
+    servers = _nothing_listens()
+    err = _ingest_exits_3(case_file, topics, SF311_KAFKA_BOOTSTRAP_SERVERS=servers)
     assert_one_line(err, f"Kafka at {servers} did not answer within 2 s")
     assert "SF311_KAFKA_BOOTSTRAP_SERVERS" in err
 
 
 def test_an_unreachable_registry_exits_3_naming_its_setting(topics, case_file) -> None:
-    (port,) = free_ports(1)
-    url = f"http://127.0.0.1:{port}/apis/ccompat/v7"
-    code, err = sf311(
-        "ingest", "--source", "file", case_file, SF311_SCHEMA_REGISTRY_URL=url, **topics
-    )
-    assert code == 3
+    url = f"http://{_nothing_listens()}/apis/ccompat/v7"
+    err = _ingest_exits_3(case_file, topics, SF311_SCHEMA_REGISTRY_URL=url)
     assert_one_line(err, f"schema registry at {url} did not answer", "SF311_SCHEMA_REGISTRY_URL")
 
 

@@ -1,5 +1,6 @@
 """Helpers of the fault tests: the streaming job as a killable process, the Spark phases it is
-in, a warehouse load held at its upsert, and the exact-ids check against the source."""
+in, a warehouse load held at its upsert, an ingest held between blocks, the messages a topic
+holds and the exact-ids check against the source."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import requests
+from confluent_kafka import Consumer, TopicPartition
 
+from sf311.ingest.sources import Block, FileSource
+from sf311.settings import Settings
 from tests.integration.stream.stream_support import StreamEnv, latest
 
 
@@ -79,6 +84,55 @@ class Job:
         return self.log.read_text(errors="replace")
 
 
+@dataclass
+class HeldFile:
+    """A file source read in blocks of `rows` whose block number `hold_at` (from 0) waits for
+    `go`: the ingest is held between blocks, the ones before it sent or queued."""
+
+    path: Path
+    rows: int
+    hold_at: int
+    go: threading.Event
+    origin = "file"
+    on_acked = None
+
+    def __post_init__(self) -> None:
+        self.inner = FileSource(self.path, progress=False)
+
+    def __enter__(self) -> HeldFile:
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.__exit__(*exc)
+
+    def iter_blocks(self, size: int) -> Iterator[Block]:
+        """Yield the file's blocks of self.rows rows, waiting for `go` before block hold_at."""
+        for n, block in enumerate(self.inner.iter_blocks(self.rows)):
+            if n == self.hold_at:
+                assert self.go.wait(600), "the held ingest was never released"
+            yield block
+
+
+def topic_messages(settings: Settings) -> int | None:
+    """Return how many messages the topic holds over its partitions, None while Kafka is down."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
+                         "group.id": "sf311-fault-count", "log_level": 0})  # fmt: skip
+    try:
+        topic = consumer.list_topics(settings.kafka_topic, timeout=5).topics[settings.kafka_topic]
+        total = 0
+        for partition in topic.partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(settings.kafka_topic, partition), timeout=5
+            )
+            total += high - low
+        return total
+    except Exception:  # noqa: BLE001 - a broker that does not answer (yet)
+        return None
+    finally:
+        consumer.close()
+
+
 def held_loads(env: StreamEnv) -> int:
     """Return how many warehouse loads wait, inside their transaction, for the lock on cases."""
     with env.pg() as conn:
@@ -119,23 +173,28 @@ def caught_up(env: StreamEnv, spark, versions: list[dict[str, Any]]) -> bool:
         return False
 
 
-def assert_exact(env: StreamEnv, spark, versions: list[dict[str, Any]]) -> None:
-    """Assert silver and Postgres hold exactly the source's ids, once each, newest versions, and
-    that every message reached bronze and the warehouse ledger once."""
-    truth = latest(versions)
-    silver = env.delta(spark, "silver.cases")
-    ids = silver.select("service_request_id")
-    assert ids.count() == ids.distinct().count()
-    assert {r[0] for r in ids.collect()} == set(truth)
-    assert env.silver_cases(spark) == truth
+def assert_once(env: StreamEnv, spark, ids: set[int]) -> None:
+    """Assert silver and Postgres hold exactly these ids, once each, and that every message
+    reached bronze and the warehouse ledger once."""
+    silver = env.delta(spark, "silver.cases").select("service_request_id")
+    assert silver.count() == silver.distinct().count()
+    assert {r[0] for r in silver.collect()} == ids
     with env.pg() as conn:
         total, distinct = conn.execute(
             "SELECT count(*), count(DISTINCT service_request_id) FROM cases"
         ).fetchone()
         rows_in = conn.execute("SELECT sum(rows_in) FROM stream_batches").fetchone()[0]
-    assert total == distinct == len(truth)
-    assert env.pg_cases() == truth
+    assert total == distinct == len(ids)
     assert rows_in == env.produced
     bronze = env.delta(spark, "bronze.cases_raw")
     assert bronze.select("partition", "offset").distinct().count() == bronze.count()
     assert bronze.count() == env.produced
+
+
+def assert_exact(env: StreamEnv, spark, versions: list[dict[str, Any]]) -> None:
+    """Assert assert_once for the source's ids, and that silver and Postgres hold the newest
+    version of each."""
+    truth = latest(versions)
+    assert_once(env, spark, set(truth))
+    assert env.silver_cases(spark) == truth
+    assert env.pg_cases() == truth

@@ -3,23 +3,33 @@ after each, silver and Postgres hold exactly the source's cases, none lost or do
 
 from __future__ import annotations
 
+import json
 import re
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from sf311.ingest.generate import write_cases
+from sf311.ingest.run import ENCODE_THREADS, ingest_file, ingest_from
 from sf311.lakehouse.stream import run_stream
 from sf311.platform import stack
 from sf311.settings import Settings
 from tests.integration.faults.fault_support import (
+    HeldFile,
     Job,
     assert_exact,
+    assert_once,
     caught_up,
     held_loads,
     lake_batch_recorded,
     lake_ledger_complete,
     ledger,
+    topic_messages,
     wait_until,
 )
 from tests.integration.stream.stream_support import StreamEnv, make_versions
@@ -28,6 +38,8 @@ from tests.support.private_stack import SERVICES, kill9
 # Each test runs a job of its own and at most a few thousand messages.
 pytestmark = pytest.mark.timeout(1200)
 WAIT = 600.0
+# What the job logs when it restarts a query that failed during an outage (run_stream).
+RESTARTING = "restarting it from its checkpoint once they answer"
 
 
 def _waves(seed: int, n: int = 2) -> list[list[dict]]:
@@ -48,6 +60,19 @@ def _job(env: StreamEnv, tmp_path: Path, name: str) -> Job:
 
 def _batches(env: StreamEnv) -> int:
     return ledger(env, "SELECT count(*) FROM stream_batches") or 0
+
+
+@contextmanager
+def _running(env: StreamEnv, tmp_path: Path, first: list[dict]) -> Iterator[Job]:
+    """Yield the job started on `first` once it loaded a warehouse batch; kill it after."""
+    env.produce_cases(first)
+    job = _job(env, tmp_path, "job")
+    job.start()
+    try:
+        wait_until(lambda: _batches(env) > 0, WAIT, "a first warehouse batch")
+        yield job
+    finally:
+        job.kill()
 
 
 def test_registry_down_at_start_the_job_waits_then_streams(
@@ -72,12 +97,12 @@ def test_registry_down_at_start_the_job_waits_then_streams(
 def test_postgres_kill9_mid_load_then_up(
     fault_stack: Settings, fault_env, spark, tmp_path: Path
 ) -> None:
+    """Postgres stays down past the load's retry bound: the warehouse query fails, and the job
+    restarts it from its checkpoint once Postgres answers again."""
     first, second = _waves(41)
-    fault_env.produce_cases(first)
-    job = _job(fault_env, tmp_path, "job")
-    job.start()
-    try:
-        wait_until(lambda: _batches(fault_env) > 0, WAIT, "a first warehouse batch")
+    # Short enough that the outage outlasts it, long enough for `sf311 up` to bring Postgres back.
+    fault_env.env["SF311_STREAM_PG_RETRY_SECONDS"] = "30"
+    with _running(fault_env, tmp_path, first) as job:
         # The test holds `cases` so that the next load waits inside its transaction, past its
         # COPY: the crash then hits a load in progress.
         holder = fault_env.pg()
@@ -91,31 +116,25 @@ def test_postgres_kill9_mid_load_then_up(
             pass
         finally:
             holder.close()
+        wait_until(lambda: RESTARTING in job.text(), WAIT, "the failed query's restart")
+        assert job.alive, job.text()
         stack.up(fault_stack, only=SERVICES)
         wait_until(lambda: caught_up(fault_env, spark, first + second), WAIT, "the catch-up")
         # The lake batches committed during the outage were spooled, then recorded.
         wait_until(lambda: lake_ledger_complete(fault_env), WAIT, "the lake ledger")
         assert job.alive, job.text()
-    finally:
-        job.kill()
     assert_exact(fault_env, spark, first + second)
 
 
 def test_job_kill9_inside_the_warehouse_load(fault_env, spark, tmp_path: Path) -> None:
     first, second = _waves(51)
-    fault_env.produce_cases(first)
-    job = _job(fault_env, tmp_path, "job")
-    job.start()
-    try:
-        wait_until(lambda: _batches(fault_env) > 0, WAIT, "a first warehouse batch")
+    with _running(fault_env, tmp_path, first) as job:
         with fault_env.pg() as holder, holder.transaction():
             holder.execute("LOCK TABLE cases IN SHARE MODE")
             fault_env.produce_cases(second)
             wait_until(lambda: held_loads(fault_env), WAIT, "a load held at its upsert")
             committed = _batches(fault_env)
             job.kill()
-    finally:
-        job.kill()
     # The held load died uncommitted: its ledger row never appeared.
     assert _batches(fault_env) == committed
     run_stream(spark, fault_env.settings, once=True)
@@ -160,16 +179,46 @@ def test_broker_kill9_while_streaming(
     fault_stack: Settings, fault_env, spark, tmp_path: Path
 ) -> None:
     first, second = _waves(81)
-    fault_env.produce_cases(first)
-    job = _job(fault_env, tmp_path, "job")
-    job.start()
-    try:
-        wait_until(lambda: _batches(fault_env) > 0, WAIT, "a first warehouse batch")
+    with _running(fault_env, tmp_path, first) as job:
         kill9(fault_stack, "kafka")
         stack.up(fault_stack, only=SERVICES)
         fault_env.produce_cases(second)
         wait_until(lambda: caught_up(fault_env, spark, first + second), WAIT, "the catch-up")
         assert job.alive, job.text()
-    finally:
-        job.kill()
     assert_exact(fault_env, spark, first + second)
+
+
+def test_broker_kill9_during_ingest_then_a_rerun(
+    fault_stack: Settings, fault_env, spark, tmp_path: Path
+) -> None:
+    """The broker dies after the ingest's first block reached it, before the others were sent:
+    once it is back, the ingest delivers the rest, each message once, and says so exactly."""
+    rows, block = 1000, 250
+    path = tmp_path / "cases.jsonl"
+    write_cases(path, rows=rows, seed=91)
+    ids = {int(json.loads(line)["service_request_id"]) for line in path.read_text().splitlines()}
+    assert len(ids) == rows
+    go = threading.Event()
+    # The ingest sends a block once ENCODE_THREADS more are read: holding the block after
+    # those leaves exactly the first one sent.
+    held = HeldFile(path, block, ENCODE_THREADS + 1, go)
+    settings = fault_env.settings
+    with ThreadPoolExecutor(1) as pool:
+        run = pool.submit(ingest_from, settings, held)
+        wait_until(lambda: topic_messages(settings) == block, WAIT, "the first block in Kafka")
+        assert not run.done()
+        kill9(fault_stack, "kafka")
+        go.set()
+        stack.up(fault_stack, only=SERVICES)
+        counts = run.result(timeout=WAIT)
+    # What the ingest reports is what the topic holds: nothing lost, nothing sent twice.
+    assert (counts.read, counts.produced, counts.dead_lettered) == (rows, rows, 0)
+    assert topic_messages(settings) == rows
+    # The operator's re-run sends every case again; the stream keeps each once.
+    rerun = ingest_file(settings, path, progress=False)
+    assert (rerun.read, rerun.produced) == (rows, rows)
+    assert topic_messages(settings) == 2 * rows
+    fault_env.produced = 2 * rows
+    run_stream(spark, settings, once=True)
+    assert_once(fault_env, spark, ids)
+    assert fault_env.silver_cases(spark) == fault_env.pg_cases()
