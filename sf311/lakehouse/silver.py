@@ -49,6 +49,8 @@ PROPERTIES = {
     ),
     # Updates then mark replaced rows in a deletion vector instead of rewriting files.
     "delta.enableDeletionVectors": "true",
+    # The gold sink reads which cases each batch changed (sf311/lakehouse/gold_tables.py).
+    "delta.enableChangeDataFeed": "true",
 }  # fmt: skip
 QUARANTINE_PROPERTIES = stats_columns(
     "reason", "service_request_id", "schema_id", "partition", "offset", "kafka_timestamp",

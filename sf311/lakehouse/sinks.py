@@ -10,15 +10,28 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import psycopg
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sf311.lakehouse import bronze, silver
 from sf311.lakehouse.batch import Batch, Rebuild
 from sf311.lakehouse.checkpoints import WAREHOUSE_QUERY
+from sf311.lakehouse.gold_tables import (
+    Update,
+    all_present,
+    build,
+    conf_targets,
+    enable_change_feed,
+    gold_paths,
+    refresh,
+    table_id,
+    write_update,
+)
 from sf311.lakehouse.tables import compact
 from sf311.settings import Settings
 from sf311.warehouse.cases import CASE_COLUMNS, csv_chunks, replace_cases
+from sf311.warehouse.gold import SLA_TARGETS, Change, mirror, read_progress
 from sf311.warehouse.ledgers import BatchLoad, load_batch, record_phases
 from sf311.warehouse.retry import retrying
 
@@ -143,6 +156,97 @@ class SilverSink(DeltaSink):
         compact(self.spark, self.path)
 
 
+class GoldSink(Sink):
+    """The gold tables (daily_volume, backlog_daily, resolution_stats, sla_daily, sla_targets)
+    in the lake, mirrored to Postgres schema gold with the silver version they reflect."""
+
+    name = "gold"
+
+    def write(self, batch: Batch) -> str | None:
+        """Replace the gold slices silver changed since the version gold reflects; return the
+        Postgres rows changed, or None when silver has not moved."""
+        counts = self.update(full=False)
+        return None if counts is None else f"gold changed {counts['gold_changed']}"
+
+    def replace(self, rebuild: Rebuild) -> dict[str, int]:
+        """Rebuild every gold table from the new silver.cases; return the Postgres rows
+        changed and deleted."""
+        return self.update(full=True) or {"gold_changed": 0, "gold_deleted": 0}
+
+    def compact(self) -> None:
+        """Compact the gold tables, which every batch's MERGE leaves a few small files in."""
+        for path in gold_paths(self.settings).values():
+            compact(self.spark, path)
+
+    def update(self, full: bool) -> dict[str, int] | None:
+        """Bring gold, in the lake then in Postgres, up to silver's newest version, from its
+        changes or (full, first run, change feed gone) from all of it; return the Postgres
+        rows changed and deleted, or None when nothing was to do."""
+        s, spark = self.settings, self.spark
+        dsn, bound = s.postgres_dsn.get_secret_value(), s.stream_pg_retry_seconds
+        silver_path, paths = s.table_path(silver.TABLE), gold_paths(s)
+        conf = conf_targets(spark, s.conf_dir / "sla_targets.csv")
+        progress = None if full else retrying(dsn, read_progress, bound)
+        cached: list[DataFrame] = []
+        found = None
+        if progress is not None and progress.silver_table != table_id(spark, silver_path):
+            # Another silver table (a new lake) than gold reflects: nothing to refresh from.
+            log.warning("gold: Postgres gold reflects another silver.cases; rebuilding gold")
+            progress = None
+        if progress is not None and all_present(spark, paths.values()):
+            try:
+                found = refresh(spark, silver_path, paths[SLA_TARGETS.name], progress, conf)
+            except AnalysisException as err:
+                log.warning("gold: silver's change feed lacks versions after %d (%s); "
+                            "rebuilding gold from all of silver", progress.silver_version,
+                            str(err).splitlines()[0])  # fmt: skip
+                progress = None
+            else:
+                if found is None:
+                    return None
+        if found is None:
+            enable_change_feed(spark, silver_path)
+            built = build(spark, silver_path, conf)
+            if built is None:
+                return None
+            updates, reached = built
+        else:
+            updates, reached, changes = found
+            cached.append(changes)
+        try:
+            mirrored = []
+            for u in updates:
+                path = paths[u.table.name]
+                if u.slices is None:
+                    rows = u.rows.persist()
+                    cached.append(rows)
+                    write_update(spark, path, u)
+                    mirrored.append(Change(u.table, rows.toArrow(), None))
+                    continue
+                # Slices and their rows are small: collected once, the MERGE reads them locally.
+                slices = u.slices.toArrow()
+                if slices.num_rows == 0:
+                    continue
+                rows = u.rows.toArrow()
+                local = Update(
+                    u.table,
+                    spark.createDataFrame(rows, u.rows.schema),
+                    spark.createDataFrame(slices, u.slices.schema),
+                )
+                write_update(spark, path, local)
+                mirrored.append(Change(u.table, rows, slices))
+            # Replaced slices and progress commit together: a retry or a replayed batch redoes
+            # the same replacement, which then changes nothing.
+            counts = retrying(dsn, lambda conn: mirror(conn, mirrored, reached), bound)
+        finally:
+            for df in cached:
+                df.unpersist()
+        log.info("gold: silver version %d (as of %s), %d rows changed and %d deleted in Postgres",
+                 reached.silver_version, reached.as_of.isoformat(), counts["gold_changed"],
+                 counts["gold_deleted"])  # fmt: skip
+        return counts
+
+
 def csv_slices(curated: DataFrame, rows: int) -> Iterator[bytes]:
     """Yield the CSV chunks of the curated (persisted) rows, one slice of ids at a time."""
     slices = max(1, -(-rows // SLICE_ROWS))
@@ -213,8 +317,10 @@ class WarehouseSink(Sink):
         return {"postgres_changed": changed, "postgres_deleted": deleted, "postgres_rows": total}
 
 
-# In write order: a batch reaches silver only after bronze holds it.
-SINKS: tuple[type[Sink], ...] = (BronzeSink, QuarantineSink, SilverSink, WarehouseSink)
+# In write order: a batch reaches silver only after bronze holds it, gold only after silver.
+SINKS: tuple[type[Sink], ...] = (
+    BronzeSink, QuarantineSink, SilverSink, GoldSink, WarehouseSink,
+)  # fmt: skip
 
 
 def lake_sinks(

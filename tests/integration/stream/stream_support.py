@@ -199,7 +199,8 @@ def drop_env(settings: Settings, stream: StreamEnv, schema: str, dsn: str | None
         future.result()
     SchemaRegistry(settings.schema_registry_url).delete(f"{stream.settings.kafka_topic}-value")
     with psycopg.connect(dsn or settings.postgres_dsn.get_secret_value(), autocommit=True) as c:
-        c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        # The gold mirror of a DSN scoped to `schema` lives beside it (sf311/warehouse/gold.py).
+        c.execute(f"DROP SCHEMA IF EXISTS {schema}, {schema}_gold CASCADE")
 
 
 class PrivatePostgres:

@@ -22,13 +22,13 @@ def _kinds(served: list[sinks.Sink]) -> list[type]:
 def test_the_queries_share_out_the_one_list_of_sinks(spark, settings):
     every = lake_sinks(spark, settings)
     assert _kinds(every) == list(sinks.SINKS)
-    assert [s.name for s in every] == ["bronze", "quarantine", "silver", "warehouse"]
+    assert [s.name for s in every] == ["bronze", "quarantine", "silver", "gold", "warehouse"]
     bounded = served_sinks(every, once=True)
     assert _kinds(bounded[LAKE_QUERY]) == list(sinks.SINKS)
     streaming = served_sinks(every, once=False)
     # Streaming, each sink is written by exactly one query.
     assert _kinds(streaming[LAKE_QUERY]) == [sinks.BronzeSink, sinks.QuarantineSink,
-                                             sinks.SilverSink]  # fmt: skip
+                                             sinks.SilverSink, sinks.GoldSink]  # fmt: skip
     assert _kinds(streaming[WAREHOUSE_QUERY]) == [sinks.WarehouseSink]
 
 
@@ -63,7 +63,12 @@ def test_replay_rebuilds_every_sink_of_the_list_from_bronze(
             handed.append((rebuild.cases, ids, rebuild.ends))
             return {"postgres_changed": 2, "postgres_deleted": 0, "postgres_rows": 2}
 
-    every = tuple(Warehouse if s is WarehouseSink else s for s in sinks.SINKS)
+    # Gold has its own test; here it would mirror into the real warehouse's gold schema.
+    class Gold(sinks.GoldSink):
+        def replace(self, rebuild: Rebuild) -> dict[str, int]:
+            return {}
+
+    every = tuple({WarehouseSink: Warehouse, sinks.GoldSink: Gold}.get(s, s) for s in sinks.SINKS)
     monkeypatch.setattr(sinks, "SINKS", every)
 
     result = replay(spark, settings, _Registry({1: wire.v1_text}))
