@@ -36,14 +36,24 @@ def _platform(action: str) -> Command:
 
 def _stream(settings: Settings, args: argparse.Namespace) -> int:
     from sf311.lakehouse.stream import run_job
+    from sf311.model.predictions import CasePredictionSink
 
-    return run_job(settings, once=args.once)
+    return run_job(settings, once=args.once, extra_sinks=(CasePredictionSink,))
 
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from sf311.lakehouse.replay import run_replay
+    from sf311.model.predictions import CasePredictionSink
 
-    print(f"replayed from bronze: {run_replay(settings).summary()}")
+    result = run_replay(settings, extra_sinks=(CasePredictionSink,))
+    print(f"replayed from bronze: {result.summary()}")
+    return 0
+
+
+def _score(settings: Settings, args: argparse.Namespace) -> int:
+    from sf311.model.predictions import score_open_cases
+
+    print(score_open_cases(settings).summary())
     return 0
 
 
@@ -210,6 +220,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     commands["train"] = _train
     sub.add_parser("serve", help="serve the prediction API (follows the MLflow champion)")
     commands["serve"] = _serve
+    sub.add_parser("score", help="rescore every open case into case_predictions with the champion")
+    commands["score"] = _score
 
     p = sub.add_parser("dashboard", help="serve the Streamlit dashboard (analyst role + API)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

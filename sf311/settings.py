@@ -192,6 +192,10 @@ class Settings(BaseSettings):
     # Basemap of the dashboard's maps: a folium tiles name or URL template; "none" draws no
     # basemap (the data layers still show), for browsers that reach only loopback.
     dashboard_tiles: str = "OpenStreetMap"
+    # OPS: the stream's case_predictions sink checks the MLflow champion this often and, when
+    # it changed, rescores every open case, this many cases per slice.
+    predictions_check_seconds: float = Field(30.0, gt=0)
+    predictions_slice_rows: int = Field(20_000, ge=1)
 
     @field_validator("spark_master")
     @classmethod

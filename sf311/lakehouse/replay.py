@@ -4,7 +4,7 @@ rebuilt from bronze's raw bytes, decoded and validated anew; running it twice ch
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -16,7 +16,7 @@ from sf311.contract.registry import SchemaRegistry
 from sf311.contract.schema import reader_schema
 from sf311.lakehouse import bronze, decode, silver
 from sf311.lakehouse.batch import Rebuild
-from sf311.lakehouse.sinks import lake_sinks, utc_now
+from sf311.lakehouse.sinks import Sink, lake_sinks, utc_now
 from sf311.lakehouse.tables import use_write_conf
 from sf311.logs import configure_logging
 from sf311.settings import Settings
@@ -29,7 +29,7 @@ MESSAGE_KEY = ["topic", "partition", "offset"]
 
 @dataclass(frozen=True)
 class ReplayResult:
-    """Counts of one replay: bronze in, silver and quarantine out, Postgres changes."""
+    """Counts of one replay: bronze in, silver and quarantine out, Postgres and gold changes."""
 
     bronze_rows: int
     messages: int
@@ -38,6 +38,9 @@ class ReplayResult:
     postgres_changed: int
     postgres_deleted: int
     postgres_rows: int
+    # Rows of Postgres schema gold changed and deleted by the rebuild of the gold tables.
+    gold_changed: int = 0
+    gold_deleted: int = 0
 
     def summary(self) -> str:
         """Return the counts as one line for a terminal."""
@@ -61,8 +64,10 @@ def replay(
     settings: Settings,
     registry: SchemaRegistry,
     clock: Callable[[], datetime] = utc_now,
+    extra_sinks: Sequence[type[Sink]] = (),
 ) -> ReplayResult:
-    """Rebuild every sink derived from bronze, each atomically; return the counts.
+    """Rebuild every sink derived from bronze (extra_sinks after SINKS), each atomically;
+    return the counts.
 
     Stop the streaming job first (a batch committed meanwhile could be overwritten), then run
     a bounded run before streaming again: replay sets warehouse_offsets to where bronze ends,
@@ -89,7 +94,8 @@ def replay(
             ends=[(r.topic, r.partition, r.end) for r in ends.collect()],
         )
         written: dict[str, int] = {}
-        for sink in lake_sinks(spark, settings, clock):
+        extra = [sink(spark, settings, clock) for sink in extra_sinks]
+        for sink in [*lake_sinks(spark, settings, clock), *extra]:
             written.update(sink.replace(rebuild))
     finally:
         curated.unpersist()
@@ -105,11 +111,12 @@ def replay(
     return result
 
 
-def run_replay(settings: Settings) -> ReplayResult:
+def run_replay(settings: Settings, extra_sinks: Sequence[type[Sink]] = ()) -> ReplayResult:
     """Build the SparkSession, replay bronze into every derived sink, and return the counts."""
     configure_logging(settings)
     spark = build_spark(settings, app_name="sf311-replay")
     try:
-        return replay(spark, settings, SchemaRegistry(settings.schema_registry_url))
+        registry = SchemaRegistry(settings.schema_registry_url)
+        return replay(spark, settings, registry, extra_sinks=extra_sinks)
     finally:
         spark.stop()

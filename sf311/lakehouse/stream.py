@@ -134,9 +134,14 @@ def served_sinks(sinks: Sequence[Sink], once: bool) -> dict[str, list[Sink]]:
     return {WAREHOUSE_QUERY: collected, LAKE_QUERY: lake}
 
 
-def start_stream(spark: SparkSession, settings: Settings, once: bool = False) -> Streams:
+def start_stream(
+    spark: SparkSession,
+    settings: Settings,
+    once: bool = False,
+    extra_sinks: Sequence[type[Sink]] = (),
+) -> Streams:
     """Return the started queries of the cases topic: the warehouse and lake queries, or for a
-    bounded run (once) the lake query alone, writing every sink."""
+    bounded run (once) the lake query alone, writing every sink (extra_sinks after SINKS)."""
     use_write_conf(spark)
     quiet_hint_warnings(spark)
     decoder = BatchDecoder(
@@ -146,7 +151,8 @@ def start_stream(spark: SparkSession, settings: Settings, once: bool = False) ->
     )
     warehouse_trigger = trigger_options(settings.stream_trigger, once)
     once = once or "availableNow" in warehouse_trigger
-    sinks = served_sinks(lake_sinks(spark, settings), once)
+    extra = [sink(spark, settings) for sink in extra_sinks]
+    sinks = served_sinks([*lake_sinks(spark, settings), *extra], once)
 
     def start(writer: QueryWriter, trigger: dict[str, object], max_offsets: int) -> StreamingQuery:
         return (
@@ -260,7 +266,12 @@ def _moved(streams: Streams) -> bool:
     return any(p.numInputRows > 0 for q in streams.queries for p in q.recentProgress)
 
 
-def run_stream(spark: SparkSession, settings: Settings, once: bool = False) -> dict[str, dict]:
+def run_stream(
+    spark: SparkSession,
+    settings: Settings,
+    once: bool = False,
+    extra_sinks: Sequence[type[Sink]] = (),
+) -> dict[str, dict]:
     """Run the job (to the end of the topic when once); return each query's last progress.
 
     A query that fails during an outage of Kafka, the registry or Postgres is restarted from
@@ -268,7 +279,7 @@ def run_stream(spark: SparkSession, settings: Settings, once: bool = False) -> d
     ledger = LakeLedger(settings.postgres_dsn.get_secret_value(), lake_spool(settings.state_dir))
     idle_restarts = 0
     while True:
-        streams = start_stream(spark, settings, once)
+        streams = start_stream(spark, settings, once, extra_sinks)
         lake_ids = [q.id for q in streams.queries if q.name == LAKE_QUERY]
         # A row spooled while Postgres was down is stored once it answers, batches or not.
         streams.tick = lambda ids=lake_ids: [ledger.flush(i) for i in ids]
@@ -290,14 +301,14 @@ def run_stream(spark: SparkSession, settings: Settings, once: bool = False) -> d
         await_dependencies(settings)
 
 
-def run_job(settings: Settings, once: bool = False) -> int:
+def run_job(settings: Settings, once: bool = False, extra_sinks: Sequence[type[Sink]] = ()) -> int:
     """Build the SparkSession, run the streaming job and return an exit code; a service that
     stays unreachable raises ServiceUnavailable."""
     configure_logging(settings)
     await_dependencies(settings)
     spark = build_spark(settings, app_name="sf311-stream")
     try:
-        progress = run_stream(spark, settings, once)
+        progress = run_stream(spark, settings, once, extra_sinks)
     finally:
         spark.stop()
     log.info("stream finished; last progress: %s", progress)

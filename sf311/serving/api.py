@@ -1,6 +1,7 @@
 """Prediction API: resolution time of a 311 case, with an 80 % interval and the model version.
 
-The routes only validate and call sf311.model.champion; serving/app.py is the ASGI door."""
+The routes only validate and call sf311.model.champion (or read one stored prediction from the
+warehouse); serving/app.py is the ASGI door."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Response
+import psycopg
+from fastapi import FastAPI, HTTPException, Path, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
@@ -29,8 +31,16 @@ from sf311.contract.city import LOCAL_ZONE
 from sf311.model.backtest import backtest_summary
 from sf311.model.champion import ModelService, mlflow_service
 from sf311.model.scorer import interval_method
-from sf311.serving.body import MALFORMED, NO_MODEL, TOO_LARGE, BodyLimit, invalid_request
+from sf311.serving.body import (
+    MALFORMED,
+    NO_MODEL,
+    TOO_LARGE,
+    BodyLimit,
+    ErrorOut,
+    invalid_request,
+)
 from sf311.settings import Settings
+from sf311.warehouse.predictions import case_prediction
 
 MAX_BATCH = 10_000
 INTERVAL = 0.8
@@ -137,6 +147,51 @@ class BatchOut(BaseModel):
     predictions: list[PredictionOut]
 
 
+class CasePredictionOut(BaseModel):
+    """The stored prediction of an open case (table case_predictions) and where it stands."""
+
+    service_request_id: int
+    model_version: str
+    predicted_close_at: datetime = Field(description="requested_datetime + predicted hours")
+    lower_at: datetime = Field(description="lower end of the 80 % interval")
+    upper_at: datetime = Field(description="upper end of the 80 % interval")
+    scored_at: datetime = Field(description="when the prediction was last written")
+    status: Literal["on_time", "at_risk", "overdue"] = Field(
+        description="overdue: now is past upper_at; at_risk: upper_at within the next 24 h"
+    )
+
+
+# The largest service_request_id Postgres `cases` can hold (bigint).
+MAX_CASE_ID = 2**63 - 1
+NO_PREDICTION: dict[str, Any] = {
+    "model": ErrorOut,
+    "description": "No open case with a stored prediction has this id (unknown, closed or"
+    " not scored yet)",
+}
+NO_WAREHOUSE: dict[str, Any] = {"model": ErrorOut, "description": "The warehouse did not answer"}
+
+
+def _stored_prediction(settings: Settings, service_request_id: int) -> CasePredictionOut:
+    try:
+        # One connection per request, bounded by the thread pool sync routes run in.
+        with psycopg.connect(
+            settings.analyst_dsn.get_secret_value(),
+            connect_timeout=settings.connect_timeout_seconds,
+            autocommit=True,
+        ) as conn:
+            row = case_prediction(conn, service_request_id)
+    except psycopg.OperationalError as err:
+        log.warning("warehouse unreachable for a case prediction: %s", err)
+        raise HTTPException(503, "warehouse unreachable: retry later") from None
+    except psycopg.errors.UndefinedTable:
+        raise HTTPException(
+            503, "warehouse lacks case_predictions: run `sf311 db migrate`"
+        ) from None
+    if row is None:
+        raise HTTPException(404, f"no open case {service_request_id} with a stored prediction")
+    return CasePredictionOut(**row)
+
+
 def _score(service: ModelService, cases: list[CaseIn]) -> list[PredictionOut]:
     try:
         model, pred, fallbacks = service.predict([c.model_dump() for c in cases])
@@ -234,6 +289,16 @@ def create_app(settings: Settings, service: ModelService | None = None) -> FastA
     def predict_batch(batch: BatchIn) -> Response:
         predictions = _score(service, batch.cases)
         return _json(BatchOut(model_version=predictions[0].model_version, predictions=predictions))
+
+    @app.get(
+        "/cases/{service_request_id}/prediction",
+        response_model=CasePredictionOut,
+        responses={404: NO_PREDICTION, 503: NO_WAREHOUSE},
+    )
+    def stored_prediction(
+        service_request_id: Annotated[int, Path(ge=0, le=MAX_CASE_ID)],
+    ) -> Response:
+        return _json(_stored_prediction(settings, service_request_id))
 
     @app.get("/health", responses={503: NO_MODEL})
     async def health() -> dict[str, Any]:

@@ -111,7 +111,7 @@ def test_a_bounded_run_first_catches_up_a_warehouse_behind_the_lake(spark, strea
     # The lake has committed every message; make the warehouse lag behind it, as when the
     # warehouse query fell behind while streaming.
     with stream_env.pg() as conn:
-        conn.execute("TRUNCATE cases, warehouse_offsets")
+        conn.execute("TRUNCATE cases, case_predictions, warehouse_offsets")
         lake_batches = conn.execute("SELECT count(*) FROM lake_batches").fetchone()[0]
     assert stream_env.pg_cases() == {}
 

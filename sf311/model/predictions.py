@@ -1,0 +1,238 @@
+"""Postgres `case_predictions` kept by the champion: each open case of a micro-batch scored as
+it lands, closed ones removed, every open case rescored when the champion changes
+(CasePredictionSink in the streaming job and replay; `sf311 score`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from pyspark.sql import SparkSession
+
+from sf311.errors import UserError
+from sf311.lakehouse.batch import Batch, Rebuild
+from sf311.lakehouse.sinks import Sink, utc_now
+from sf311.model.champion import LoadedModel, ModelService, mlflow_service
+from sf311.model.columns import INPUT_COLUMNS
+from sf311.settings import Settings
+from sf311.warehouse import predictions as store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScoreCounts:
+    """What one pass over case_predictions did."""
+
+    model_version: str | None
+    scored: int = 0
+    written: int = 0
+    deleted: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """Return the counts as one line for a terminal."""
+        rate = self.scored / self.seconds if self.seconds else 0.0
+        return (
+            f"model {self.model_version}: {self.scored} open cases scored, {self.written} rows"
+            f" written, {self.deleted} deleted in {self.seconds:.1f} s ({rate:,.0f} cases/s)"
+        )
+
+
+def prediction_rows(
+    model: LoadedModel, cases: Sequence[dict[str, Any]], service: ModelService
+) -> list[store.PredictionRow]:
+    """Return (id, version, predicted close, interval low, interval high) of each case: its
+    requested_datetime plus the predicted hours."""
+    if not cases:
+        return []
+    _, pred, _ = service.predict(list(cases))
+    out = []
+    for case, hours, low, high in zip(
+        cases, pred.hours.tolist(), pred.lower_hours.tolist(), pred.upper_hours.tolist(),
+        strict=True,
+    ):  # fmt: skip
+        at = case["requested_datetime"]
+        out.append(
+            (
+                case["service_request_id"],
+                model.version,
+                at + timedelta(hours=hours),
+                at + timedelta(hours=low),
+                at + timedelta(hours=high),
+            )
+        )
+    return out
+
+
+class CasePredictions:
+    """Keeps case_predictions equal to the champion's predictions of the open cases."""
+
+    def __init__(
+        self,
+        dsn: str,
+        service: ModelService,
+        slice_rows: int,
+        check_seconds: float,
+        clock: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.dsn = dsn
+        self.service = service
+        self.slice_rows = slice_rows
+        self.check_seconds = check_seconds
+        self.clock = clock
+        self.monotonic = monotonic
+        self._next_check = float("-inf")
+        # The version every open case is known to be scored by; None until checked.
+        self._settled: str | None = None
+        self._warned = False
+
+    def model(self) -> LoadedModel | None:
+        """Return the champion in service, logging once while there is none."""
+        model = self.service.model
+        if model is None and not self._warned:
+            log.warning("no champion model registered: case_predictions is not written until "
+                        "one is (`sf311 train`)")  # fmt: skip
+            self._warned = True
+        return model
+
+    def refresh(self) -> bool:
+        """Return True when a check was due (at most every check_seconds): the champion is
+        swapped in if the alias moved; a failed check keeps the model in service."""
+        now = self.monotonic()
+        if now < self._next_check:
+            return False
+        self._next_check = now + self.check_seconds
+        try:
+            self.service.refresh()
+        except Exception as err:  # noqa: BLE001 - the registry down must not stop the stream
+            log.warning("champion check failed (%s); keeping the model in service", err)
+        return True
+
+    def purge(self) -> int:
+        """Return the predictions deleted because their case is no longer open (closed, or
+        deleted by reconciliation, which the stream never sees)."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            return store.delete_not_open(conn)
+
+    def catch_up(self) -> ScoreCounts | None:
+        """Return the counts of a full rescore when some open case lacks its prediction by the
+        champion in service, checked once per champion (and after a restart); else None."""
+        model = self.model()
+        if model is None or model.version == self._settled:
+            return None
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            behind = store.unscored_by(conn, model.version)
+        if not behind:
+            self._settled = model.version
+            return None
+        return self.rescore_all()
+
+    def update(self, ids: Sequence[int]) -> ScoreCounts:
+        """Return the counts after scoring the open cases among `ids` as Postgres `cases` now
+        holds them and deleting the predictions of the others."""
+        t0 = time.monotonic()
+        model = self.model()
+        if model is None:
+            return ScoreCounts(None)
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            cases = store.open_cases(conn, ids, INPUT_COLUMNS)
+            rows = prediction_rows(model, cases, self.service)
+            still_open = {c["service_request_id"] for c in cases}
+            with conn.transaction():
+                written = store.upsert_predictions(conn, rows, self.clock())
+                deleted = store.delete_predictions(conn, [i for i in ids if i not in still_open])
+        return ScoreCounts(model.version, len(rows), written, deleted,
+                           round(time.monotonic() - t0, 3))  # fmt: skip
+
+    def rescore_all(self) -> ScoreCounts:
+        """Return the counts after scoring every open case, slice by slice, and deleting the
+        predictions of cases no longer open."""
+        t0 = time.monotonic()
+        model = self.model()
+        if model is None:
+            return ScoreCounts(None)
+        scored = written = 0
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            for cases in store.open_case_slices(conn, INPUT_COLUMNS, self.slice_rows):
+                rows = prediction_rows(model, cases, self.service)
+                with conn.transaction():
+                    written += store.upsert_predictions(conn, rows, self.clock())
+                scored += len(rows)
+            with conn.transaction():
+                deleted = store.delete_not_open(conn)
+        self._settled = model.version
+        counts = ScoreCounts(model.version, scored, written, deleted,
+                             round(time.monotonic() - t0, 3))  # fmt: skip
+        log.info("case_predictions rescored: %s", counts.summary())
+        return counts
+
+
+def case_predictions(settings: Settings, service: ModelService | None = None) -> CasePredictions:
+    """Return the case_predictions keeper of the warehouse, following the MLflow champion
+    unless given a service."""
+    return CasePredictions(
+        settings.postgres_dsn.get_secret_value(),
+        service or mlflow_service(settings),
+        slice_rows=settings.predictions_slice_rows,
+        check_seconds=settings.predictions_check_seconds,
+    )
+
+
+class CasePredictionSink(Sink):
+    """Postgres `case_predictions`, written after WarehouseSink has upserted the batch's cases."""
+
+    name = "predictions"
+    collected = True
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        settings: Settings,
+        clock: Callable[[], datetime] = utc_now,
+        keeper: CasePredictions | None = None,
+    ) -> None:
+        super().__init__(spark, settings, clock)
+        self.keeper = keeper or case_predictions(settings)
+
+    def takes(self, batch: Batch) -> bool:
+        """Return True when the batch holds cases for the warehouse."""
+        return batch.rows is not None and batch.rows.newest.num_rows > 0
+
+    def write(self, batch: Batch) -> None:
+        """Score the batch's open cases and delete its closed ones' predictions, then rescore
+        every open case if the champion changed."""
+        assert batch.rows is not None, "takes() lets only collected batches through"
+        due = self.keeper.refresh()
+        # The batch first: its cases, already in `cases`, need not make a restart rescore all.
+        ids = batch.rows.newest["service_request_id"].to_pylist()
+        counts = self.keeper.update(ids)
+        if self.keeper.catch_up() is None and due:
+            self.keeper.purge()
+        log.info(
+            "predictions batch %d: %d open cases scored, %d rows written, %d deleted",
+            batch.batch_id, counts.scored, counts.written, counts.deleted,
+            extra={"query": batch.query_name, "batch_id": batch.batch_id,
+                   "predictions_seconds": counts.seconds},
+        )  # fmt: skip
+
+    def replace(self, rebuild: Rebuild) -> dict[str, int]:
+        """Rescore every open case of the rebuilt `cases`; return no counts (logged instead)."""
+        self.keeper.rescore_all()
+        return {}
+
+
+def score_open_cases(settings: Settings) -> ScoreCounts:
+    """Return the counts after rescoring every open case with the MLflow champion now."""
+    keeper = case_predictions(settings)
+    keeper.service.refresh()
+    if keeper.service.model is None:
+        raise UserError(f"no champion model {settings.model_name!r} in MLflow: train one "
+                        "(`sf311 train`) or fix SF311_MODEL_NAME")  # fmt: skip
+    return keeper.rescore_all()

@@ -1,0 +1,137 @@
+"""Table `case_predictions`: the open cases it scores read in slices, its guarded upsert, the
+deletion of cases no longer open, and the one stored prediction the API answers with."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+TABLE = "case_predictions"
+# Open as in the views of migration 0014 (and open_backlog): not closed, not deleted.
+OPEN = sql.SQL(
+    "c.closed_date IS NULL AND NOT 'closed_date_invalid' = ANY (c.quality_flags)"
+    " AND c.deleted_at IS NULL"
+)
+VALUES = ("model_version", "predicted_close_at", "lower_at", "upper_at")
+COLUMNS = ("service_request_id", *VALUES, "scored_at")
+
+# (service_request_id, model_version, predicted_close_at, lower_at, upper_at)
+PredictionRow = tuple[int, str, datetime, datetime, datetime]
+
+
+def _select(columns: Sequence[str]) -> sql.Composed:
+    return sql.SQL("SELECT c.service_request_id, {} FROM cases c").format(
+        sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(n)) for n in columns)
+    )
+
+
+def open_cases(
+    conn: psycopg.Connection, ids: Sequence[int], columns: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Return the open cases among `ids`: service_request_id and `columns` of each."""
+    query = sql.SQL("{} WHERE c.service_request_id = ANY (%s) AND {}").format(
+        _select(columns), OPEN
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, [list(ids)]).fetchall()
+
+
+def open_case_slices(
+    conn: psycopg.Connection, columns: Sequence[str], rows: int
+) -> Iterator[list[dict[str, Any]]]:
+    """Yield every open case (service_request_id and `columns`) in id order, `rows` at a time;
+    each slice is its own query, so a long walk holds no snapshot or cursor open."""
+    query = sql.SQL("{} WHERE c.service_request_id > %s AND {} ORDER BY 1 LIMIT %s").format(
+        _select(columns), OPEN
+    )
+    after = -(2**63)
+    while True:
+        with conn.cursor(row_factory=dict_row) as cur:
+            found = cur.execute(query, [after, rows]).fetchall()
+        if not found:
+            return
+        yield found
+        after = found[-1]["service_request_id"]
+
+
+def upsert_predictions(
+    conn: psycopg.Connection, rows: Sequence[PredictionRow], scored_at: datetime
+) -> int:
+    """Write predictions, changing a stored row only where a value differs, inside the
+    caller's transaction; return the rows inserted or changed."""
+    if not rows:
+        return 0
+    conn.execute(f"CREATE TEMP TABLE predictions_stage (LIKE {TABLE}) ON COMMIT DROP")
+    with conn.cursor() as cur:
+        with cur.copy(
+            sql.SQL("COPY predictions_stage ({}) FROM STDIN").format(
+                sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+            )
+        ) as copy:
+            for row in rows:
+                copy.write_row((*row, scored_at))
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {table} ({cols}) SELECT {cols} FROM predictions_stage"
+                " ON CONFLICT (service_request_id) DO UPDATE SET {updates}"
+                " WHERE ({old}) IS DISTINCT FROM ({new})"
+            ).format(
+                table=sql.Identifier(TABLE),
+                cols=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
+                updates=sql.SQL(", ").join(
+                    sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in COLUMNS[1:]
+                ),
+                old=sql.SQL(", ").join(
+                    sql.SQL("{}.{}").format(sql.Identifier(TABLE), sql.Identifier(c))
+                    for c in VALUES
+                ),
+                new=sql.SQL(", ").join(
+                    sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in VALUES
+                ),
+            )
+        )
+        return cur.rowcount
+
+
+def delete_predictions(conn: psycopg.Connection, ids: Sequence[int]) -> int:
+    """Delete the predictions of `ids`; return the rows deleted."""
+    if not ids:
+        return 0
+    cur = conn.execute(f"DELETE FROM {TABLE} WHERE service_request_id = ANY (%s)", [list(ids)])
+    return cur.rowcount
+
+
+def delete_not_open(conn: psycopg.Connection) -> int:
+    """Delete the predictions of cases no longer open (closed, or deleted by
+    reconciliation); return the rows deleted."""
+    query = sql.SQL(
+        "DELETE FROM {} p WHERE NOT EXISTS (SELECT 1 FROM cases c"
+        " WHERE c.service_request_id = p.service_request_id AND {})"
+    ).format(sql.Identifier(TABLE), OPEN)
+    return conn.execute(query).rowcount
+
+
+def unscored_by(conn: psycopg.Connection, version: str) -> bool:
+    """Return True when an open case has no prediction by model `version`."""
+    query = sql.SQL(
+        "SELECT EXISTS (SELECT 1 FROM cases c LEFT JOIN {} p USING (service_request_id)"
+        " WHERE {} AND (p.model_version IS NULL OR p.model_version <> %s))"
+    ).format(sql.Identifier(TABLE), OPEN)
+    row = conn.execute(query, [version]).fetchone()
+    return bool(row and row[0])
+
+
+def case_prediction(conn: psycopg.Connection, service_request_id: int) -> dict[str, Any] | None:
+    """Return the stored prediction of an open case with its status (view open_case_status),
+    or None when the case is unknown, closed or not scored yet."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT service_request_id, model_version, predicted_close_at, lower_at, upper_at,"
+            " scored_at, status FROM open_case_status WHERE service_request_id = %s",
+            [service_request_id],
+        ).fetchone()
