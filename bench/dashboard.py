@@ -1,13 +1,17 @@
 """Dashboard render times with N synthetic cases in Postgres (targets: first render <= 2 s,
-filter change <= 1 s).
+filter change <= 1 s), on the default 30-day window and on the whole history.
 
     .venv/bin/python -m bench.dashboard --rows 1000000
 
 Needs the stack (`make up`) and, for the browser figures, Debian's chromium. The cases go into
 a throwaway database `dashboard_bench` (never the real `cases` table), dropped at the end
-unless --keep. Two measures per page:
+unless --keep. The gold tables and case predictions the pages read are filled from those cases
+by the fixture SQL of tests/support/dashboard_server.py (fill_gold: fixture data, not the gold
+job; its backlog step joins every day with every case, so keep --rows small). Two measures per
+page:
 - server: Streamlit's AppTest runs the page script (all SQL + figure building), with a cold
-  cache for the first render, then after picking the largest category (a filter change);
+  cache for the first render, then after picking the largest category (a filter change), once
+  on the default window and once with the date range set to the whole history;
 - browser: `streamlit run` + headless Chromium, cold data cache: a full page load (typing the
   URL: navigation -> app shell -> first script output -> map layers or charts drawn), and an
   in-app page switch (a click in the sidebar: no reload, only the page script and its drawing).
@@ -20,16 +24,19 @@ import argparse
 import os
 import socket
 import time
+from datetime import date
 from pathlib import Path
 
+import psycopg
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from bench.results import Figure, write_results
+from sf311.dashboard import queries
 from sf311.settings import PROJECT_ROOT, load_settings
 from tests.support import scratch
 from tests.support.browser import CHROMIUM, PAGE_STATE, Chromium
-from tests.support.dashboard_server import serving
+from tests.support.dashboard_server import fill_gold, serving
 
 RESULTS = Path(__file__).resolve().parent / "results"
 APP = PROJECT_ROOT / "dashboard"
@@ -37,12 +44,21 @@ PAGES = {
     "overview": "app.py",
     "map": "views/map.py",
     "charts": "views/charts.py",
+    "backlog": "views/backlog.py",
+    "cases": "views/cases.py",
     "predict": "views/predict.py",
 }
 DRAWN = {
-    "overview": lambda s: len(s["metrics"]) >= 9 and s["plots"] >= 1,
+    "overview": lambda s: len(s["metrics"]) >= 9 and s["plots"] >= 2,
     "map": lambda s: bool(s.get("leaflet") and s["leaflet"]["vectors"]),
-    "charts": lambda s: s["plots"] >= 5 and all(s["plotMarks"]),
+    "charts": lambda s: s["plots"] >= 7 and all(s["plotMarks"]),
+    "backlog": lambda s: (
+        bool(s.get("leaflet"))
+        and s["leaflet"]["clusters"] + s["leaflet"]["vectors"] > 0
+        and s["tables"] >= 1
+        and s["plots"] >= 1
+    ),
+    "cases": lambda s: s["tables"] >= 1,
 }
 
 
@@ -55,14 +71,23 @@ def _timed(at: AppTest) -> float:
     return elapsed
 
 
-def server_times() -> dict[str, dict[str, float]]:
-    """Return seconds of a cold first render and of a filter change for each page."""
+def server_times(whole_history: tuple[date, date] | None = None) -> dict[str, dict[str, float]]:
+    """Return seconds of a cold first render and of a filter change for each page, on the
+    default window or with the date range set to `whole_history` (first day, last day)."""
     for script in PAGES.values():  # imports and Streamlit's own start-up, not measured
         AppTest.from_file(str(APP / script), default_timeout=120).run()
     out = {}
+    label = "whole" if whole_history else "default"
     for page, script in PAGES.items():
+        if whole_history and page == "predict":
+            continue  # the prediction form has no date range
         st.cache_data.clear()
         at = AppTest.from_file(str(APP / script), default_timeout=120)
+        if whole_history:
+            # Widening the range is a rerun of its own, with the cache still cold.
+            at.run()
+            at.sidebar.date_input[0].set_value(whole_history)
+            st.cache_data.clear()
         first = _timed(at)
         if page == "predict":
             choices = at.selectbox(key="p_category").options
@@ -72,7 +97,7 @@ def server_times() -> dict[str, dict[str, float]]:
             widget.select(widget.options[0])
         change = _timed(at)
         out[page] = {"first_render_s": round(first, 3), "filter_change_s": round(change, 3)}
-        print(f"server  {page:9s} first {first:6.2f} s   filter change {change:6.2f} s")
+        print(f"server  {label:7s} {page:9s} first {first:6.2f} s   filter change {change:6.2f} s")
     return out
 
 
@@ -131,7 +156,7 @@ def _switch(browser: Chromium, page: str, drawn) -> float:
     return round(time.perf_counter() - start, 3)
 
 
-def browser_times(env: dict[str, str], label: str) -> dict[str, dict]:
+def browser_times(env: dict[str, str], label: str, results: Path = RESULTS) -> dict[str, dict]:
     """Return full-page-load stages per page and in-app page switch seconds, in Chromium.
 
     Each phase gets a fresh Streamlit server, so every page meets a cold data cache.
@@ -144,13 +169,15 @@ def browser_times(env: dict[str, str], label: str) -> dict[str, dict]:
             # The default page (overview) lives at "/": Streamlit ignores its url_path.
             full[page] = _load(browser, f"{url}/{'' if page == 'overview' else page}", drawn)
             print(f"browser {page:9s} full load {full[page]}")
-            browser.screenshot(RESULTS / f"dashboard_{label}_{page}.png")
+            browser.screenshot(results / f"dashboard_{label}_{page}.png")
     switch: dict[str, float] = {}
     with serving(env, _free_port()) as url, Chromium() as browser:
         browser.navigate(f"{url}/predict")
         time.sleep(5)
         _load(browser, f"{url}/", DRAWN["overview"])
-        for page in ("map", "charts"):
+        # Each page in this order draws what the page before it lacks, so that no element
+        # left over from the previous page satisfies the next page's `drawn`.
+        for page in ("map", "cases", "charts", "backlog"):
             switch[page] = _switch(browser, page, DRAWN[page])
             print(f"browser {page:9s} in-app switch {switch[page]:6.2f} s")
     return {"full_load": full, "page_switch_s": switch}
@@ -169,12 +196,20 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=730, help="span of opened dates")
     parser.add_argument("--keep", action="store_true", help="keep database dashboard_bench")
     parser.add_argument("--no-browser", action="store_true")
+    parser.add_argument(
+        "--results-dir", type=Path, default=RESULTS, help="where the figures go (smoke runs)"
+    )
     args = parser.parse_args()
     settings = load_settings()
     db = scratch.create(settings, "dashboard_bench")
     try:
         start = time.perf_counter()
         rows = scratch.fill_synthetic(db, args.rows, days=args.days)
+        with psycopg.connect(db.owner_dsn, autocommit=True) as conn:
+            # Synthetic cases carry no closure kind; call every closure resolved, so that the
+            # resolution figures have cases to show.
+            conn.execute("UPDATE cases SET closure_kind = 'resolved' WHERE closed_date IS NOT NULL")
+        fill_gold(db.owner_dsn)
         load_s = time.perf_counter() - start
         print(f"generated {rows:,} cases in {load_s:.1f} s")
         env = {
@@ -191,26 +226,45 @@ def main() -> None:
             "load_average_1m_at_start": round(os.getloadavg()[0], 2),
         }
         details["server"] = server_times()
+        with queries.connect(db.analyst_dsn) as conn:
+            options = queries.options(conn)
+        assert options.first_day and options.last_day
+        details["server_whole_history"] = server_times((options.first_day, options.last_day))
         details["load_average_1m_after_server"] = round(os.getloadavg()[0], 2)
         if not args.no_browser and CHROMIUM.exists():
-            details["browser"] = browser_times({**os.environ, **env}, "bench")
+            details["browser"] = browser_times({**os.environ, **env}, "bench", args.results_dir)
             details["load_average_1m_after_browser"] = round(os.getloadavg()[0], 2)
     finally:
         if not args.keep:
             scratch.drop(settings, "dashboard_bench")
     figures = []
-    for page, t in details["server"].items():
-        figures.append(
-            Figure(f"server_first_render_{page}", t["first_render_s"], "s", rows, 2.0, "lower")
-        )
-        figures.append(
-            Figure(f"server_filter_change_{page}", t["filter_change_s"], "s", rows, 1.0, "lower")
-        )
+    for key, suffix in (("server", ""), ("server_whole_history", "_whole_history")):
+        for page, t in details[key].items():
+            figures.append(
+                Figure(
+                    f"server_first_render_{page}{suffix}",
+                    t["first_render_s"],
+                    "s",
+                    rows,
+                    2.0,
+                    "lower",
+                )
+            )
+            figures.append(
+                Figure(
+                    f"server_filter_change_{page}{suffix}",
+                    t["filter_change_s"],
+                    "s",
+                    rows,
+                    1.0,
+                    "lower",
+                )
+            )
     for page, t in details.get("browser", {}).get("full_load", {}).items():
         figures.append(Figure(f"browser_full_load_{page}", t["drawn_s"], "s", rows, better="lower"))
     for page, t in details.get("browser", {}).get("page_switch_s", {}).items():
         figures.append(Figure(f"browser_page_switch_{page}", t, "s", rows, better="lower"))
-    write_results("dashboard", figures, details)
+    write_results("dashboard", figures, details, results_dir=args.results_dir)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ page = st.navigation(
         ),
         st.Page("views/map.py", title="Map", url_path="map"),
         st.Page("views/charts.py", title="Charts", url_path="charts"),
+        st.Page("views/backlog.py", title="Backlog", url_path="backlog"),
+        st.Page("views/cases.py", title="Cases", url_path="cases"),
         st.Page("views/predict.py", title="Predict", url_path="predict"),
     ]
 )

@@ -1,4 +1,5 @@
-"""The dashboard's filters and the parameterized SQL WHERE clause they turn into."""
+"""The dashboard's filters and the parameterized SQL WHERE clauses they turn into, over `cases`,
+the gold tables and the open-case views."""
 
 from __future__ import annotations
 
@@ -15,7 +16,30 @@ COLUMNS: dict[str, str] = {
     "subtypes": "service_subtype",
     "neighborhoods": "neighborhood",
     "districts": "supervisor_district",
-    "statuses": "status_description",
+    "police_districts": "police_district",
+    "sources": "source",
+}
+# The same filters over the views of open cases, which name the category `category`.
+OPEN_CASE_COLUMNS: dict[str, str] = {**COLUMNS, "categories": "category"}
+# Filter field -> column of each gold table; a filter a table lacks cannot apply to it.
+GOLD_COLUMNS: dict[str, dict[str, str]] = {
+    "gold.daily_volume": {
+        "categories": "category",
+        "neighborhoods": "neighborhood",
+        "districts": "supervisor_district",
+        "police_districts": "police_district",
+        "sources": "source",
+    },
+    "gold.backlog_daily": {"categories": "category"},
+    "gold.resolution_stats": {"categories": "category", "neighborhoods": "neighborhood"},
+    "gold.sla_daily": {"categories": "category"},
+}
+LABELS: dict[str, str] = {
+    "categories": "category",
+    "subtypes": "subtype",
+    "neighborhoods": "neighborhood",
+    "districts": "supervisor district",
+    "police_districts": "police district",
     "sources": "source",
 }
 
@@ -34,7 +58,7 @@ class Filters:
     subtypes: tuple[str, ...] = ()
     neighborhoods: tuple[str, ...] = ()
     districts: tuple[int, ...] = ()
-    statuses: tuple[str, ...] = ()
+    police_districts: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -65,12 +89,16 @@ def local_midnight(day: date) -> datetime:
 
 
 def where(
-    filters: Filters, time_column: str | None = "requested_datetime", prefix: str = ""
+    filters: Filters,
+    time_column: str | None = "requested_datetime",
+    prefix: str = "",
+    columns: dict[str, str] = COLUMNS,
 ) -> tuple[str, dict[str, Any]]:
     """Return a SQL condition for `filters` and its named parameters.
 
     `time_column` is the timestamp the date range applies to (None: no date condition);
-    `prefix` keeps parameter names apart when two conditions meet in one statement.
+    `prefix` keeps parameter names apart when two conditions meet in one statement; `columns`
+    maps filter fields to the queried relation's columns (fields it lacks are left out).
     """
     parts: list[str] = []
     params: dict[str, Any] = {}
@@ -80,9 +108,41 @@ def where(
         t0, t1 = filters.bounds()
         params[f"{prefix}t0"], params[f"{prefix}t1"] = t0, t1
         parts.append(f"{time_column} >= %({prefix}t0)s AND {time_column} < %({prefix}t1)s")
-    for field, column in COLUMNS.items():
+    _values(filters, columns, prefix, parts, params)
+    return (" AND ".join(parts) or "TRUE"), params
+
+
+def _values(
+    filters: Filters, columns: dict[str, str], prefix: str, parts: list[str], params: dict
+) -> None:
+    for field, column in columns.items():
         values = getattr(filters, field)
         if values:
             params[f"{prefix}{field}"] = list(values)
             parts.append(f"{column} = ANY(%({prefix}{field})s)")
-    return (" AND ".join(parts) or "TRUE"), params
+
+
+def gold_where(filters: Filters, table: str, prefix: str = "") -> tuple[str, dict[str, Any]]:
+    """Return a SQL condition on gold `table` for `filters` and its named parameters.
+
+    The date range applies to `day`, or for gold.resolution_stats to every `month` it touches;
+    filters the table does not carry are left out (see unapplied()).
+    """
+    if table not in GOLD_COLUMNS:
+        raise ValueError(f"unknown gold table {table!r}")
+    column, first = (
+        ("month", filters.start.replace(day=1))
+        if table == "gold.resolution_stats"
+        else ("day", filters.start)
+    )
+    params: dict[str, Any] = {f"{prefix}d0": first, f"{prefix}d1": filters.end}
+    parts = [f"{column} >= %({prefix}d0)s AND {column} <= %({prefix}d1)s"]
+    _values(filters, GOLD_COLUMNS[table], prefix, parts, params)
+    return " AND ".join(parts), params
+
+
+def unapplied(filters: Filters, columns: dict[str, str]) -> tuple[str, ...]:
+    """Return the labels of the chosen filters that `columns` cannot apply, in filter order."""
+    return tuple(
+        label for field, label in LABELS.items() if getattr(filters, field) and field not in columns
+    )

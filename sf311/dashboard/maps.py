@@ -148,6 +148,49 @@ def cases_map(
     return localize_assets(fmap)
 
 
+STATUS_COLORS = {"overdue": "#d62728", "at_risk": "#ff7f0e", "on_time": "#2ca02c"}
+
+
+def _status_popup(case: Mapping) -> str:
+    opened = pd.Timestamp(case["requested_datetime"]).tz_convert(LOCAL_TZ)
+    due = pd.Timestamp(case["upper_at"]).tz_convert(LOCAL_TZ)
+    late = float(case["hours_late"])
+    return "<br>".join(
+        [
+            f"<b>{html.escape(str(case['category']))}</b> #{int(case['service_request_id'])}",
+            html.escape(str(case.get("service_subtype") or "")),
+            f"opened {opened:%Y-%m-%d %H:%M}",
+            f"due by {due:%Y-%m-%d %H:%M} (upper end of the 80% interval)",
+            f"{late:,.1f} h late" if late > 0 else f"{-late:,.1f} h left",
+        ]
+    )
+
+
+def backlog_map(cases: pd.DataFrame, tiles: str | None = "OpenStreetMap") -> folium.Map:
+    """Return a map of open cases clustered, each coloured by status (STATUS_COLORS).
+
+    `cases` has the rows of queries.open_cases; cases without a location are left out.
+    """
+    fmap = folium.Map(
+        location=SF_CENTER, zoom_start=12, tiles=tiles, control_scale=True, maxZoom=MAX_ZOOM
+    )
+    located = cases.dropna(subset=["lat", "long"])
+    plugins.FastMarkerCluster(
+        [
+            [
+                round(float(case["lat"]), 5),
+                round(float(case["long"]), 5),
+                STATUS_COLORS.get(case["status"], "#808080"),
+                _status_popup(case),
+            ]
+            for case in located.to_dict("records")
+        ],
+        callback=_MARKER_JS,
+        name="Open cases",
+    ).add_to(fmap)
+    return localize_assets(fmap)
+
+
 def picker_map(lat: float, long: float, tiles: str | None = "OpenStreetMap") -> folium.Map:
     """Return a small map with one marker at (lat, long), for picking a case's location."""
     fmap = folium.Map(location=(lat, long), zoom_start=14, tiles=tiles, maxZoom=MAX_ZOOM)

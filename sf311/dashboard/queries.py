@@ -1,18 +1,19 @@
-"""Read-only SQL behind each metric, chart and map layer of the dashboard, aggregated or sampled
-in Postgres so that a page moves a few thousand rows whatever the size of `cases`."""
+"""Read-only SQL behind each metric, chart, map layer and table of the dashboard: aggregates
+from the gold tables, case rows (map points, case list, CSV) from `cases`, the open backlog
+from view open_case_status; each moves a few thousand rows whatever the size of `cases`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import date, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 import psycopg
 
 from sf311.contract.city import LOCAL_TZ
-from sf311.contract.quality import LOCATION_FLAGS, RESOLVED
-from sf311.dashboard.filters import Filters, where
+from sf311.contract.quality import LOCATION_FLAGS
+from sf311.dashboard.filters import GOLD_COLUMNS, OPEN_CASE_COLUMNS, Filters, gold_where, where
 
 # Coordinates outside this box (0/0 for cases without an address) never reach the map.
 SF_BOX = {"lat_min": 37.6, "lat_max": 37.9, "long_min": -122.6, "long_max": -122.3}
@@ -21,32 +22,16 @@ _IN_BOX = (
     "lat BETWEEN %(lat_min)s AND %(lat_max)s AND long BETWEEN %(long_min)s AND %(long_max)s"
     f" AND NOT quality_flags && ARRAY[{', '.join(repr(f) for f in LOCATION_FLAGS)}]"
 )
-# Resolution figures count resolved closures only: a duplicate or a transfer resolves nothing,
-# and a case closed before it opened has a null resolution_hours.
-_RESOLVED = f"closure_kind = '{RESOLVED}' AND resolution_hours >= 0"
-# Upper edges of the resolution-time bins, in hours; the last bin is "more than a year".
-HOUR_EDGES: tuple[float, ...] = (1, 4, 12, 24, 72, 168, 336, 720, 2160, 4320, 8760)
-HOUR_LABELS: tuple[str, ...] = (
-    "< 1 h",
-    "1-4 h",
-    "4-12 h",
-    "12-24 h",
-    "1-3 d",
-    "3-7 d",
-    "1-2 wk",
-    "2-4 wk",
-    "1-3 mo",
-    "3-6 mo",
-    "6-12 mo",
-    "> 1 yr",
-)
 NONE_LABEL = "(none)"
 CONTEXT_SAMPLE = 5000
+CENTROID_SAMPLE = 50_000
+HEAT_POINTS = 50_000
+_NEWEST_FIRST = "ORDER BY requested_datetime DESC, service_request_id DESC"
 BREAKDOWNS: dict[str, str] = {
-    "category": "service_name",
+    "category": "category",
     "neighborhood": "neighborhood",
     "source": "source",
-    "status": "status_description",
+    "police district": "police_district",
 }
 
 
@@ -81,52 +66,65 @@ class PeriodStats:
 
 @dataclass(frozen=True)
 class Metrics:
-    """The headline figures of the filtered range, of the period before it, and open cases."""
+    """The headline figures of the filtered range, of the period before it, and the backlog.
+
+    `open_at_end`: cases open at the end of `open_day`, the range's last day that gold's
+    backlog holds (None when it holds none).
+    """
 
     current: PeriodStats
     previous: PeriodStats
-    open_now: int
+    open_at_end: int | None
+    open_day: date | None
+
+
+def _resolution(conn: psycopg.Connection, filters: Filters) -> tuple[float | None, float | None]:
+    """Return p50 and p90 hours over the months `filters` touches, from gold.resolution_stats.
+
+    One (month, category, neighborhood) row gives its exact percentiles; several are merged
+    as the mean of their percentiles weighted by closed cases, an approximation.
+    """
+    cond, params = gold_where(filters, "gold.resolution_stats")
+    row = conn.execute(
+        "SELECT sum(p50_hours * closed_cases) / nullif(sum(closed_cases), 0),"
+        " sum(p90_hours * closed_cases) / nullif(sum(closed_cases), 0)"
+        f" FROM gold.resolution_stats WHERE {cond} AND p50_hours IS NOT NULL",
+        params,
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1]
 
 
 def metrics(conn: psycopg.Connection, filters: Filters) -> Metrics:
     """Return the headline figures of `filters` and of the period of the same length before.
 
-    `open_now`: cases opened in the range that have no closed_date yet. Resolution percentiles
-    are over resolved cases closed in the range (closure_kind resolved), leaving out duplicates,
-    transfers, cancellations, unknown closures and the few that close before they open.
+    Opened and closed (any closure kind) from gold.daily_volume; resolution percentiles from
+    gold.resolution_stats (resolved cases only); the backlog from gold.backlog_daily.
     """
     span = replace(filters, start=filters.previous().start)
-    cut = filters.bounds()[0]
-    opened_where, params = _where(span, "requested_datetime")
-    opened = conn.execute(
+    cond, params = gold_where(span, "gold.daily_volume")
+    row = conn.execute(
         "SELECT"
-        " count(*) FILTER (WHERE requested_datetime >= %(cut)s),"
-        " count(*) FILTER (WHERE requested_datetime >= %(cut)s AND closed_date IS NULL),"
-        " count(*) FILTER (WHERE requested_datetime < %(cut)s)"
-        f" FROM cases WHERE {opened_where}",
-        {**params, "cut": cut},
+        " coalesce(sum(opened) FILTER (WHERE day >= %(cut)s), 0),"
+        " coalesce(sum(closed) FILTER (WHERE day >= %(cut)s), 0),"
+        " coalesce(sum(opened) FILTER (WHERE day < %(cut)s), 0),"
+        " coalesce(sum(closed) FILTER (WHERE day < %(cut)s), 0)"
+        f" FROM gold.daily_volume WHERE {cond}",
+        {**params, "cut": filters.start},
     ).fetchone()
-    closed_where, params = _where(span, "closed_date")
-    closed = conn.execute(
-        "SELECT"
-        " count(*) FILTER (WHERE closed_date >= %(cut)s),"
-        " percentile_cont(0.5) WITHIN GROUP (ORDER BY resolution_hours)"
-        f"   FILTER (WHERE closed_date >= %(cut)s AND {_RESOLVED}),"
-        " percentile_cont(0.9) WITHIN GROUP (ORDER BY resolution_hours)"
-        f"   FILTER (WHERE closed_date >= %(cut)s AND {_RESOLVED}),"
-        " count(*) FILTER (WHERE closed_date < %(cut)s),"
-        " percentile_cont(0.5) WITHIN GROUP (ORDER BY resolution_hours)"
-        f"   FILTER (WHERE closed_date < %(cut)s AND {_RESOLVED}),"
-        " percentile_cont(0.9) WITHIN GROUP (ORDER BY resolution_hours)"
-        f"   FILTER (WHERE closed_date < %(cut)s AND {_RESOLVED})"
-        f" FROM cases WHERE {closed_where}",
-        {**params, "cut": cut},
+    cond, params = where(filters, None, columns=GOLD_COLUMNS["gold.backlog_daily"])
+    backlog = conn.execute(
+        "SELECT max(day), sum(open_cases) FROM gold.backlog_daily WHERE day = ("
+        "  SELECT max(day) FROM gold.backlog_daily WHERE day <= %(end)s AND day >= %(start)s)"
+        f" AND {cond}",
+        {**params, "start": filters.start, "end": filters.end},
     ).fetchone()
-    assert opened is not None and closed is not None  # an aggregate always returns one row
+    assert row is not None and backlog is not None  # an aggregate always returns one row
     return Metrics(
-        current=PeriodStats(opened[0], closed[0], closed[1], closed[2]),
-        previous=PeriodStats(opened[2], closed[3], closed[4], closed[5]),
-        open_now=opened[1],
+        current=PeriodStats(int(row[0]), int(row[1]), *_resolution(conn, filters)),
+        previous=PeriodStats(int(row[2]), int(row[3]), *_resolution(conn, filters.previous())),
+        open_at_end=None if backlog[1] is None else int(backlog[1]),
+        open_day=backlog[0],
     )
 
 
@@ -162,25 +160,28 @@ def freshness(conn: psycopg.Connection) -> Freshness:
 
 
 def breakdowns(conn: psycopg.Connection, filters: Filters) -> dict[str, pd.DataFrame]:
-    """Return case counts by category, neighborhood, source and status (columns label, cases).
+    """Return cases opened by category, neighborhood, source and police district (columns
+    label, cases), from gold.daily_volume.
 
-    One scan with GROUPING SETS; each frame is sorted by cases, largest first; a missing value
-    is labelled "(none)".
+    One scan with GROUPING SETS; each frame is sorted by cases, largest first, labels without
+    an opened case left out; a missing value is labelled "(none)".
     """
-    cond, params = _where(filters)
+    cond, params = gold_where(filters, "gold.daily_volume")
     columns = list(BREAKDOWNS.values())
     flags = ", ".join(f"GROUPING({c})" for c in columns)
     sets = ", ".join(f"({c})" for c in columns)
     rows = conn.execute(
-        f"SELECT {flags}, {', '.join(columns)}, count(*) FROM cases WHERE {cond}"
-        f" GROUP BY GROUPING SETS ({sets})",
+        f"SELECT {flags}, {', '.join(columns)}, sum(opened) FROM gold.daily_volume"
+        f" WHERE {cond} GROUP BY GROUPING SETS ({sets})",
         params,
     ).fetchall()
     n = len(columns)
     out = {}
     for i, name in enumerate(BREAKDOWNS):
         picked = [
-            (NONE_LABEL if r[n + i] is None else str(r[n + i]), r[2 * n]) for r in rows if r[i] == 0
+            (NONE_LABEL if r[n + i] is None else str(r[n + i]), int(r[2 * n]))
+            for r in rows
+            if r[i] == 0 and r[2 * n]
         ]
         frame = pd.DataFrame(picked, columns=["label", "cases"])
         out[name] = frame.sort_values(["cases", "label"], ascending=[False, True]).reset_index(
@@ -190,49 +191,99 @@ def breakdowns(conn: psycopg.Connection, filters: Filters) -> dict[str, pd.DataF
 
 
 def daily_volume(conn: psycopg.Connection, filters: Filters, top: int = 5) -> pd.DataFrame:
-    """Return cases per San Francisco day of the `top` categories (day, category, cases)."""
-    cond, params = _where(filters)
+    """Return cases opened per San Francisco day of the `top` categories (day, category, cases),
+    from gold.daily_volume."""
+    cond, params = gold_where(filters, "gold.daily_volume")
     return _frame(
         conn,
-        f"SELECT (requested_datetime AT TIME ZONE '{LOCAL_TZ}')::date AS day,"
-        " service_name AS category, count(*) AS cases"
-        f" FROM cases WHERE {cond} AND service_name IN ("
-        f"   SELECT service_name FROM cases WHERE {cond} AND service_name IS NOT NULL"
-        "   GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT %(top)s)"
-        " GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT day, category, sum(opened)::int AS cases FROM gold.daily_volume"
+        f" WHERE {cond} AND category IN ("
+        f"   SELECT category FROM gold.daily_volume WHERE {cond} AND category IS NOT NULL"
+        "   GROUP BY 1 HAVING sum(opened) > 0 ORDER BY sum(opened) DESC, 1 LIMIT %(top)s)"
+        " GROUP BY 1, 2 HAVING sum(opened) > 0 ORDER BY 1, 2",
         {**params, "top": top},
     )
 
 
-def resolution_histogram(conn: psycopg.Connection, filters: Filters) -> pd.DataFrame:
-    """Return resolved cases closed in the range per resolution-time bin (bin, cases), every bin
-    present."""
-    cond, params = _where(filters, "closed_date")
-    rows = conn.execute(
-        "SELECT width_bucket(resolution_hours, %(edges)s::float8[]), count(*)"
-        f" FROM cases WHERE {cond} AND {_RESOLVED} GROUP BY 1",
-        {**params, "edges": list(HOUR_EDGES)},
-    ).fetchall()
-    counts: dict[int, int] = dict(rows)
-    return pd.DataFrame(
-        {"bin": list(HOUR_LABELS), "cases": [counts.get(i, 0) for i in range(len(HOUR_LABELS))]}
+def district_by_category(conn: psycopg.Connection, filters: Filters) -> pd.DataFrame:
+    """Return cases opened per police district and category (district, category, cases), from
+    gold.daily_volume; a missing district is labelled "(none)"."""
+    cond, params = gold_where(filters, "gold.daily_volume")
+    return _frame(
+        conn,
+        f"SELECT coalesce(police_district, '{NONE_LABEL}') AS district, category,"
+        f" sum(opened)::int AS cases FROM gold.daily_volume WHERE {cond}"
+        " GROUP BY 1, 2 HAVING sum(opened) > 0 ORDER BY 1, 2",
+        params,
+    )
+
+
+def resolution_monthly(conn: psycopg.Connection, filters: Filters) -> pd.DataFrame:
+    """Return per month the range touches: resolved cases closed, p50 and p90 hours (month,
+    closed_cases, p50_hours, p90_hours), from gold.resolution_stats.
+
+    Several category x neighborhood rows of a month are merged as in _resolution().
+    """
+    cond, params = gold_where(filters, "gold.resolution_stats")
+    return _frame(
+        conn,
+        "SELECT month, sum(closed_cases)::int AS closed_cases,"
+        " sum(p50_hours * closed_cases) FILTER (WHERE p50_hours IS NOT NULL)"
+        "   / nullif(sum(closed_cases) FILTER (WHERE p50_hours IS NOT NULL), 0) AS p50_hours,"
+        " sum(p90_hours * closed_cases) FILTER (WHERE p90_hours IS NOT NULL)"
+        "   / nullif(sum(closed_cases) FILTER (WHERE p90_hours IS NOT NULL), 0) AS p90_hours"
+        f" FROM gold.resolution_stats WHERE {cond} GROUP BY 1 ORDER BY 1",
+        params,
+    )
+
+
+def backlog_history(conn: psycopg.Connection, filters: Filters) -> pd.DataFrame:
+    """Return cases open at the end of each San Francisco day of the range by age bucket (day,
+    age_bucket, open_cases), from gold.backlog_daily."""
+    cond, params = gold_where(filters, "gold.backlog_daily")
+    return _frame(
+        conn,
+        "SELECT day, age_bucket, sum(open_cases)::int AS open_cases FROM gold.backlog_daily"
+        f" WHERE {cond} GROUP BY 1, 2 ORDER BY 1, 2",
+        params,
+    )
+
+
+def sla(conn: psycopg.Connection, filters: Filters) -> pd.DataFrame:
+    """Return per San Francisco day opened: opened, met, missed, pending and the share met
+    (met / (met + missed)), from gold.sla_daily."""
+    cond, params = gold_where(filters, "gold.sla_daily")
+    return _frame(
+        conn,
+        "SELECT day, sum(opened)::int AS opened, sum(met)::int AS met,"
+        " sum(missed)::int AS missed, sum(pending)::int AS pending,"
+        " sum(met)::float8 / nullif(sum(met) + sum(missed), 0) AS share_met"
+        f" FROM gold.sla_daily WHERE {cond} GROUP BY 1 ORDER BY 1",
+        params,
     )
 
 
 def heat_cells(
-    conn: psycopg.Connection, filters: Filters, cell: float = 0.002, limit: int = 5000
+    conn: psycopg.Connection,
+    filters: Filters,
+    cell: float = 0.002,
+    limit: int = 5000,
+    points: int = HEAT_POINTS,
 ) -> pd.DataFrame:
-    """Return case counts on a lat/long grid of `cell` degrees (columns lat, long, cases).
+    """Return counts of the newest `points` located filtered cases on a lat/long grid of `cell`
+    degrees (columns lat, long, cases), the densest `limit` cells only.
 
-    The densest `limit` cells only, so the heatmap's size does not grow with the table.
+    The newest points, read backwards along the requested_datetime index, so that a wide date
+    range costs no more than a narrow one and the heatmap's size does not grow with the table.
     """
     cond, params = _where(filters)
     return _frame(
         conn,
         "SELECT round(lat / %(cell)s) * %(cell)s AS lat, round(long / %(cell)s) * %(cell)s AS long,"
-        f" count(*) AS cases FROM cases WHERE {cond} AND {_IN_BOX}"
+        f" count(*) AS cases FROM (SELECT lat, long FROM cases WHERE {cond} AND {_IN_BOX}"
+        f"  {_NEWEST_FIRST} LIMIT %(points)s) newest"
         " GROUP BY 1, 2 ORDER BY 3 DESC LIMIT %(limit)s",
-        {**params, **SF_BOX, "cell": cell, "limit": limit},
+        {**params, **SF_BOX, "cell": cell, "limit": limit, "points": points},
     )
 
 
@@ -249,27 +300,139 @@ def recent_markers(conn: psycopg.Connection, filters: Filters, limit: int = 300)
     return _frame(
         conn,
         f"SELECT {MARKER_COLUMNS} FROM cases WHERE {cond} AND {_IN_BOX}"
-        " ORDER BY requested_datetime DESC, service_request_id DESC LIMIT %(limit)s",
+        f" {_NEWEST_FIRST} LIMIT %(limit)s",
         {**params, **SF_BOX, "limit": limit},
     )
 
 
-def neighborhood_stats(conn: psycopg.Connection, filters: Filters) -> pd.DataFrame:
-    """Return per neighborhood: cases, median resolution hours, centroid (lat, long).
+def neighborhood_centroids(conn: psycopg.Connection) -> pd.DataFrame:
+    """Return each neighborhood's mean location (neighborhood, lat, long) over a sample of
+    about `CENTROID_SAMPLE` located cases, which stands in for a boundary file."""
+    row = conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'cases'::regclass").fetchone()
+    rows = float(row[0]) if row and row[0] and row[0] > 0 else 0.0
+    percent = 100.0 if rows <= CENTROID_SAMPLE else 100.0 * CENTROID_SAMPLE / rows
+    return _frame(
+        conn,
+        "SELECT neighborhood, avg(lat) AS lat, avg(long) AS long"
+        " FROM cases TABLESAMPLE SYSTEM (%(percent)s)"
+        f" WHERE neighborhood IS NOT NULL AND deleted_at IS NULL AND {_IN_BOX} GROUP BY 1",
+        {**SF_BOX, "percent": percent},
+    )
 
-    The centroid is the mean location of the neighborhood's filtered cases, which stands in for
-    a boundary file; neighborhoods without any located case are left out.
+
+def neighborhood_stats(
+    conn: psycopg.Connection, filters: Filters, centroids: pd.DataFrame
+) -> pd.DataFrame:
+    """Return per neighborhood: cases opened, median resolution hours, centroid (lat, long).
+
+    Cases from gold.daily_volume, the median from gold.resolution_stats (merged as in
+    _resolution()); neighborhoods without a centroid are left out.
     """
+    cond, params = gold_where(filters, "gold.daily_volume")
+    r_cond, r_params = gold_where(filters, "gold.resolution_stats", prefix="r_")
+    volume = _frame(
+        conn,
+        "WITH r AS (SELECT neighborhood,"
+        "  sum(p50_hours * closed_cases) / nullif(sum(closed_cases), 0) AS p50_hours"
+        f"  FROM gold.resolution_stats WHERE {r_cond} AND p50_hours IS NOT NULL GROUP BY 1)"
+        " SELECT v.neighborhood, v.cases, r.p50_hours FROM ("
+        "  SELECT neighborhood, sum(opened)::int AS cases FROM gold.daily_volume"
+        f"  WHERE {cond} AND neighborhood IS NOT NULL GROUP BY 1 HAVING sum(opened) > 0) v"
+        " LEFT JOIN r USING (neighborhood)",
+        {**params, **r_params},
+    )
+    merged = volume.merge(centroids, on="neighborhood", how="inner")
+    return merged.sort_values(["cases", "neighborhood"], ascending=[False, True]).reset_index(
+        drop=True
+    )
+
+
+CASE_COLUMNS = (
+    "service_request_id",
+    "requested_datetime",
+    "closed_date",
+    "status_description",
+    "service_name",
+    "service_subtype",
+    "agency_responsible",
+    "neighborhood",
+    "supervisor_district",
+    "police_district",
+    "source",
+    "closure_kind",
+    "resolution_hours",
+    "lat",
+    "long",
+)
+
+
+def latest_cases(conn: psycopg.Connection, filters: Filters, limit: int = 50) -> pd.DataFrame:
+    """Return the newest `limit` filtered cases (CASE_COLUMNS), newest first."""
     cond, params = _where(filters)
     return _frame(
         conn,
-        "SELECT neighborhood, count(*) AS cases,"
-        " percentile_cont(0.5) WITHIN GROUP (ORDER BY resolution_hours)"
-        f"   FILTER (WHERE {_RESOLVED}) AS p50_hours,"
-        f" avg(lat) FILTER (WHERE {_IN_BOX}) AS lat, avg(long) FILTER (WHERE {_IN_BOX}) AS long"
-        f" FROM cases WHERE {cond} AND neighborhood IS NOT NULL GROUP BY 1"
-        f" HAVING count(*) FILTER (WHERE {_IN_BOX}) > 0 ORDER BY 2 DESC, 1",
-        {**params, **SF_BOX},
+        f"SELECT {', '.join(CASE_COLUMNS)} FROM cases WHERE {cond} {_NEWEST_FIRST} LIMIT %(limit)s",
+        {**params, "limit": limit},
+    )
+
+
+def count_capped(conn: psycopg.Connection, filters: Filters, cap: int) -> int:
+    """Return the number of filtered cases, counting no further than `cap` + 1."""
+    cond, params = _where(filters)
+    row = conn.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM cases WHERE {cond} LIMIT %(n)s) capped",
+        {**params, "n": cap + 1},
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def write_csv(conn: psycopg.Connection, filters: Filters, out: BinaryIO, cap: int) -> None:
+    """Write the newest `cap` filtered cases to `out` as CSV with a header, times in UTC.
+
+    Streamed from Postgres with COPY, chunk by chunk, so no more than a chunk is held here.
+    """
+    cond, params = _where(filters)
+    conn.execute("SET TIME ZONE 'UTC'")
+    with conn.cursor() as cur:
+        with cur.copy(
+            f"COPY (SELECT {', '.join(CASE_COLUMNS)} FROM cases WHERE {cond} {_NEWEST_FIRST}"
+            " LIMIT %(cap)s) TO STDOUT WITH (FORMAT csv, HEADER)",
+            {**params, "cap": cap},
+        ) as copy:
+            for chunk in copy:
+                out.write(chunk)
+
+
+OPEN_STATUSES = ("overdue", "at_risk", "on_time")
+
+
+def open_status_counts(conn: psycopg.Connection, filters: Filters) -> dict[str, int]:
+    """Return the number of open scored cases per status (every status of OPEN_STATUSES).
+
+    From view open_case_status; the filters apply but the date range does not: an open case
+    is in the backlog however long ago it opened.
+    """
+    cond, params = where(filters, None, columns=OPEN_CASE_COLUMNS)
+    rows = conn.execute(
+        f"SELECT status, count(*) FROM open_case_status WHERE {cond} GROUP BY 1", params
+    ).fetchall()
+    counts: dict[str, int] = dict(rows)
+    return {s: int(counts.get(s, 0)) for s in OPEN_STATUSES}
+
+
+def open_cases(conn: psycopg.Connection, filters: Filters, limit: int = 2000) -> pd.DataFrame:
+    """Return the `limit` latest open scored cases by hours late (latest first), from view
+    open_case_status; filters as in open_status_counts()."""
+    cond, params = where(filters, None, columns=OPEN_CASE_COLUMNS)
+    return _frame(
+        conn,
+        "SELECT service_request_id, status, category, service_subtype, neighborhood,"
+        " police_district, requested_datetime, age_hours, predicted_close_at, upper_at,"
+        " hours_late, lat, long"
+        f" FROM open_case_status WHERE {cond}"
+        " ORDER BY hours_late DESC, service_request_id LIMIT %(limit)s",
+        {**params, "limit": limit},
     )
 
 
@@ -280,7 +443,7 @@ class Options:
     subtypes_by_category: dict[str, tuple[str, ...]]
     neighborhoods: tuple[str, ...]
     districts: tuple[int, ...]
-    statuses: tuple[str, ...]
+    police_districts: tuple[str, ...]
     sources: tuple[str, ...]
     first_day: date | None
     last_day: date | None
@@ -300,7 +463,6 @@ class Options:
 _OPTION_COLUMNS = {
     "neighborhood": "neighborhoods",
     "supervisor_district": "districts",
-    "status_description": "statuses",
     "source": "sources",
 }
 
@@ -378,6 +540,10 @@ def options(conn: psycopg.Connection) -> Options:
     subtypes: dict[str, set[str]] = {c: set() for c in categories}
     for category, subtype in _subtype_pairs(conn, ("service_name", "service_subtype") in leads):
         subtypes.setdefault(category, set()).add(subtype)
+    # cases has no index on police_district; gold.daily_volume is far smaller than cases.
+    police = conn.execute(
+        "SELECT DISTINCT police_district FROM gold.daily_volume WHERE police_district IS NOT NULL"
+    ).fetchall()
     span = conn.execute(
         f"SELECT (min(requested_datetime) AT TIME ZONE '{LOCAL_TZ}')::date,"
         f" (max(requested_datetime) AT TIME ZONE '{LOCAL_TZ}')::date FROM cases"
@@ -391,7 +557,7 @@ def options(conn: psycopg.Connection) -> Options:
         subtypes_by_category={c: tuple(sorted(s)) for c, s in subtypes.items()},
         neighborhoods=distinct("neighborhood"),
         districts=distinct("supervisor_district"),
-        statuses=distinct("status_description"),
+        police_districts=tuple(sorted(r[0] for r in police)),
         sources=distinct("source"),
         first_day=span[0],
         last_day=span[1],

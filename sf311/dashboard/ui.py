@@ -3,8 +3,10 @@ sidebar filters and loaders cached on the DSN and the hashable Filters."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict
 from datetime import date, datetime, timedelta
+from typing import BinaryIO
 
 import pandas as pd
 import psycopg
@@ -13,15 +15,19 @@ from streamlit_folium import st_folium
 
 from sf311.contract.city import LOCAL_ZONE
 from sf311.dashboard import charts, client, maps, queries
-from sf311.dashboard.filters import Filters
+from sf311.dashboard.filters import GOLD_COLUMNS, Filters, unapplied
 from sf311.settings import Settings
 
 TTL_SECONDS = 60
 OPTIONS_TTL_SECONDS = 300
 DEFAULT_DAYS = 30
+CSV_MAX_ROWS = 100_000
+LATEST_ROWS = 50
 RESOLVED_ONLY = (
-    "of resolved cases closed in range: duplicates, transfers, cancellations, closures whose "
-    "notes say nothing and cases closed before they opened are left out"
+    "of resolved cases closed in the months the range touches (gold.resolution_stats): "
+    "duplicates, transfers, cancellations, closures whose notes say nothing and cases closed "
+    "before they opened are left out. Over several categories or neighborhoods it is the mean "
+    "of their percentiles weighted by closed cases, an approximation."
 )
 
 
@@ -51,24 +57,70 @@ def load_trend(dsn: str, filters: Filters) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def load_backlog_history(dsn: str, filters: Filters) -> pd.DataFrame:
+    """Return the open cases at the end of each day by age bucket (cached)."""
+    with queries.connect(dsn) as conn:
+        return queries.backlog_history(conn, filters)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def load_charts(dsn: str, filters: Filters) -> dict[str, pd.DataFrame]:
-    """Return the frames of every chart: breakdowns, daily volume, resolution bins (cached)."""
+    """Return the frames of every chart on the charts page, all from gold (cached)."""
     with queries.connect(dsn) as conn:
         frames = queries.breakdowns(conn, filters)
         frames["daily"] = queries.daily_volume(conn, filters)
-        frames["resolution"] = queries.resolution_histogram(conn, filters)
+        frames["districts"] = queries.district_by_category(conn, filters)
+        frames["resolution"] = queries.resolution_monthly(conn, filters)
+        frames["sla"] = queries.sla(conn, filters)
     return frames
+
+
+@st.cache_data(ttl=OPTIONS_TTL_SECONDS, show_spinner=False)
+def load_centroids(dsn: str) -> pd.DataFrame:
+    """Return the neighborhoods' centroids (cached like the options: they hardly move)."""
+    with queries.connect(dsn) as conn:
+        return queries.neighborhood_centroids(conn)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def load_map(dsn: str, filters: Filters) -> dict[str, pd.DataFrame]:
     """Return the frames of the map layers: heat cells, recent markers, neighborhoods (cached)."""
+    centroids = load_centroids(dsn)
     with queries.connect(dsn) as conn:
         return {
             "heat": queries.heat_cells(conn, filters),
             "markers": queries.recent_markers(conn, filters),
-            "neighborhoods": queries.neighborhood_stats(conn, filters),
+            "neighborhoods": queries.neighborhood_stats(conn, filters, centroids),
         }
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def load_cases(dsn: str, filters: Filters, cap: int) -> tuple[pd.DataFrame, int]:
+    """Return the newest cases and the filtered count, counted up to `cap` + 1 (cached)."""
+    with queries.connect(dsn) as conn:
+        return queries.latest_cases(conn, filters, LATEST_ROWS), queries.count_capped(
+            conn, filters, cap
+        )
+
+
+def csv_file(dsn: str, filters: Filters, cap: int) -> BinaryIO:
+    """Return the CSV of the newest `cap` filtered cases, rewound.
+
+    Copied from Postgres chunk by chunk into the buffer Streamlit serves; Streamlit keeps the
+    finished file in memory while it serves it, which the cap bounds.
+    """
+    out = io.BytesIO()
+    with queries.connect(dsn) as conn:
+        queries.write_csv(conn, filters, out, cap)
+    out.seek(0)
+    return out
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def load_backlog(dsn: str, filters: Filters) -> tuple[dict[str, int], pd.DataFrame]:
+    """Return the open scored cases per status and the latest of them by hours late (cached)."""
+    with queries.connect(dsn) as conn:
+        return queries.open_status_counts(conn, filters), queries.open_cases(conn, filters)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
@@ -139,20 +191,43 @@ def sidebar_filters(options: queries.Options) -> Filters:
         subtypes=_multiselect("Subtype", "subtypes", options.subtypes(categories)),
         neighborhoods=_multiselect("Neighborhood", "neighborhoods", options.neighborhoods),
         districts=_multiselect("Supervisor district", "districts", options.districts),
-        statuses=_multiselect("Status", "statuses", options.statuses),
+        police_districts=_multiselect(
+            "Police district", "police_districts", options.police_districts
+        ),
         sources=_multiselect("Source", "sources", options.sources),
     )
+
+
+def _unreadable(err: psycopg.Error) -> None:
+    if isinstance(err, psycopg.errors.UndefinedTable):
+        st.error(
+            f"A table the dashboard reads is missing ({err}): run `sf311 db migrate` and the "
+            "gold job (`sf311 replay` rebuilds gold)."
+        )
+    else:
+        st.error(f"The warehouse cannot be read as the analyst role: {err}")
 
 
 def _page_filters(settings: Settings) -> Filters | None:
     try:
         options = load_options(_dsn(settings))
     except psycopg.Error as err:
-        st.error(f"The warehouse cannot be read as the analyst role: {err}")
+        _unreadable(err)
         return None
     if options.last_day is None:
         st.info("The warehouse holds no cases yet: run the ingest and the streaming job.")
     return sidebar_filters(options)
+
+
+def _note_unapplied(filters: Filters, tables: tuple[str, ...], what: str) -> None:
+    """Say which chosen filters the gold `tables` behind `what` cannot apply."""
+    lacking = {label for t in tables for label in unapplied(filters, GOLD_COLUMNS[t])}
+    missed = [label for label in unapplied(filters, {}) if label in lacking]
+    if missed:
+        st.info(
+            f"{what} ignore the {', '.join(missed)} filter{'s' if len(missed) > 1 else ''}: "
+            "the gold tables they read are not broken down that way."
+        )
 
 
 def _delta(now: float | None, before: float | None) -> str | None:
@@ -180,7 +255,8 @@ def _age(seconds: float | None) -> str:
 
 
 def overview_page(settings: Settings) -> None:
-    """Draw the overview: headline metrics against the previous period, freshness, trend."""
+    """Draw the overview: headline metrics against the previous period, freshness, trend and
+    backlog history."""
     st.title("SF 311 cases")
     filters = _page_filters(settings)
     if filters is None:
@@ -191,9 +267,19 @@ def overview_page(settings: Settings) -> None:
         f"{filters.start:%Y-%m-%d} to {filters.end:%Y-%m-%d} ({filters.days} days), compared "
         f"with {filters.previous().start:%Y-%m-%d} to {filters.previous().end:%Y-%m-%d}."
     )
+    _note_unapplied(
+        filters,
+        ("gold.daily_volume", "gold.resolution_stats", "gold.backlog_daily"),
+        "The backlog and resolution figures",
+    )
     cols = st.columns(5)
     cols[0].metric("Cases in range", f"{cur.cases:,}", _delta(cur.cases, prev.cases))
-    cols[1].metric("Open now", f"{metrics.open_now:,}", help="opened in range, not closed yet")
+    cols[1].metric(
+        "Open at end of range",
+        "n/a" if metrics.open_at_end is None else f"{metrics.open_at_end:,}",
+        help=f"open at the end of {metrics.open_day or filters.end} (gold.backlog_daily, "
+        "by category only)",
+    )
     cols[2].metric("Closed in range", f"{cur.closed:,}", _delta(cur.closed, prev.closed))
     cols[3].metric(
         "Median resolution",
@@ -223,6 +309,12 @@ def overview_page(settings: Settings) -> None:
     st.plotly_chart(
         charts.daily_lines(load_trend(_dsn(settings), filters), "Daily volume, top 5 categories")
     )
+    st.plotly_chart(
+        charts.backlog_area(
+            load_backlog_history(_dsn(settings), filters),
+            "Backlog: open cases at the end of each day, by age",
+        )
+    )
 
 
 def map_page(settings: Settings) -> None:
@@ -231,6 +323,7 @@ def map_page(settings: Settings) -> None:
     filters = _page_filters(settings)
     if filters is None:
         return
+    _note_unapplied(filters, ("gold.daily_volume",), "Neighborhood circles")
     layers = load_map(_dsn(settings), filters)
     predicted: dict[int, float] | None = None
     if layers["markers"]["closed_date"].isna().any():
@@ -239,7 +332,8 @@ def map_page(settings: Settings) -> None:
         except (client.ApiUnavailable, client.ApiError) as err:
             st.info(f"Predicted hours are not shown in the popups: {err}")
     st.caption(
-        f"Heatmap of {int(layers['heat']['cases'].sum()):,} located cases; "
+        f"Heatmap of {int(layers['heat']['cases'].sum()):,} located cases"
+        f"{' (the newest only)' if layers['heat']['cases'].sum() >= queries.HEAT_POINTS else ''}; "
         f"the {len(layers['markers']):,} newest as markers (red: open); "
         f"{len(layers['neighborhoods']):,} neighborhoods as circles."
     )
@@ -254,25 +348,138 @@ def map_page(settings: Settings) -> None:
 
 
 def charts_page(settings: Settings) -> None:
-    """Draw the charts: bars by category and neighborhood, a pie, daily lines, resolution bins."""
+    """Draw the charts: bars, a pie, district x category, daily lines, resolution and SLA."""
     st.title("Charts")
     filters = _page_filters(settings)
     if filters is None:
         return
+    _note_unapplied(filters, ("gold.daily_volume",), "Volume charts")
     frames = load_charts(_dsn(settings), filters)
     left, right = st.columns(2)
     left.plotly_chart(charts.bar(frames["category"], "Cases by category"))
     right.plotly_chart(charts.bar(frames["neighborhood"], "Cases by neighborhood"))
     left, right = st.columns(2)
-    by = left.radio("Pie by", ("source", "status"), horizontal=True, key="pie_by")
+    by = left.radio("Pie by", ("source", "police district"), horizontal=True, key="pie_by")
     left.plotly_chart(charts.pie(frames[by], f"Cases by {by}"))
     right.plotly_chart(
-        charts.resolution_bars(
-            frames["resolution"], "Time to close, resolved cases closed in range"
-        ),
+        charts.stacked_bar(frames["districts"], "Cases by police district and category")
     )
+    st.plotly_chart(charts.daily_lines(frames["daily"], "Daily volume, top 5 categories"))
+    left, right = st.columns(2)
+    with left:
+        _note_unapplied(filters, ("gold.resolution_stats",), "Resolution times")
+        st.plotly_chart(
+            charts.resolution_lines(
+                frames["resolution"], "Time to close by month closed, resolved cases"
+            )
+        )
+    with right:
+        _note_unapplied(filters, ("gold.sla_daily",), "SLA figures")
+        st.plotly_chart(
+            charts.sla_chart(frames["sla"], "SLA: cases closed within target, by day opened")
+        )
+
+
+def cases_page(settings: Settings) -> None:
+    """Draw the case list: the newest filtered cases and a capped CSV download of all of them."""
+    st.title("Cases")
+    filters = _page_filters(settings)
+    if filters is None:
+        return
+    dsn = _dsn(settings)
+    latest, count = load_cases(dsn, filters, CSV_MAX_ROWS)
+    capped = count > CSV_MAX_ROWS
+    st.caption(
+        f"The {len(latest):,} newest of "
+        + (f"more than {CSV_MAX_ROWS:,}" if capped else f"{count:,}")
+        + " cases matching the filters (times in San Francisco)."
+    )
+    shown = latest.copy()
+    for column in ("requested_datetime", "closed_date"):
+        shown[column] = pd.to_datetime(shown[column], utc=True).dt.tz_convert(LOCAL_ZONE)
+    st.dataframe(shown, hide_index=True, key="latest_cases")
+    if capped:
+        st.warning(
+            f"The download is capped at {CSV_MAX_ROWS:,} rows: it holds the newest "
+            f"{CSV_MAX_ROWS:,} of the more than {CSV_MAX_ROWS:,} matching cases. Narrow the "
+            "filters to get all of them, or query the warehouse as the analyst role."
+        )
+    st.download_button(
+        f"Download {min(count, CSV_MAX_ROWS):,} cases as CSV (times in UTC)",
+        data=lambda: csv_file(dsn, filters, CSV_MAX_ROWS),
+        file_name=f"sf311_cases_{filters.start:%Y%m%d}_{filters.end:%Y%m%d}.csv",
+        mime="text/csv",
+        help=f"The newest first, at most {CSV_MAX_ROWS:,} rows; built when clicked.",
+        on_click="ignore",
+        disabled=count == 0,
+        key="csv_download",
+    )
+
+
+def backlog_page(settings: Settings) -> None:
+    """Draw the open backlog: counts per status, the map by status, a sortable table and the
+    backlog's trend."""
+    st.title("Backlog")
+    filters = _page_filters(settings)
+    if filters is None:
+        return
+    dsn = _dsn(settings)
+    try:
+        counts, open_now = load_backlog(dsn, filters)
+    except psycopg.Error as err:
+        _unreadable(err)
+        return
+    st.caption(
+        "Every open case the model scored, whenever it opened (the date range applies to the "
+        "trend only). Overdue: past the upper end of its 80% interval; at risk: that end falls "
+        "within 24 h; on time: later."
+    )
+    cols = st.columns(3)
+    for col, status in zip(cols, queries.OPEN_STATUSES, strict=True):
+        col.metric(status.replace("_", " ").capitalize(), f"{counts[status]:,}")
+    box = queries.SF_BOX
+    located = open_now[
+        open_now["lat"].between(box["lat_min"], box["lat_max"])
+        & open_now["long"].between(box["long_min"], box["long_max"])
+    ]
+    st.caption(
+        f"The {len(open_now):,} latest by hours late, {len(located):,} of them on the map "
+        "(red: overdue, orange: at risk, green: on time)."
+    )
+    st_folium(
+        maps.backlog_map(located, tiles=maps.tiles(settings.dashboard_tiles)),
+        height=500,
+        use_container_width=True,
+        returned_objects=[],
+        key="backlog_map",
+    )
+    table = open_now.drop(columns=["lat", "long"])
+    for column in ("requested_datetime", "predicted_close_at", "upper_at"):
+        table[column] = pd.to_datetime(table[column], utc=True).dt.tz_convert(LOCAL_ZONE)
+    st.dataframe(
+        table,
+        hide_index=True,
+        key="backlog_table",
+        column_config={
+            "age_hours": st.column_config.NumberColumn("age (h)", format="%.1f"),
+            "hours_late": st.column_config.NumberColumn(
+                "hours late", format="%.1f", help="negative: hours left before the upper end"
+            ),
+            "predicted_close_at": st.column_config.DatetimeColumn("predicted close"),
+            "upper_at": st.column_config.DatetimeColumn("due by (upper end)"),
+        },
+    )
+    st.subheader("Trend")
+    st.caption(
+        "Open cases at the end of each day of the range, by age then (gold.backlog_daily). No "
+        "history of predictions is kept, so this is the trend of the backlog and of its ageing; "
+        "the older buckets are where overdue cases sit."
+    )
+    _note_unapplied(filters, ("gold.backlog_daily",), "The trend")
     st.plotly_chart(
-        charts.daily_lines(frames["daily"], "Daily volume, top 5 categories"),
+        charts.backlog_area(
+            load_backlog_history(dsn, filters), "Open cases at the end of each day, by age"
+        )
     )
 
 
@@ -286,7 +493,7 @@ def predict_page(settings: Settings) -> None:
     try:
         options = load_options(_dsn(settings))
     except psycopg.Error as err:
-        st.error(f"The warehouse cannot be read as the analyst role: {err}")
+        _unreadable(err)
         return
     if not options.categories:
         st.info("The warehouse holds no cases yet, so there is nothing to choose from.")

@@ -30,13 +30,14 @@ FLAGS = (
     "--hide-scrollbars",
 )
 
-# Counts what the dashboard drew: plotly charts and their marks, and inside the map's iframe
-# Leaflet's vector layers, marker clusters and heatmap canvas.
+# Counts what the dashboard drew: plotly charts and their marks, data tables (drawn on a
+# canvas), and inside the map's iframe Leaflet's vector layers, marker clusters and heatmap.
 PAGE_STATE = """(() => {
   const plots = [...document.querySelectorAll('.js-plotly-plot')];
   const marks = plots.map(p => p.querySelectorAll('.point, .slice, .trace.scatter path.js-line')
     .length);
   const state = {plots: plots.length, plotMarks: marks, metrics: [], leaflet: null,
+                 tables: document.querySelectorAll('[data-testid="stDataFrame"] canvas').length,
                  running: !!document.querySelector('[data-testid="stStatusWidget"]'),
                  exceptions: document.querySelectorAll('[data-testid="stException"]').length};
   state.location = [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]

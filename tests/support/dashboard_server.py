@@ -1,4 +1,5 @@
-"""A child `streamlit run` serving the dashboard, for the end-to-end test and the benchmark."""
+"""A child `streamlit run` serving the dashboard, and the gold and prediction fixture data it
+reads in a scratch warehouse, for the end-to-end test, the page tests and the benchmark."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+import psycopg
 
 from sf311.dashboard.serve import APP, command
 
@@ -45,3 +48,81 @@ def serving(
         finally:
             server.terminate()
             server.wait(timeout=20)
+
+
+# Fixture data only: the gold tables and case predictions the dashboard reads, filled from a
+# scratch warehouse's `cases` by SQL written here from the contracts (migrations 0013_gold.sql
+# and 0014_case_predictions.sql), independent of the gold job and of the scorer.
+SF_DAY = "((%s) AT TIME ZONE 'America/Los_Angeles')::date"
+FILL_GOLD = f"""
+TRUNCATE gold.daily_volume, gold.backlog_daily, gold.resolution_stats, gold.sla_daily,
+    case_predictions;
+INSERT INTO gold.daily_volume
+SELECT day, service_name, neighborhood, supervisor_district, police_district, source,
+    sum(opened), sum(closed)
+FROM (
+    SELECT {SF_DAY % "requested_datetime"} AS day, service_name, neighborhood,
+        supervisor_district, police_district, source, 1 AS opened, 0 AS closed FROM cases
+    UNION ALL
+    SELECT {SF_DAY % "closed_date"}, service_name, neighborhood, supervisor_district,
+        police_district, source, 0, 1 FROM cases WHERE closed_date IS NOT NULL
+) events GROUP BY 1, 2, 3, 4, 5, 6;
+INSERT INTO gold.backlog_daily
+SELECT day, service_name,
+    CASE WHEN cut - requested_datetime < interval '1 day' THEN '0-1 d'
+         WHEN cut - requested_datetime < interval '7 days' THEN '1-7 d'
+         WHEN cut - requested_datetime < interval '30 days' THEN '7-30 d'
+         WHEN cut - requested_datetime < interval '90 days' THEN '30-90 d'
+         ELSE '90+ d' END,
+    count(*)
+FROM (
+    SELECT d::date AS day, (d::date + 1)::timestamp AT TIME ZONE 'America/Los_Angeles' AS cut
+    FROM generate_series(
+        (SELECT min({SF_DAY % "requested_datetime"}) FROM cases),
+        (SELECT max({SF_DAY % "requested_datetime"}) FROM cases), interval '1 day') d
+) days
+JOIN cases ON requested_datetime < cut AND (closed_date IS NULL OR closed_date > cut)
+GROUP BY 1, 2, 3;
+INSERT INTO gold.resolution_stats
+SELECT date_trunc('month', closed_date AT TIME ZONE 'America/Los_Angeles')::date,
+    service_name, neighborhood, count(*),
+    percentile_cont(0.5) WITHIN GROUP (ORDER BY resolution_hours),
+    percentile_cont(0.9) WITHIN GROUP (ORDER BY resolution_hours)
+FROM cases
+WHERE closure_kind = 'resolved' AND resolution_hours >= 0
+    AND NOT quality_flags && ARRAY['closed_before_opened', 'closed_date_invalid']
+GROUP BY 1, 2, 3;
+INSERT INTO gold.sla_daily
+SELECT day, service_name, agency_responsible, %(target)s, count(*),
+    count(*) FILTER (WHERE due IS NOT NULL AND closed_date <= due),
+    count(*) FILTER (WHERE closed_date > due OR (closed_date IS NULL AND now() > due)),
+    count(*) FILTER (WHERE closed_date IS NULL AND now() <= due),
+    count(*) FILTER (WHERE closed_date <= due)::float8
+        / nullif(count(*) FILTER (WHERE closed_date IS NOT NULL OR now() > due), 0)
+FROM (
+    SELECT {SF_DAY % "requested_datetime"} AS day, service_name, agency_responsible,
+        closed_date, requested_datetime + %(target)s * interval '1 hour' AS due
+    FROM cases
+) c GROUP BY 1, 2, 3;
+INSERT INTO case_predictions
+SELECT service_request_id, 'fixture',
+    now() + (ARRAY[-20, 5, 80])[1 + mod(service_request_id, 3)] * interval '1 hour',
+    now() + (ARRAY[-40, -5, 40])[1 + mod(service_request_id, 3)] * interval '1 hour',
+    now() + (ARRAY[-10, 10, 100])[1 + mod(service_request_id, 3)] * interval '1 hour',
+    now()
+FROM cases WHERE closed_date IS NULL AND deleted_at IS NULL;
+"""
+# The SLA target of every category in the fixture, in hours.
+FIXTURE_TARGET_HOURS = 72.0
+# Status of an open case in the fixture, by service_request_id mod 3.
+FIXTURE_STATUS = ("overdue", "at_risk", "on_time")
+
+
+def fill_gold(owner_dsn: str) -> None:
+    """Fill the gold tables and case_predictions of a scratch warehouse from its `cases`."""
+    with psycopg.connect(owner_dsn, autocommit=True) as conn:
+        for statement in FILL_GOLD.split(";\n"):
+            if statement.strip():
+                params = {"target": FIXTURE_TARGET_HOURS} if "%(target)s" in statement else None
+                conn.execute(statement, params)
+        conn.execute("ANALYZE")

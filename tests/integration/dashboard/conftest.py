@@ -1,4 +1,5 @@
-"""A throwaway warehouse database `dashboard_test` holding known cases, and the app's env."""
+"""A throwaway warehouse database `dashboard_test` holding known cases, gold tables and case
+predictions filled from them as fixture data, and the app's env."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import streamlit as st
 
 from sf311.settings import Settings
 from tests.support import scratch
+from tests.support.dashboard_server import fill_gold
 
 LA = ZoneInfo("America/Los_Angeles")
 DB_NAME = "dashboard_test"
@@ -95,7 +97,8 @@ def cases() -> list[dict]:
 
 @pytest.fixture(scope="session")
 def dashboard_db(settings: Settings, cases: list[dict]) -> Iterator[scratch.ScratchDb]:
-    """Database `dashboard_test` with the warehouse schema, the known cases and one batch."""
+    """Database `dashboard_test` with the warehouse schema, the known cases, one batch, and gold
+    and case predictions filled from the cases (fixture data, see fill_gold)."""
     db = scratch.create(settings, DB_NAME)
     columns = list(cases[0])
     with psycopg.connect(db.owner_dsn, autocommit=True) as conn:
@@ -112,6 +115,7 @@ def dashboard_db(settings: Settings, cases: list[dict]) -> Iterator[scratch.Scra
             " ('q', 1, 500, 498, 2, 498, 498, 1.5, 4.0, now() - interval '100 seconds',"
             "  now() - interval '90 seconds')"
         )
+    fill_gold(db.owner_dsn)
     yield db
     scratch.drop(settings, DB_NAME)
 

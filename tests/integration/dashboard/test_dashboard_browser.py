@@ -1,7 +1,8 @@
 """End to end: `streamlit run` of the dashboard, loaded in headless Chromium.
 
-Waits for the map (Leaflet layers inside the component's iframe) and the plotly charts, checks
-they hold data from the known cases, and keeps screenshots under var/dashboard/screenshots.
+Waits for the maps (Leaflet layers inside the component's iframe), the plotly charts and the
+tables of every page, checks they hold data from the known cases, and keeps screenshots under
+var/dashboard/screenshots.
 """
 
 from __future__ import annotations
@@ -54,12 +55,31 @@ def test_browser_shows_map_charts_and_metrics(dashboard_url, settings: Settings,
         assert state["exceptions"] == 0
 
         browser.navigate(f"{dashboard_url}/charts")
-        state = browser.wait_for(lambda s: s["plots"] >= 5 and all(s["plotMarks"]))
+        state = browser.wait_for(lambda s: s["plots"] >= 7 and all(s["plotMarks"]))
         browser.screenshot(shots / "charts.png")
         assert state["exceptions"] == 0
 
+        browser.navigate(f"{dashboard_url}/backlog")
+        state = browser.wait_for(
+            lambda s: (
+                bool(s.get("leaflet"))
+                and s["leaflet"]["clusters"] + s["leaflet"]["vectors"] > 0
+                and s["tables"] >= 1
+                and s["plots"] >= 1
+                and all(s["plotMarks"])
+            )
+        )
+        browser.screenshot(shots / "backlog.png")
+        assert state["exceptions"] == 0
+        backlog_counts = state["metrics"]
+
+        browser.navigate(f"{dashboard_url}/cases")
+        state = browser.wait_for(lambda s: s["tables"] >= 1)
+        browser.screenshot(shots / "cases.png")
+        assert state["exceptions"] == 0
+
         browser.navigate(f"{dashboard_url}/")  # the default page: Streamlit ignores its url_path
-        state = browser.wait_for(lambda s: len(s["metrics"]) >= 9 and s["plots"] >= 1)
+        state = browser.wait_for(lambda s: len(s["metrics"]) >= 9 and s["plots"] >= 2)
         browser.screenshot(shots / "overview.png")
         browser.navigate(f"{dashboard_url}/predict")
         browser.wait_for(lambda s: bool(s.get("leaflet")))
@@ -74,4 +94,7 @@ def test_browser_shows_map_charts_and_metrics(dashboard_url, settings: Settings,
     end = datetime(2024, 3, 31, tzinfo=LA)
     in_range = sum(start <= c["requested_datetime"] < end for c in cases)
     assert state["metrics"][0] == f"{in_range:,}"
+    # The fixture scores open case i as overdue, at risk, on time by i mod 3.
+    open_ids = [c["service_request_id"] for c in cases if c["closed_date"] is None]
+    assert backlog_counts == [f"{sum(i % 3 == k for i in open_ids):,}" for k in range(3)]
     assert (shots / "map.png").stat().st_size > 10_000

@@ -1,6 +1,7 @@
 """Each dashboard page run by Streamlit's AppTest against the test warehouse of known cases.
 
-Expected figures are computed here, in plain Python, from the same known rows.
+Expected figures are computed here, in plain Python, from the same known rows (the pages read
+gold tables and case predictions that the fixture filled from those rows by SQL).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from sf311.dashboard import ui
 from tests.support import scratch
+from tests.support.dashboard_server import FIXTURE_STATUS
 
 pytestmark = pytest.mark.integration
 
@@ -45,17 +48,43 @@ def resolved(case: dict) -> bool:
     return case["closure_kind"] == "resolved" and case["resolution_hours"] is not None
 
 
-def figures(cases: list[dict], lo: datetime, hi: datetime) -> dict:
+def month_of(instant: datetime) -> tuple[int, int]:
+    local = instant.astimezone(LA)
+    return local.year, local.month
+
+
+def merged_percentiles(cases: list[dict], months: set[tuple[int, int]]) -> tuple[float, float]:
+    """Percentiles of resolved cases closed in `months`, merged over month x category x
+    neighborhood as the dashboard documents: the mean of each group's percentile weighted by
+    its size."""
+    groups: dict[tuple, list[float]] = {}
+    for c in cases:
+        if c["closed_date"] and resolved(c) and month_of(c["closed_date"]) in months:
+            key = (month_of(c["closed_date"]), c["service_name"], c["neighborhood"])
+            groups.setdefault(key, []).append(c["resolution_hours"])
+    total = sum(len(h) for h in groups.values())
+    p50 = sum(percentile_cont(h, 0.5) * len(h) for h in groups.values()) / total
+    p90 = sum(percentile_cont(h, 0.9) * len(h) for h in groups.values()) / total
+    return p50, p90
+
+
+def open_at(cases: list[dict], cut: datetime) -> int:
+    """Cases opened before `cut` and not closed by then."""
+    return sum(
+        c["requested_datetime"] < cut and (c["closed_date"] is None or c["closed_date"] > cut)
+        for c in cases
+    )
+
+
+def figures(cases: list[dict], lo: datetime, hi: datetime, months: set) -> dict:
     opened = [c for c in cases if lo <= c["requested_datetime"] < hi]
     closed = [c for c in cases if c["closed_date"] and lo <= c["closed_date"] < hi]
-    hours = [c["resolution_hours"] for c in closed if resolved(c)]
-    return {
-        "cases": len(opened),
-        "open": sum(c["closed_date"] is None for c in opened),
-        "closed": len(closed),
-        "p50": percentile_cont(hours, 0.5),
-        "p90": percentile_cont(hours, 0.9),
-    }
+    p50, p90 = merged_percentiles(cases, months)
+    return {"cases": len(opened), "closed": len(closed), "p50": p50, "p90": p90}
+
+
+# Months the default range (2024-03-01..30) and the period before it (01-31..02-29) touch.
+MONTHS, PREV_MONTHS = {(2024, 3)}, {(2024, 1), (2024, 2)}
 
 
 def change(now: float, before: float) -> str:
@@ -75,11 +104,12 @@ def metric_map(at: AppTest) -> dict[str, tuple[str, str]]:
 
 def test_overview_metrics_match_known_cases(app_env, cases):
     at = run("app.py")
-    cur, prev = figures(cases, START, END), figures(cases, PREV_START, START)
+    cur = figures(cases, START, END, MONTHS)
+    prev = figures(cases, PREV_START, START, PREV_MONTHS)
     assert cur["cases"] > 40 and cur["closed"] > 30  # the fixture spreads cases over the range
     shown = metric_map(at)
     assert shown["Cases in range"] == (f"{cur['cases']:,}", change(cur["cases"], prev["cases"]))
-    assert shown["Open now"][0] == f"{cur['open']:,}"
+    assert shown["Open at end of range"][0] == f"{open_at(cases, END):,}"
     assert shown["Closed in range"] == (
         f"{cur['closed']:,}",
         change(cur["closed"], prev["closed"]),
@@ -105,11 +135,16 @@ def test_sidebar_filters_drive_the_metrics(app_env, cases):
     picked = [
         c for c in cases if c["service_name"] == "Graffiti" and c["source"] in ("Phone", "Web")
     ]
-    cur = figures(picked, START, END)
+    cur = figures(picked, START, END, MONTHS)
     shown = metric_map(at)
     assert shown["Cases in range"][0] == f"{cur['cases']:,}"
     assert shown["Closed in range"][0] == f"{cur['closed']:,}"
-    assert shown["Open now"][0] == f"{cur['open']:,}"
+    # The backlog and the resolution percentiles have no source: category only, and it says so.
+    graffiti = [c for c in cases if c["service_name"] == "Graffiti"]
+    assert shown["Open at end of range"][0] == f"{open_at(graffiti, END):,}"
+    p50, _ = merged_percentiles(graffiti, MONTHS)
+    assert shown["Median resolution"][0] == f"{p50:,.1f} h"
+    assert "ignore the source filter" in at.info[0].value
     # Subtypes offered follow the chosen category.
     assert set(at.sidebar.multiselect(key="_subtypes").options) == {
         "Graffiti on Building",
@@ -119,7 +154,7 @@ def test_sidebar_filters_drive_the_metrics(app_env, cases):
     at.run()
     lo = datetime(2024, 2, 1, tzinfo=LA).astimezone(UTC)
     hi = datetime(2024, 3, 1, tzinfo=LA).astimezone(UTC)
-    assert metric_map(at)["Cases in range"][0] == f"{figures(picked, lo, hi)['cases']:,}"
+    assert metric_map(at)["Cases in range"][0] == f"{figures(picked, lo, hi, MONTHS)['cases']:,}"
 
 
 def test_map_page_layers_hold_the_filtered_cases(app_env, cases):
@@ -160,21 +195,84 @@ def test_charts_page_counts_match_known_cases(app_env, cases):
     pie = charts["Cases by source"]["data"][0]
     by_source = {s: sum(c["source"] == s for c in in_range) for s in values(pie["labels"])}
     assert dict(zip(values(pie["labels"]), values(pie["values"]), strict=True)) == by_source
-    hist = charts["Time to close, resolved cases closed in range"]["data"][0]
-    closed = [c for c in cases if c["closed_date"] and START <= c["closed_date"] < END]
-    hours = [c["resolution_hours"] for c in closed if resolved(c)]
-    assert sum(values(hist["y"])) == len(hours) < len(closed)
-    assert values(hist["y"])[0] == sum(h < 1 for h in hours)
+    stacked = charts["Cases by police district and category"]["data"]
+    cells = {
+        (d, t["name"]): n
+        for t in stacked
+        for d, n in zip(values(t["x"]), values(t["y"]), strict=True)
+        if n
+    }
+    assert cells == {
+        (d, k): sum(c["police_district"] == d and c["service_name"] == k for c in in_range)
+        for d, k in {(c["police_district"], c["service_name"]) for c in in_range}
+    }
     lines = charts["Daily volume, top 5 categories"]["data"]
     assert {t["name"] for t in lines} == set(expected)  # 4 categories, all in the top 5
     assert sum(sum(values(t["y"])) for t in lines) == len(in_range)
+    resolution = charts["Time to close by month closed, resolved cases"]["data"]
+    p50, p90 = merged_percentiles(cases, MONTHS)
+    assert values(resolution[0]["y"]) == pytest.approx([p50])
+    assert values(resolution[1]["y"]) == pytest.approx([p90])
+    sla = {t["name"]: t for t in charts["SLA: cases closed within target, by day opened"]["data"]}
+    outcomes = sum(sum(values(sla[k]["y"])) for k in ("met", "missed", "pending"))
+    assert outcomes == len(in_range)  # every case opened in range has exactly one outcome
+    assert sum(values(sla["met"]["y"])) == sum(
+        c["closed_date"] is not None
+        and (c["closed_date"] - c["requested_datetime"]).total_seconds() <= 72 * 3600
+        for c in in_range
+    )
 
-    at.radio(key="pie_by").set_value("status").run()
-    pie = _plotly(at)["Cases by status"]["data"][0]
+    at.radio(key="pie_by").set_value("police district").run()
+    pie = _plotly(at)["Cases by police district"]["data"][0]
     assert dict(zip(values(pie["labels"]), values(pie["values"]), strict=True)) == {
-        "Open": sum(c["closed_date"] is None for c in in_range),
-        "Closed": sum(c["closed_date"] is not None for c in in_range),
+        d: sum(c["police_district"] == d for c in in_range)
+        for d in {c["police_district"] for c in in_range}
     }
+
+
+def test_backlog_page_counts_open_cases_by_status(app_env, cases):
+    at = run("views/backlog.py")
+    # The fixture scores open case i as overdue, at risk or on time by i mod 3.
+    open_ids = [c["service_request_id"] for c in cases if c["closed_date"] is None]
+    expected = {s: sum(i % 3 == k for i in open_ids) for k, s in enumerate(FIXTURE_STATUS)}
+    shown = metric_map(at)
+    assert {s: shown[s.replace("_", " ").capitalize()][0] for s in expected} == {
+        s: f"{n:,}" for s, n in expected.items()
+    }
+    table = at.dataframe[0].value
+    assert len(table) == len(open_ids)
+    assert list(table["hours_late"]) == sorted(table["hours_late"], reverse=True)
+    assert set(table["status"]) == set(FIXTURE_STATUS)
+    assert f"The {len(open_ids):,} latest by hours late" in at.caption[1].value
+    at.sidebar.multiselect(key="_categories").select("Graffiti").run()
+    graffiti = [
+        c["service_request_id"]
+        for c in cases
+        if c["closed_date"] is None and c["service_name"] == "Graffiti"
+    ]
+    overdue = metric_map(at)["Overdue"][0]
+    assert overdue == f"{sum(i % 3 == 0 for i in graffiti):,}"
+    trend = _plotly(at)
+    assert len(trend) == 1 and not at.exception
+
+
+def test_cases_page_lists_the_newest_and_caps_the_download(app_env, cases, monkeypatch):
+    at = run("views/cases.py")
+    in_range = sorted(
+        (c for c in cases if START <= c["requested_datetime"] < END),
+        key=lambda c: (c["requested_datetime"], c["service_request_id"]),
+        reverse=True,
+    )
+    table = at.dataframe[0].value
+    assert list(table["service_request_id"]) == [c["service_request_id"] for c in in_range[:50]]
+    assert f"of {len(in_range):,} cases matching" in at.caption[0].value
+    assert not at.warning
+    monkeypatch.setattr(ui, "CSV_MAX_ROWS", 10)
+    st.cache_data.clear()
+    at = run("views/cases.py")
+    assert "of more than 10 cases matching" in at.caption[0].value
+    assert "capped at 10 rows" in at.warning[0].value
+    assert at.get("download_button")[0].proto.label == "Download 10 cases as CSV (times in UTC)"
 
 
 def test_predict_page_says_when_the_api_is_down(app_env):
@@ -200,7 +298,17 @@ def empty_env(settings, monkeypatch) -> Iterator[None]:
     scratch.drop(settings, db.name)
 
 
-@pytest.mark.parametrize("page", ["app.py", "views/map.py", "views/charts.py", "views/predict.py"])
+@pytest.mark.parametrize(
+    "page",
+    [
+        "app.py",
+        "views/map.py",
+        "views/charts.py",
+        "views/predict.py",
+        "views/backlog.py",
+        "views/cases.py",
+    ],
+)
 def test_pages_explain_an_empty_warehouse(empty_env, page):
     at = run(page)
     assert "no cases yet" in at.info[0].value

@@ -23,7 +23,8 @@ def _expected_options(cases: list[dict]) -> dict:
         "subtypes_by_category": {k: tuple(sorted(v)) for k, v in subtypes.items()},
         "neighborhoods": tuple(sorted({c["neighborhood"] for c in cases})),
         "districts": tuple(sorted({c["supervisor_district"] for c in cases})),
-        "statuses": ("Closed", "Open"),
+        # Read from gold.daily_volume: cases has no index on police_district.
+        "police_districts": tuple(sorted({c["police_district"] for c in cases})),
         "sources": tuple(sorted({c["source"] for c in cases})),
         "first_day": min(c["requested_datetime"].astimezone(LA).date() for c in cases),
         "last_day": date(2024, 3, 30),  # the fixture's case opened on 2024-03-30 21:30
@@ -31,7 +32,7 @@ def _expected_options(cases: list[dict]) -> dict:
 
 
 def _as_dict(options: queries.Options) -> dict:
-    fields = ("subtypes_by_category", "neighborhoods", "districts", "statuses", "sources")
+    fields = ("subtypes_by_category", "neighborhoods", "districts", "police_districts", "sources")
     return {name: getattr(options, name) for name in (*fields, "first_day", "last_day")}
 
 

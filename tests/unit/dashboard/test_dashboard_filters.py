@@ -6,7 +6,14 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from sf311.dashboard.filters import Filters, where
+from sf311.dashboard.filters import (
+    GOLD_COLUMNS,
+    OPEN_CASE_COLUMNS,
+    Filters,
+    gold_where,
+    unapplied,
+    where,
+)
 
 
 def test_previous_period_has_the_same_length_and_ends_the_day_before():
@@ -54,3 +61,50 @@ def test_where_without_time_column_and_filters_is_true():
 def test_where_rejects_an_unknown_time_column():
     with pytest.raises(ValueError, match="unknown time column"):
         where(Filters(start=date(2024, 1, 1), end=date(2024, 1, 1)), "loaded_at; --")
+
+
+def test_police_district_filter_reaches_cases_and_gold():
+    f = Filters(start=date(2024, 1, 1), end=date(2024, 1, 31), police_districts=("MISSION",))
+    clause, params = where(f, None)
+    assert clause == "police_district = ANY(%(police_districts)s)"
+    assert params == {"police_districts": ["MISSION"]}
+    clause, params = gold_where(f, "gold.daily_volume")
+    assert "police_district = ANY(%(police_districts)s)" in clause
+
+
+def test_gold_where_applies_only_the_columns_a_table_carries():
+    f = Filters(
+        start=date(2024, 3, 10),
+        end=date(2024, 4, 2),
+        categories=("Graffiti",),
+        subtypes=("Graffiti on Pole",),
+        neighborhoods=("Mission",),
+    )
+    clause, params = gold_where(f, "gold.backlog_daily", prefix="b_")
+    assert clause == ("day >= %(b_d0)s AND day <= %(b_d1)s AND category = ANY(%(b_categories)s)")
+    assert params == {
+        "b_d0": date(2024, 3, 10),
+        "b_d1": date(2024, 4, 2),
+        "b_categories": ["Graffiti"],
+    }
+    assert unapplied(f, GOLD_COLUMNS["gold.backlog_daily"]) == ("subtype", "neighborhood")
+    assert unapplied(f, GOLD_COLUMNS["gold.daily_volume"]) == ("subtype",)
+
+
+def test_gold_where_takes_every_month_the_range_touches():
+    f = Filters(start=date(2024, 3, 10), end=date(2024, 4, 2), neighborhoods=("Mission",))
+    clause, params = gold_where(f, "gold.resolution_stats")
+    assert clause.startswith("month >= %(d0)s AND month <= %(d1)s")
+    assert (params["d0"], params["d1"]) == (date(2024, 3, 1), date(2024, 4, 2))
+    assert "neighborhood = ANY(%(neighborhoods)s)" in clause
+
+
+def test_gold_where_rejects_an_unknown_table():
+    with pytest.raises(ValueError, match="unknown gold table"):
+        gold_where(Filters(start=date(2024, 1, 1), end=date(2024, 1, 1)), "cases")
+
+
+def test_open_case_columns_name_the_category_as_the_views_do():
+    f = Filters(start=date(2024, 1, 1), end=date(2024, 1, 1), categories=("Graffiti",))
+    clause, _ = where(f, None, columns=OPEN_CASE_COLUMNS)
+    assert clause == "category = ANY(%(categories)s)"

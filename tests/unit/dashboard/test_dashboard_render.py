@@ -95,3 +95,71 @@ def test_bar_shows_the_top_labels_largest_on_top():
     counts = pd.DataFrame({"label": list("abc"), "cases": [9, 5, 1]})
     fig = charts.bar(counts, "t", top=2)
     assert list(fig.data[0].y) == ["b", "a"]
+
+
+def test_stacked_bar_folds_small_categories_and_orders_districts_by_total():
+    counts = pd.DataFrame(
+        {
+            "district": ["A", "A", "B", "B", "B"],
+            "category": ["x", "y", "x", "z", "w"],
+            "cases": [1, 2, 5, 1, 1],
+        }
+    )
+    fig = charts.stacked_bar(counts, "t", top=2)
+    assert fig.layout.barmode == "stack"
+    bars = {t.name: dict(zip(t.x, t.y, strict=True)) for t in fig.data}
+    assert bars == {"x": {"B": 5, "A": 1}, "y": {"B": 0, "A": 2}, "other": {"B": 2, "A": 0}}
+    assert list(fig.data[0].x) == ["B", "A"]
+
+
+def test_backlog_area_stacks_age_buckets_youngest_first_and_fills_days():
+    backlog = pd.DataFrame(
+        {
+            "day": [date(2024, 3, 1), date(2024, 3, 1), date(2024, 3, 3)],
+            "age_bucket": ["90+ d", "0-1 d", "90+ d"],
+            "open_cases": [4, 2, 5],
+        }
+    )
+    fig = charts.backlog_area(backlog, "t")
+    assert [t.name for t in fig.data] == ["0-1 d", "90+ d"]
+    assert {t.name: list(t.y) for t in fig.data} == {"0-1 d": [2, 0, 0], "90+ d": [4, 0, 5]}
+    assert {t.stackgroup for t in fig.data} == {"age"}
+
+
+def test_sla_chart_stacks_outcomes_and_draws_the_share_on_its_own_axis():
+    sla = pd.DataFrame(
+        {
+            "day": [date(2024, 3, 1), date(2024, 3, 2)],
+            "met": [3, 0],
+            "missed": [1, 0],
+            "pending": [0, 2],
+            "share_met": [0.75, None],
+        }
+    )
+    fig = charts.sla_chart(sla, "t")
+    assert [t.name for t in fig.data] == ["met", "missed", "pending", "share met"]
+    assert list(fig.data[3].y) == [0.75, None] and fig.data[3].yaxis == "y2"
+    assert tuple(fig.layout.yaxis2.range) == (0, 1)
+
+
+def test_backlog_map_colours_cases_by_status_and_escapes_text():
+    now = pd.Timestamp("2024-03-10 20:00", tz="UTC")
+    cases = pd.DataFrame(
+        {
+            "service_request_id": [7, 8, 9],
+            "status": ["overdue", "on_time", "at_risk"],
+            "category": ["<b>x</b>", "Graffiti", "Graffiti"],
+            "service_subtype": [None, "Pole", "Pole"],
+            "requested_datetime": [now, now, now],
+            "upper_at": [now, now, now],
+            "hours_late": [3.5, -20.0, -2.0],
+            "lat": [37.76, 37.77, None],
+            "long": [-122.41, -122.42, None],
+        }
+    )
+    html = _render(maps.backlog_map(cases, tiles=None))
+    assert maps.STATUS_COLORS["overdue"] in html and maps.STATUS_COLORS["on_time"] in html
+    assert maps.STATUS_COLORS["at_risk"] not in html  # the case without a location is left out
+    assert "3.5 h late" in html and "20.0 h left" in html
+    assert "<b>x</b>" not in html
+    assert "https://" not in html

@@ -1,0 +1,146 @@
+"""SQL the gold-backed queries build: which relation each reads, and values as parameters."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import date
+from typing import Any
+
+import pytest
+
+from sf311.dashboard import queries
+from sf311.dashboard.filters import Filters
+
+WHOLE_HISTORY = Filters(
+    start=date(2008, 7, 1),
+    end=date(2026, 12, 1),
+    categories=("Graffiti'; --",),
+    neighborhoods=("Mission",),
+    police_districts=("MISSION",),
+)
+
+
+class _Cursor:
+    description: list = []
+
+    def __init__(self, row: tuple | None = None) -> None:
+        self.row = row
+
+    def fetchone(self) -> tuple | None:
+        return self.row
+
+    def fetchall(self) -> list:
+        return []
+
+
+class Recorder:
+    """Stands in for a connection: keeps each statement and its parameters, returns no rows."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def execute(self, query: str, params: dict[str, Any] | None = None) -> _Cursor:
+        self.calls.append((query, params or {}))
+        return _Cursor((0, 0, 0, 0) if "gold.daily_volume" in query else (None, None))
+
+
+def _relations(query: str) -> set[str]:
+    return set(re.findall(r"\bFROM\s+([\w.]+)", query))
+
+
+@pytest.mark.parametrize(
+    ("function", "table"),
+    [
+        (queries.daily_volume, "gold.daily_volume"),
+        (queries.district_by_category, "gold.daily_volume"),
+        (queries.resolution_monthly, "gold.resolution_stats"),
+        (queries.backlog_history, "gold.backlog_daily"),
+        (queries.sla, "gold.sla_daily"),
+    ],
+)
+def test_aggregates_read_only_their_gold_table(function, table):
+    conn = Recorder()
+    function(conn, WHOLE_HISTORY)
+    [(query, params)] = conn.calls
+    assert _relations(query) == {table}
+    assert "Graffiti'" not in query and "Mission" not in query
+    assert params["categories"] == ["Graffiti'; --"]
+
+
+def test_breakdowns_and_metrics_never_scan_cases():
+    conn = Recorder()
+    queries.breakdowns(conn, WHOLE_HISTORY)
+    metrics = queries.metrics(conn, WHOLE_HISTORY)
+    read = set().union(*(_relations(q) for q, _ in conn.calls))
+    assert read == {"gold.daily_volume", "gold.backlog_daily", "gold.resolution_stats"}
+    assert metrics.open_at_end is None and metrics.current.cases == 0
+    # Opened/closed of both periods in one statement: the previous period starts 18 years back.
+    volume = next(p for q, p in conn.calls if "gold.daily_volume" in q and "cut" in p)
+    assert volume["d0"] == WHOLE_HISTORY.previous().start and volume["cut"] == date(2008, 7, 1)
+    # The backlog takes the category filter only: gold.backlog_daily has no neighborhood.
+    backlog = next(q for q, _ in conn.calls if "gold.backlog_daily" in q)
+    assert "category = ANY" in backlog and "neighborhood" not in backlog
+
+
+def test_open_case_queries_read_the_view_without_a_date_range():
+    conn = Recorder()
+    counts = queries.open_status_counts(conn, WHOLE_HISTORY)
+    queries.open_cases(conn, WHOLE_HISTORY, limit=10)
+    assert counts == {"overdue": 0, "at_risk": 0, "on_time": 0}
+    for query, _ in conn.calls:
+        assert _relations(query) == {"open_case_status"}
+        assert "requested_datetime >=" not in query
+        assert "category = ANY(%(categories)s)" in query and "service_name" not in query
+    assert conn.calls[1][1]["limit"] == 10
+
+
+class _Copy:
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def __enter__(self) -> list[bytes]:
+        return self.chunks
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class CopyRecorder(Recorder):
+    """A Recorder whose cursor answers COPY with fixed chunks."""
+
+    def cursor(self) -> CopyRecorder:
+        return self
+
+    def __enter__(self) -> CopyRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def copy(self, query: str, params: dict[str, Any]) -> _Copy:
+        self.calls.append((query, params))
+        return _Copy([b"a,b\n", b"1,2\n"])
+
+
+def test_csv_is_copied_newest_first_with_the_cap_as_a_parameter():
+    conn = CopyRecorder()
+    out = io.BytesIO()
+    queries.write_csv(conn, WHOLE_HISTORY, out, cap=1234)
+    assert out.getvalue() == b"a,b\n1,2\n"
+    assert conn.calls[0][0] == "SET TIME ZONE 'UTC'"
+    query, params = conn.calls[1]
+    assert query.startswith("COPY (SELECT service_request_id,")
+    assert "FROM cases WHERE" in query and "deleted_at IS NULL" in query
+    assert "ORDER BY requested_datetime DESC, service_request_id DESC LIMIT %(cap)s" in query
+    assert params["cap"] == 1234
+
+
+def test_heat_cells_grid_only_the_newest_points_of_cases():
+    conn = Recorder()
+    queries.heat_cells(conn, WHOLE_HISTORY, points=1000)
+    [(query, params)] = conn.calls
+    inner = query.split("FROM (", 1)[1]
+    assert "FROM cases WHERE" in inner
+    assert "ORDER BY requested_datetime DESC, service_request_id DESC LIMIT %(points)s" in inner
+    assert params["points"] == 1000
