@@ -11,6 +11,7 @@ Run: .venv/bin/python -m bench.train [--rows 1000000]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -18,6 +19,9 @@ from itertools import islice
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import types as T
 
 from bench.results import Figure, write_results
 from sf311.ingest.generate import CaseGenerator
@@ -26,9 +30,43 @@ from sf311.model.job import split_from_newest
 from sf311.model.train import fit_and_evaluate
 from sf311.settings import load_settings
 from sf311.spark import build_spark
-from tests.support.silver_frames import SILVER_COLUMNS, silver_cases_from_api_frame
+from tests.support.silver_frames import (
+    SILVER_COLUMNS,
+    local_to_utc,
+    silver_cases_from_api_frame,
+)
 
 CHUNK = 100_000
+# Parquet types of the silver columns; timestamps in microseconds, which Spark reads.
+_ARROW = {
+    T.LongType(): pa.int64(),
+    T.IntegerType(): pa.int32(),
+    T.DoubleType(): pa.float64(),
+    T.StringType(): pa.string(),
+    T.TimestampType(): pa.timestamp("us", tz="UTC"),
+}
+SILVER_ARROW = pa.schema([pa.field(f.name, _ARROW[f.dataType]) for f in SILVER_COLUMNS])
+
+
+def _as_text(value: object) -> str | None:
+    """Return a value of a string column as text: JSON for a generated dict or list."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+def silver_table(frame: pd.DataFrame) -> pa.Table:
+    """Return silver-shaped cases as an arrow table of exactly the silver column types."""
+    text = [f.name for f in SILVER_COLUMNS if f.dataType == T.StringType()]
+    frame = frame.assign(**{c: frame[c].map(_as_text) for c in text})
+    # Timestamps the shaping left as floating local text (data_as_of, data_loaded_at).
+    times = [
+        f.name
+        for f in SILVER_COLUMNS
+        if f.dataType == T.TimestampType() and frame[f.name].dtype == object
+    ]
+    frame = frame.assign(**{c: local_to_utc(frame[c]) for c in times})
+    return pa.Table.from_pandas(frame, schema=SILVER_ARROW, preserve_index=False)
 
 
 def write_silver_parquet(rows: int, days: int, seed: int, folder: Path) -> Path:
@@ -37,10 +75,7 @@ def write_silver_parquet(rows: int, days: int, seed: int, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for part in range(0, rows, CHUNK):
         frame = silver_cases_from_api_frame(pd.DataFrame(islice(cases, CHUNK)))
-        # Spark reads parquet timestamps in micro-, not nanoseconds (pandas' default).
-        frame.to_parquet(
-            folder / f"part-{part // CHUNK:05d}.parquet", index=False, coerce_timestamps="us"
-        )
+        pq.write_table(silver_table(frame), folder / f"part-{part // CHUNK:05d}.parquet")
     return folder
 
 

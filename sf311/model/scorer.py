@@ -38,7 +38,14 @@ def interval_method(cal: Mapping[str, Any]) -> str:
     else:
         by = f"{cal['group_column']} ({len(cal['groups'])} with their own quantiles, others global)"
     scaled = ", residuals over a forest's predicted |residual|" if cal.get("scaled") else ""
-    return f"{share} % split conformal on log1p(hours) residuals, Mondrian by {by}{scaled}"
+    shrunk = ""
+    if "window_share" in cal:
+        pull = "global only" if cal["shrink"] is None else f"{cal['shrink']:g} pseudo-cases"
+        shrunk = (
+            f", finite-sample ends shrunk toward the global ones ({pull}) on the newest "
+            f"{100 * cal['window_share']:.0f} % of the window, chosen on an inner split"
+        )
+    return f"{share} % split conformal on log1p(hours) residuals, Mondrian by {by}{scaled}{shrunk}"
 
 
 def interval_bands(

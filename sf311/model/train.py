@@ -59,6 +59,12 @@ class TrainConfig:
     # > 0: a small forest of |residual| scales the interval per case (normalized conformal).
     scale_trees: int = 0
     scale_depth: int = 4
+    # Interval ends per category: finite-sample conformal quantiles shrunk toward the global
+    # ones by `shrink` pseudo-cases, on the newest `share` of the calibration window; both
+    # chosen per training run on an inner split of that window (choose_shrinkage). Empty:
+    # one pair of ends for all but the min_group categories (the rule before).
+    shrink_grid: tuple[float, ...] = (0.0, 10.0, 30.0, 100.0, float("inf"))
+    share_grid: tuple[float, ...] = (1.0, 0.5)
     # Levels with fewer training cases are pooled (sf311.model.levels); prior: pseudo-cases
     # pulling a level's median toward its parent's.
     min_level_count: int = 10
@@ -70,7 +76,10 @@ class TrainConfig:
 
     def params(self) -> dict[str, Any]:
         """Return the config as flat MLflow-ready params."""
-        return {k: (",".join(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        return {
+            k: (",".join(str(x) for x in v) if isinstance(v, tuple) else v)
+            for k, v in asdict(self).items()
+        }
 
 
 @dataclass
@@ -194,6 +203,121 @@ def residual_quantiles(
         "coverage": coverage,
         "global": qs(frame) if len(frame) else [0.0, 0.0, 0.0],
         "groups": groups,
+    }
+
+
+# A category with fewer calibration cases takes the global ends; an inner-split category
+# with fewer evaluation cases is not judged (its coverage is noise).
+MIN_OWN_ENDS = 5
+MIN_JUDGED = 25
+
+
+def conformal_ends(resid: np.ndarray, coverage: float) -> np.ndarray:
+    """Return the (low, high) split-conformal ends: the finite-sample ranks of `resid`.
+
+    The high end is the ceil((n + 1)(1 - a/2))-th smallest residual and the low end the
+    floor((n + 1) a/2)-th, so that each side misses at most a/2 of exchangeable new cases
+    even for a category with a few dozen calibration cases (plain quantiles miss more)."""
+    alpha = (1.0 - coverage) / 2.0
+    ranked = np.sort(resid)
+    n = len(ranked)
+    # Rounded first: (1 - 0.8) / 2 is a hair below 0.1 in binary, which would lose a rank.
+    low = int(np.floor(round((n + 1) * alpha, 9))) - 1
+    high = int(np.ceil(round((n + 1) * (1.0 - alpha), 9))) - 1
+    return np.array([ranked[min(max(low, 0), n - 1)], ranked[min(high, n - 1)]])
+
+
+def _newest(frame: pd.DataFrame, share: float) -> pd.DataFrame:
+    """Return the cases of `frame` requested in the newest `share` of its time span."""
+    if share >= 1.0 or frame.empty:
+        return frame
+    t = frame["requested_datetime"]
+    return frame[t >= t.max() - (t.max() - t.min()) * share]
+
+
+def shrunk_ends(
+    frame: pd.DataFrame, coverage: float, shrink: float, share: float
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Return the global (low, high) ends and each category's, shrunk toward the global ones.
+
+    `frame` has group, label and raw; a category of n cases weighs n / (n + shrink) against
+    the global ends (shrink inf: global ends only), on the newest `share` of the window."""
+    frame = _newest(frame, share)
+    resid = (frame["label"] - frame["raw"]).to_numpy()
+    overall = conformal_ends(resid, coverage)
+    own: dict[str, np.ndarray] = {}
+    if np.isfinite(shrink):
+        for g, part in frame.groupby("group"):
+            n = len(part)
+            if n >= MIN_OWN_ENDS:
+                ends = conformal_ends((part["label"] - part["raw"]).to_numpy(), coverage)
+                own[str(g)] = (n * ends + shrink * overall) / (n + shrink)
+    return overall, own
+
+
+def _category_miss(
+    frame: pd.DataFrame, ends: tuple[np.ndarray, dict[str, np.ndarray]], coverage: float
+) -> float | None:
+    """Return the case-weighted RMS of coverage - `coverage` over the categories of `frame`
+    with MIN_JUDGED cases under `ends`, None if none has."""
+    overall, own = ends
+    q = np.array([own.get(str(g), overall) for g in frame["group"]]).reshape(len(frame), 2)
+    resid = (frame["label"] - frame["raw"]).to_numpy()
+    inside = pd.Series((resid >= q[:, 0]) & (resid <= q[:, 1]), index=frame.index)
+    per = inside.groupby(frame["group"]).agg(["size", "mean"])
+    per = per[per["size"] >= MIN_JUDGED]
+    if per.empty:
+        return None
+    return float(np.sqrt(np.average((per["mean"] - coverage) ** 2, weights=per["size"])))
+
+
+def choose_shrinkage(frame: pd.DataFrame, cfg: TrainConfig) -> dict[str, Any]:
+    """Return the shrink and share of the grid whose ends, fit on the older half of the
+    calibration window, cover each category of the newer half closest to the target.
+
+    Judged by the case-weighted RMS distance of category coverage from cfg.coverage over
+    categories with MIN_JUDGED newer cases; among rules within 0.01 of the best, the
+    narrowest. Only calibration cases are read: nothing after the training window."""
+    t = frame["requested_datetime"]
+    cut = t.min() + (t.max() - t.min()) / 2
+    older, newer = frame[t < cut], frame[t >= cut]
+    scored = []
+    for shrink in cfg.shrink_grid if len(older) else ():
+        for share in cfg.share_grid:
+            overall, own = shrunk_ends(older, cfg.coverage, shrink, share)
+            miss = _category_miss(newer, (overall, own), cfg.coverage)
+            if miss is None:
+                continue
+            q = np.array([own.get(str(g), overall) for g in newer["group"]])
+            scored.append((miss, float(np.mean(q[:, 1] - q[:, 0])), shrink, share))
+    if not scored:
+        # Too few calibration cases to judge: the global ends on the whole window.
+        return {"shrink": float("inf"), "share": 1.0, "inner_miss": None}
+    best = min(s[0] for s in scored)
+    miss, _, shrink, share = min((s for s in scored if s[0] <= best + 0.01), key=lambda s: s[1])
+    return {"shrink": shrink, "share": share, "inner_miss": round(miss, 4)}
+
+
+def with_shrunk_ends(cal: dict[str, Any], frame: pd.DataFrame, cfg: TrainConfig) -> dict[str, Any]:
+    """Return `cal` with every category's ends from choose_shrinkage; centres stay as they are."""
+    choice = choose_shrinkage(frame, cfg)
+    overall, own = shrunk_ends(frame, cfg.coverage, choice["shrink"], choice["share"])
+    center = cal["global"][1]
+
+    def row(ends: np.ndarray, mid: float) -> list[float]:
+        return [min(float(ends[0]), mid), mid, max(float(ends[1]), mid)]
+
+    groups = {g: row(e, cal["groups"].get(g, [0.0, center])[1]) for g, e in own.items()}
+    # A min_group category without its own ends keeps its centre with the global ends.
+    groups.update({g: row(overall, q[1]) for g, q in cal["groups"].items() if g not in groups})
+    shrink = choice["shrink"]
+    return {
+        **cal,
+        "global": row(overall, center),
+        "groups": groups,
+        "shrink": None if not np.isfinite(shrink) else shrink,
+        "window_share": choice["share"],
+        "inner_miss": choice["inner_miss"],
     }
 
 
@@ -321,6 +445,8 @@ def calibrate(frame: pd.DataFrame, as_of: datetime, cfg: TrainConfig) -> dict[st
     cal = residual_quantiles(
         frame.drop(columns="requested_datetime"), cfg.coverage, cfg.min_group, cfg.center_on_median
     )
+    if cfg.shrink_grid and not binned and not scaled and "weight" not in frame and len(frame):
+        cal = with_shrunk_ends(cal, frame, cfg)
     return {**cal, **binned, "scaled": scaled}
 
 
