@@ -165,25 +165,33 @@ class GoldSink(Sink):
     def write(self, batch: Batch) -> str | None:
         """Replace the gold slices silver changed since the version gold reflects; return the
         Postgres rows changed, or None when silver has not moved."""
-        counts = self.update(full=False)
+        try:
+            # No wait for Postgres here: it would hold silver's next batches back, and the next
+            # batch catches gold up from gold.progress, which only the mirror moves.
+            counts = self.update(full=False, retry_seconds=0)
+        except psycopg.OperationalError as err:
+            log.warning("gold: Postgres unreachable (%s); gold catches up at a later batch",
+                        str(err).splitlines()[0] if str(err) else type(err).__name__)  # fmt: skip
+            return None
         return None if counts is None else f"gold changed {counts['gold_changed']}"
 
     def replace(self, rebuild: Rebuild) -> dict[str, int]:
         """Rebuild every gold table from the new silver.cases; return the Postgres rows
         changed and deleted."""
-        return self.update(full=True) or {"gold_changed": 0, "gold_deleted": 0}
+        bound = self.settings.stream_pg_retry_seconds
+        return self.update(full=True, retry_seconds=bound) or {"gold_changed": 0, "gold_deleted": 0}
 
     def compact(self) -> None:
         """Compact the gold tables, which every batch's MERGE leaves a few small files in."""
         for path in gold_paths(self.settings).values():
             compact(self.spark, path)
 
-    def update(self, full: bool) -> dict[str, int] | None:
+    def update(self, full: bool, retry_seconds: float) -> dict[str, int] | None:
         """Bring gold, in the lake then in Postgres, up to silver's newest version, from its
         changes or (full, first run, change feed gone) from all of it; return the Postgres
         rows changed and deleted, or None when nothing was to do."""
         s, spark = self.settings, self.spark
-        dsn, bound = s.postgres_dsn.get_secret_value(), s.stream_pg_retry_seconds
+        dsn, bound = s.postgres_dsn.get_secret_value(), retry_seconds
         silver_path, paths = s.table_path(silver.TABLE), gold_paths(s)
         conf = conf_targets(spark, s.conf_dir / "sla_targets.csv")
         progress = None if full else retrying(dsn, read_progress, bound)

@@ -239,16 +239,19 @@ def test_gold_follows_silver_through_late_updates_redone_batches_and_replay(spar
                 sql.Identifier(schema, "progress")
             )
         )
-    redone = GoldSink(spark, env.settings).update(full=False)
+    redone = GoldSink(spark, env.settings).update(full=False, retry_seconds=0)
     assert redone == {"gold_changed": 0, "gold_deleted": 0}
     assert check_gold(spark, env, targets) == second
-    assert GoldSink(spark, env.settings).update(full=False) is None
+    assert GoldSink(spark, env.settings).update(full=False, retry_seconds=0) is None
 
     replayed = replay(spark, env.settings, SchemaRegistry(env.settings.schema_registry_url))
     # A replay sets the targets again, from silver as it is now.
     check_gold(spark, env, expected_targets(spark, env))
     # What a second replay does to gold: rebuilt, nothing changes.
-    assert GoldSink(spark, env.settings).update(full=True) == {"gold_changed": 0, "gold_deleted": 0}
+    assert GoldSink(spark, env.settings).update(full=True, retry_seconds=0) == {
+        "gold_changed": 0,
+        "gold_deleted": 0,
+    }
     assert replayed.gold_changed > 0
     assert replayed.silver_rows == len({c["service_request_id"] for c in cases}) + 5
 
