@@ -90,7 +90,7 @@ cluster-down:
 test: setup
 	@$(SF311) up && rc=0 || rc=$$?; \
 	if [ $$rc -eq 0 ]; then \
-	  $(PYTEST) tests/unit tests/integration || rc=$$?; \
+	  $(PYTEST) --durations=15 tests/unit tests/integration || rc=$$?; \
 	  $(DAG_TEST_ENV) $(AIRFLOW_VENV)/bin/python -m pytest tests/dags || rc=$$?; \
 	fi; \
 	$(SF311) down; exit $$rc

@@ -20,7 +20,6 @@ from tests.support.models import paper_scorer
 pytestmark = pytest.mark.integration
 
 DB_NAME = "serving_case_prediction_test"
-OPENED = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
 SCORED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 # id: (category, neighborhood, closed, deleted, flags, hours from the test's start to upper_at
 # or None when not scored)
@@ -40,13 +39,15 @@ CASES = {
 def warehouse(settings: Settings) -> Iterator[tuple[scratch.ScratchDb, datetime]]:
     db = scratch.create(settings, DB_NAME)
     start = datetime.now(UTC)
+    # Opened three days before the fixture runs, not before collection: ages are asserted.
+    opened = start - timedelta(days=3)
     with psycopg.connect(db.owner_dsn, autocommit=True) as conn:
         for sid, (category, hood, closed, deleted, flags, upper) in CASES.items():
             conn.execute(
                 "INSERT INTO cases (service_request_id, requested_datetime, updated_datetime,"
                 " closed_date, deleted_at, quality_flags, service_name, neighborhood,"
                 " kafka_timestamp, batch_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now(), 0)",
-                [sid, OPENED, OPENED, OPENED + timedelta(hours=1) if closed else None,
+                [sid, opened, opened, opened + timedelta(hours=1) if closed else None,
                  start if deleted else None, flags, category, hood],
             )  # fmt: skip
             if upper is not None:
