@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def first_line(err: BaseException) -> str:
+    """Return the first line of err's message, or its type's name when it has none: for logs."""
+    return (str(err).strip() or type(err).__name__).splitlines()[0]
+
+
 class UserError(Exception):
     """A failure its message explains: the file, line, setting or service, and what to do."""
 

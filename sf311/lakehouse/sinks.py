@@ -14,6 +14,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from sf311.errors import first_line
 from sf311.lakehouse import bronze, silver
 from sf311.lakehouse.batch import Batch, Rebuild
 from sf311.lakehouse.checkpoints import WAREHOUSE_QUERY
@@ -171,7 +172,7 @@ class GoldSink(Sink):
             counts = self.update(full=False, retry_seconds=0)
         except psycopg.OperationalError as err:
             log.warning("gold: Postgres unreachable (%s); gold catches up at a later batch",
-                        str(err).splitlines()[0] if str(err) else type(err).__name__)  # fmt: skip
+                        first_line(err))  # fmt: skip
             return None
         return None if counts is None else f"gold changed {counts['gold_changed']}"
 
@@ -191,10 +192,10 @@ class GoldSink(Sink):
         changes or (full, first run, change feed gone) from all of it; return the Postgres
         rows changed and deleted, or None when nothing was to do."""
         s, spark = self.settings, self.spark
-        dsn, bound = s.postgres_dsn.get_secret_value(), retry_seconds
+        dsn = s.postgres_dsn.get_secret_value()
         silver_path, paths = s.table_path(silver.TABLE), gold_paths(s)
         conf = conf_targets(spark, s.conf_dir / "sla_targets.csv")
-        progress = None if full else retrying(dsn, read_progress, bound)
+        progress = None if full else retrying(dsn, read_progress, retry_seconds)
         cached: list[DataFrame] = []
         found = None
         if progress is not None and progress.silver_table != table_id(spark, silver_path):
@@ -245,7 +246,7 @@ class GoldSink(Sink):
                 mirrored.append(Change(u.table, rows, slices))
             # Replaced slices and progress commit together: a retry or a replayed batch redoes
             # the same replacement, which then changes nothing.
-            counts = retrying(dsn, lambda conn: mirror(conn, mirrored, reached), bound)
+            counts = retrying(dsn, lambda conn: mirror(conn, mirrored, reached), retry_seconds)
         finally:
             for df in cached:
                 df.unpersist()

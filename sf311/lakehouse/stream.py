@@ -16,7 +16,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from sf311.contract.registry import RegistryError, SchemaRegistry
 from sf311.contract.schema import reader_schema
-from sf311.errors import ServiceUnavailable
+from sf311.errors import ServiceUnavailable, first_line
 from sf311.lakehouse.batch import BatchDecoder, read_loaded_offsets
 from sf311.lakehouse.checkpoints import (
     LAKE_QUERY,
@@ -226,10 +226,6 @@ DEPENDENCIES = (
 )  # fmt: skip
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip() or type(err).__name__).splitlines()[0][:300]
-
-
 def await_dependencies(settings: Settings) -> None:
     """Return once Kafka, the registry and Postgres answer, waiting for each up to its
     stream_*_retry_seconds; raise ServiceUnavailable naming the first that did not."""
@@ -239,7 +235,7 @@ def await_dependencies(settings: Settings) -> None:
             with_retries(lambda d=dep: d.probe(settings), dep.unavailable, dep.name, bound)
         except dep.unavailable as err:
             raise ServiceUnavailable(
-                f"{dep.name} unreachable for {bound:.0f} s ({_first_line(err)}): start it "
+                f"{dep.name} unreachable for {bound:.0f} s ({first_line(err)[:300]}): start it "
                 f"(`sf311 up`) or correct {dep.setting}"
             ) from err
 
@@ -294,7 +290,7 @@ def run_stream(
                 raise
             log.warning("a query stopped during an outage of %s (%s); restarting it from its "
                         "checkpoint once they answer", ", ".join(down) or "a service",
-                        _first_line(err))  # fmt: skip
+                        first_line(err)[:300])  # fmt: skip
         finally:
             streams.stop()
             streams.tick()

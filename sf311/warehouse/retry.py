@@ -10,6 +10,8 @@ from typing import TypeVar
 
 import psycopg
 
+from sf311.errors import first_line
+
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
@@ -32,8 +34,7 @@ def with_retries(
         except unavailable as err:
             if time.monotonic() + delay > deadline:
                 raise
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            log.warning("%s unavailable (%s); retrying in %.1f s", service, first, delay)
+            log.warning("%s unavailable (%s); retrying in %.1f s", service, first_line(err), delay)
             sleep(delay)
             delay = min(delay * 2, 5.0)
 
