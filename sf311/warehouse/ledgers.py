@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -152,6 +153,9 @@ def insert_lake_batch(conn: psycopg.Connection, row: dict[str, Any]) -> None:
     )
 
 
+SPOOL_LOCK = threading.Lock()
+
+
 class LakeLedger:
     """lake_batches rows written first to a spool folder, then to Postgres, so that a batch
     committed to Delta while Postgres is down is recorded at a later batch or run."""
@@ -173,15 +177,25 @@ class LakeLedger:
     def flush(self, query_id: str) -> int:
         """Store the spooled rows of one query in batch order and drop them; return how many
         are left because Postgres is unreachable or refused them."""
+        # The lake batch and the driver's idle tick both flush: one at a time in this process.
+        with SPOOL_LOCK:
+            return self._flush(query_id)
+
+    def _flush(self, query_id: str) -> int:
         paths = sorted(self.spool.glob(f"{query_id}-*.json"))
         stored = 0
         try:
             if paths:
                 with psycopg.connect(self.dsn, connect_timeout=5) as conn:
                     for path in paths:
+                        try:
+                            row = json.loads(path.read_text())
+                        except FileNotFoundError:  # stored by another process's flush
+                            stored += 1
+                            continue
                         with conn.transaction():
-                            insert_lake_batch(conn, json.loads(path.read_text()))
-                        path.unlink()
+                            insert_lake_batch(conn, row)  # idempotent: ON CONFLICT DO NOTHING
+                        path.unlink(missing_ok=True)
                         stored += 1
         except psycopg.Error as err:
             # Kept for a later attempt; logged when the count changes, not at every attempt.
