@@ -141,6 +141,12 @@ def test_job_kill9_inside_the_warehouse_load(fault_env, spark, tmp_path: Path) -
     assert_exact(fault_env, spark, first + second)
 
 
+def _running_phase(job: Job, pattern: re.Pattern[str]) -> re.Match[str] | None:
+    """Return the match of a running Spark job's tag; fail at once if the job died."""
+    assert job.alive, job.text()[-3000:]
+    return next((m for t in job.running_tags() if (m := pattern.match(t))), None)
+
+
 @pytest.mark.parametrize("phase", ["quarantine", "silver"])
 def test_job_kill9_inside_a_lake_phase(phase: str, fault_env, spark, tmp_path: Path) -> None:
     """quarantine runs after bronze's commit and before silver's MERGE; silver is the MERGE."""
@@ -156,9 +162,7 @@ def test_job_kill9_inside_a_lake_phase(phase: str, fault_env, spark, tmp_path: P
     pattern = re.compile(rf"^(.+)-batch-([1-9]\d*)-{phase}$")
     try:
         hit = wait_until(
-            lambda: next((m for t in job.running_tags() if (m := pattern.match(t))), None),
-            WAIT,
-            f"a Spark job of the {phase} phase",
+            lambda: _running_phase(job, pattern), WAIT, f"a Spark job of the {phase} phase"
         )
         job.kill()
     finally:
