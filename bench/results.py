@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,11 +67,9 @@ def _process_kind(comm: str, cmdline: str) -> str | None:
     return None
 
 
-def cpu_seconds(proc: Path = Path("/proc")) -> dict[str, float]:
-    """Return the CPU seconds (user + system) used so far by the machine's PostgreSQL, Spark
-    driver and Kafka broker processes, each kind summed, and by this process ("driver")."""
-    tick = os.sysconf("SC_CLK_TCK")
-    totals = {"postgres": 0.0, "spark": 0.0, "kafka": 0.0}
+def _stack_processes(proc: Path) -> Iterator[tuple[str, Path, list[str]]]:
+    """Yield (kind, /proc entry, stat fields after the name) of the machine's PostgreSQL, Spark
+    driver and Kafka broker processes."""
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -80,14 +80,74 @@ def cpu_seconds(proc: Path = Path("/proc")) -> dict[str, float]:
             continue
         comm, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :]
         kind = _process_kind(comm, cmdline)
-        if kind is None:
-            continue
-        utime, stime, cutime, cstime = (int(v) for v in fields.split()[11:15])
+        if kind is not None:
+            yield kind, entry, fields.split()
+
+
+def cpu_seconds(proc: Path = Path("/proc")) -> dict[str, float]:
+    """Return the CPU seconds (user + system) used so far by the machine's PostgreSQL, Spark
+    driver and Kafka broker processes, each kind summed, and by this process ("driver")."""
+    tick = os.sysconf("SC_CLK_TCK")
+    totals = {"postgres": 0.0, "spark": 0.0, "kafka": 0.0}
+    for kind, _, fields in _stack_processes(proc):
+        utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
         # Exited children count in their parent once reaped: Postgres backends, one per
         # connection, come and go within a benchmark and land in the postmaster's share.
         totals[kind] += (utime + stime + cutime + cstime) / tick
     own = os.times()
     return {**totals, "driver": own.user + own.system}
+
+
+def _pss_mb(entry: Path) -> float:
+    """Return a process's proportional set size in MB (0 when it has ended)."""
+    try:
+        for line in (entry / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def memory_mb(proc: Path = Path("/proc")) -> dict[str, float]:
+    """Return the memory of each kind of stack process and of this process ("driver"), in MB,
+    and the machine's memory in use ("machine": total - available).
+
+    Proportional set size: a page shared by n processes counts 1/n in each, so the sum over
+    Postgres's processes counts its shared buffers once."""
+    totals = {"postgres": 0.0, "spark": 0.0, "kafka": 0.0}
+    for kind, entry, _ in _stack_processes(proc):
+        totals[kind] += _pss_mb(entry)
+    info = dict(line.split(":", 1) for line in (proc / "meminfo").read_text().splitlines())
+    in_use_kb = int(info["MemTotal"].split()[0]) - int(info["MemAvailable"].split()[0])
+    return {**totals, "driver": _pss_mb(proc / "self"), "machine": in_use_kb / 1024}
+
+
+class PeakMemory:
+    """Samples memory_mb() every `interval` seconds in a thread while its block runs; `peaks`
+    holds the largest value of each kind seen, in MB."""
+
+    def __init__(self, interval: float = 2.0, proc: Path = Path("/proc")) -> None:
+        self.interval = interval
+        self.proc = proc
+        self.peaks: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            for kind, mb in memory_mb(self.proc).items():
+                self.peaks[kind] = round(max(self.peaks.get(kind, 0.0), mb), 1)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def write_results(

@@ -1,13 +1,16 @@
-"""Benchmark of the streaming job: Kafka -> Postgres, bronze and silver on the local stack.
+"""Benchmark of the streaming job: Kafka -> Postgres, bronze, silver, gold and case
+predictions (when MLflow holds a champion) on the local stack.
 
-1. Backfill: N generated cases (10 % of them later versions of earlier ids) are produced to a
-   fresh topic, then one bounded run (`sf311 stream --once`) loads them: the lake query alone,
-   which loads Postgres too from the rows it decoded. Rows/s into Postgres (reported as
+1. Backfill: N generated cases over 18 years (10 % of them later versions of earlier ids) are
+   produced to a fresh topic, then one bounded run (`sf311 stream --once`) loads them: the lake
+   query alone, which loads Postgres too from the rows it decoded. Rows/s into Postgres (reported as
    sf311_warehouse, from the job's stream_batches) and into Delta (sf311_lake, from
    lake_batches) per phase, Spark jobs per phase, when each caught up, end to end, and the CPU
    seconds Spark, Postgres, Kafka and this driver spent on it (per million rows: what the
    pipeline itself spent, whatever else ran). `--scale` repeats it at each size, each on its
-   own topic, schema and lake, and records the scale curve.
+   own topic, schema and lake, and records the scale curve. The peak memory of the Spark
+   driver, Postgres and the machine during the run (sampled every 2 s) and the gold tables'
+   row counts come with each size.
 2. Steady: a producer sends R events/s for S seconds while the job runs with its default
    processingTime trigger; freshness = Postgres commit time - Kafka timestamp, p50/p95 (and the
    same to the silver commit, for the lake).
@@ -16,9 +19,11 @@
    standalone master and two workers of 1 core on this machine) after the settings' own master
    (local[2]), in the same run, and reports the time ratio master / local per size.
 
-Everything lands in throwaway topics, Postgres schemas and lake folders, removed afterwards.
+Everything lands in throwaway topics, Postgres schemas and lake folders, removed afterwards;
+with `--database NAME` the largest backfill's warehouse is a database kept for the dashboard
+and scoring benchmarks (`bench.dashboard --database NAME`, `bench.score --database NAME`).
 Usage: .venv/bin/python -m bench.stream [--rows 1000000 | --full | --scale 100000,1000000]
-       [--rate 1000 --steady-seconds 300] [--master spark://127.0.0.1:7077]
+       [--rate 1000 --steady-seconds 300] [--master spark://127.0.0.1:7077] [--database NAME]
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from pyspark.sql import SparkSession
 
-from bench.results import Figure, cpu_seconds, write_results
+from bench.results import Figure, PeakMemory, cpu_seconds, write_results
 from sf311.contract.registry import SchemaRegistry
 from sf311.contract.schema import latest_schema_path, load_schema
 from sf311.ingest.generate import CaseGenerator
@@ -51,19 +56,27 @@ from sf311.ingest.records import CaseEncoder
 from sf311.lakehouse.checkpoints import LAKE_QUERY, QUERIES, WAREHOUSE_QUERY
 from sf311.lakehouse.stream import run_stream, start_stream
 from sf311.lakehouse.writers import job_tag
+from sf311.model.predictions import CasePredictionSink
 from sf311.settings import Settings, load_settings
 from sf311.spark import build_spark
+from sf311.warehouse.gold import TABLES as GOLD_TABLES
+from sf311.warehouse.gold import gold_schema
 from sf311.warehouse.migrate import migrate
+from tests.support import scratch
 
-POOL = 20_000
-FULL_ROWS = 6_600_000
+POOL = 200_000
+# The city's whole dataset: about 8 million cases since 2008.
+FULL_ROWS = 8_000_000
+HISTORY_DAYS = 18 * 365
 TARGET_ROWS_PER_S = 15_000
 TARGET_FRESHNESS_P95_S = 5.0
-TARGET_FULL_SECONDS = 600.0
+TARGET_FULL_SECONDS = 360.0
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
 
 
 def _cases_pool(size: int) -> list[dict[str, Any]]:
-    gen = CaseGenerator(seed=1)
+    gen = CaseGenerator(seed=1, days=HISTORY_DAYS)
     pool = []
     for i in range(size):
         case = normalize(gen.case(i, size), "generator")
@@ -73,11 +86,16 @@ def _cases_pool(size: int) -> list[dict[str, Any]]:
 
 
 class Feed:
-    """Encodes generated cases with fresh ids; every 10th is a later version of an earlier id."""
+    """Encodes generated cases with fresh ids; every 10th is a later version of an earlier id.
 
-    def __init__(self, encoder: CaseEncoder, pool: list[dict[str, Any]]) -> None:
+    The `rows` messages walk the pool (HISTORY_DAYS, oldest first) once, in time order as
+    the extractor's backfill reads the city's cases; a pool case met again is moved by up to
+    two days, so that repeated cases spread over days as the gold tables' rows would."""
+
+    def __init__(self, encoder: CaseEncoder, pool: list[dict[str, Any]], rows: int) -> None:
         self.encoder = encoder
         self.pool = pool
+        self.rows = rows
         self.first_id = 50_000_000
         self.next = 0
         self.rng = random.Random(3)
@@ -87,11 +105,16 @@ class Feed:
         """Return the (key, value) of the next case version."""
         i = self.next
         self.next += 1
-        case = dict(self.pool[i % len(self.pool)])
+        case = dict(self.pool[min(i * len(self.pool) // self.rows, len(self.pool) - 1)])
+        shift = HOUR_MS * (i % 48)
+        for field in ("requested_datetime", "updated_datetime", "closed_date"):
+            if case[field] is not None:
+                case[field] += shift
         if i % 10 == 9:
             sid = self.first_id + self.rng.randrange(i)
-            base = case["updated_datetime"] or case["requested_datetime"]
-            case["updated_datetime"] = base + 86_400_000 * (1 + i // len(self.pool))
+            case["updated_datetime"] = (
+                case["updated_datetime"] or case["requested_datetime"]
+            ) + DAY_MS
         else:
             sid = self.first_id + i
         case["service_request_id"] = sid
@@ -193,15 +216,28 @@ def phase_totals(batches: list[dict[str, Any]]) -> dict[str, float]:
 
 
 @contextmanager
-def bench_env(base: Settings, **overrides: Any) -> Iterator[tuple[Settings, int, str]]:
-    """Yield settings on a fresh topic, Postgres schema and lake, the schema id and the DSN."""
+def bench_env(
+    base: Settings, database: str | None = None, **overrides: Any
+) -> Iterator[tuple[Settings, int, str]]:
+    """Yield settings on a fresh topic, Postgres schema and lake, the schema id and the DSN.
+
+    With `database`, the warehouse is a fresh database of that name instead of a schema (its
+    gold tables in schema `gold`, as the dashboard reads them), kept afterwards for
+    `bench.dashboard --database` and `bench.score`.
+    """
     tag = uuid.uuid4().hex[:8]
     schema = f"bench_stream_{tag}"
     lake = base.state_dir / "bench" / f"stream-{tag}"
     owner_dsn = base.postgres_dsn.get_secret_value()
-    dsn = f"{owner_dsn}{'&' if '?' in owner_dsn else '?'}options=" + quote(
-        f"-c search_path={schema}"
-    )
+    if database:
+        dsn = scratch.create(base, database).owner_dsn
+    else:
+        dsn = f"{owner_dsn}{'&' if '?' in owner_dsn else '?'}options=" + quote(
+            f"-c search_path={schema}"
+        )
+        with psycopg.connect(owner_dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        migrate(dsn)
     settings = load_settings(
         kafka_topic=f"sf311.bench.stream.{tag}",
         lake_path=str(lake / "lake"),
@@ -216,17 +252,16 @@ def bench_env(base: Settings, **overrides: Any) -> Iterator[tuple[Settings, int,
     reader = load_schema(latest_schema_path(base.schemas_dir))
     registry = SchemaRegistry(base.schema_registry_url)
     schema_id = registry.register(f"{settings.kafka_topic}-value", reader)
-    with psycopg.connect(owner_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    migrate(dsn)
     try:
         yield settings, schema_id, dsn
     finally:
         for future in admin.delete_topics([settings.kafka_topic]).values():
             future.result()
         registry.delete(f"{settings.kafka_topic}-value")
-        with psycopg.connect(owner_dsn, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        if not database:
+            with psycopg.connect(owner_dsn, autocommit=True) as conn:
+                # Gold's mirror of a warehouse in schema X lives in X_gold (migration 0013).
+                conn.execute(f"DROP SCHEMA {schema}, {schema}_gold CASCADE")
         shutil.rmtree(lake, ignore_errors=True)
 
 
@@ -235,12 +270,19 @@ def backfill(spark: SparkSession, settings: Settings, feed: Feed, rows: int, dsn
     produce_rate = produce_backfill(settings, feed, rows)
     started = datetime.now(UTC)
     cpu0, t0 = cpu_seconds(), time.monotonic()
-    run_stream(spark, settings, once=True)
+    with PeakMemory() as memory:
+        run_stream(spark, settings, once=True, extra_sinks=(CasePredictionSink,))
     wall = time.monotonic() - t0
     cpu = {kind: round(used - cpu0[kind], 1) for kind, used in cpu_seconds().items()}
     with psycopg.connect(dsn) as conn:
         ledgers = {q: _ledger(conn, q) for q in QUERIES}
         loaded = conn.execute("SELECT count(*) FROM cases").fetchone()[0]
+        predictions = conn.execute("SELECT count(*) FROM case_predictions").fetchone()[0]
+        gold = gold_schema(conn)
+        gold_rows = {
+            t.name: conn.execute(f"SELECT count(*) FROM {gold}.{t.name}").fetchone()[0]
+            for t in GOLD_TABLES
+        }
     queries = {}
     for query, batches in ledgers.items():
         consumed = sum(b["rows_in"] for b in batches)
@@ -273,13 +315,18 @@ def backfill(spark: SparkSession, settings: Settings, feed: Feed, rows: int, dsn
         # 2 CPU-s per second of wall time.
         "cpu_seconds": cpu,
         "cpu_seconds_per_million_rows": round(sum(cpu.values()) * 1e6 / consumed, 1),
+        # Proportional set sizes sampled every 2 s; "machine" is all memory in use, the rest
+        # of the stack (Kafka, the registry, MLflow, Airflow) included.
+        "peak_memory_mb": memory.peaks,
+        "gold_rows": gold_rows,
+        "case_predictions": predictions,
     }
 
 
 def steady(spark: SparkSession, settings: Settings, feed: Feed, rate: int, seconds: float,
            dsn: str) -> dict:  # fmt: skip
     """Return the freshness figures of a steady `rate` events/s stream."""
-    streams = start_stream(spark, settings)
+    streams = start_stream(spark, settings, extra_sinks=(CasePredictionSink,))
     try:
         time.sleep(5)
         since = datetime.now(UTC)
@@ -346,6 +393,14 @@ def main() -> None:
     parser.add_argument(
         "--lake-max-offsets", type=int, default=None, help="rows per lake micro-batch"
     )
+    parser.add_argument(
+        "--database", default=None, help="load the largest backfill into a fresh database of "
+        "this name and keep it (for bench.dashboard --database and bench.score)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--model-name", default=None, help="MLflow model whose champion scores the open cases "
+        "(bench.score --register-only registers one); default: the settings' own",
+    )  # fmt: skip
     parser.add_argument("--rate", type=int, default=1000, help="steady events/s")
     parser.add_argument("--steady-seconds", type=float, default=300)
     parser.add_argument(
@@ -361,6 +416,8 @@ def main() -> None:
         overrides["stream_max_offsets_per_trigger"] = args.max_offsets
     if args.lake_max_offsets:
         overrides["stream_lake_max_offsets_per_trigger"] = args.lake_max_offsets
+    if args.model_name:
+        overrides["model_name"] = args.model_name
     reader = load_schema(latest_schema_path(base.schemas_dir))
     pool = _cases_pool(POOL)
     details: dict[str, Any] = {"backfills": []}
@@ -368,15 +425,17 @@ def main() -> None:
     spark = build_spark(base, app_name="sf311-bench-stream")
     try:
         for rows in sizes:
-            with bench_env(base, **overrides) as (settings, schema_id, dsn):
-                feed = Feed(CaseEncoder(reader, schema_id), pool)
+            database = args.database if rows == max(sizes) else None
+            with bench_env(base, database, **overrides) as (settings, schema_id, dsn):
+                feed = Feed(CaseEncoder(reader, schema_id), pool, rows)
                 result = backfill(spark, settings, feed, rows, dsn)
             print(json.dumps(result, indent=2))
             details["backfills"].append({"master": base.spark_master, **result})
             scale.append({"rows": rows, "seconds": result["end_to_end_seconds"]})
         if args.steady_seconds > 0:
-            with bench_env(base, **overrides) as (settings, schema_id, dsn):
-                feed = Feed(CaseEncoder(reader, schema_id), pool)
+            with bench_env(base, None, **overrides) as (settings, schema_id, dsn):
+                rows = round(args.rate * args.steady_seconds)
+                feed = Feed(CaseEncoder(reader, schema_id), pool, rows)
                 details["steady"] = steady(
                     spark, settings, feed, args.rate, args.steady_seconds, dsn
                 )
@@ -403,8 +462,12 @@ def on_master(
     runs = []
     try:
         for rows, before in zip(sizes, local, strict=True):
-            with bench_env(base, spark_master=master, **overrides) as (settings, schema_id, dsn):
-                result = backfill(spark, settings, Feed(CaseEncoder(reader, schema_id), pool),
+            with bench_env(base, None, spark_master=master, **overrides) as (
+                settings,
+                schema_id,
+                dsn,
+            ):
+                result = backfill(spark, settings, Feed(CaseEncoder(reader, schema_id), pool, rows),
                                   rows, dsn)  # fmt: skip
             runs.append({
                 "rows": rows,
@@ -430,6 +493,9 @@ def figures(details: dict[str, Any]) -> list[Figure]:
         Figure("backfill CPU seconds per million rows",
                largest["cpu_seconds_per_million_rows"], "CPU-s", largest["rows"], better="lower"),
     ]  # fmt: skip
+    for kind, mb in largest["peak_memory_mb"].items():
+        out.append(Figure(f"backfill peak memory {kind}", mb, "MB", largest["rows"],
+                          better="lower"))  # fmt: skip
     for query, q in largest["queries"].items():
         out.append(Figure(f"backfill {query} caught up", q["rows_per_s"], "rows/s",
                           largest["rows"]))  # fmt: skip

@@ -28,6 +28,15 @@ def _with_db(dsn: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
+def dsns(settings: Settings, name: str) -> ScratchDb:
+    """Return the owner and analyst DSNs of database `name` on the settings' server."""
+    return ScratchDb(
+        name=name,
+        owner_dsn=_with_db(settings.postgres_dsn.get_secret_value(), name),
+        analyst_dsn=_with_db(settings.analyst_dsn.get_secret_value(), name),
+    )
+
+
 def create(settings: Settings, name: str) -> ScratchDb:
     """Return a fresh database `name` (dropped first if it exists) holding the warehouse schema."""
     owner = dsn_parts(settings.postgres_dsn.get_secret_value())[2]
@@ -38,11 +47,7 @@ def create(settings: Settings, name: str) -> ScratchDb:
                 sql.Identifier(name), sql.Identifier(owner)
             )
         )
-    db = ScratchDb(
-        name=name,
-        owner_dsn=_with_db(settings.postgres_dsn.get_secret_value(), name),
-        analyst_dsn=_with_db(settings.analyst_dsn.get_secret_value(), name),
-    )
+    db = dsns(settings, name)
     migrate(db.owner_dsn)
     return db
 

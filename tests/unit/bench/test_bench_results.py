@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from bench.results import (
     KAFKA_MAIN,
     SPARK_MAIN,
     Figure,
+    PeakMemory,
     cpu_seconds,
+    memory_mb,
     summary_markdown,
     write_results,
 )
@@ -69,3 +72,33 @@ def test_cpu_seconds_sums_each_kind_with_its_reaped_children(tmp_path: Path) -> 
     used = cpu_seconds(tmp_path)
     assert (used["postgres"], used["spark"], used["kafka"]) == (12.0, 44.0, 7.0)
     assert used["driver"] > 0
+
+
+def _fake_memory(proc: Path, pid: int | str, pss_kb: int) -> None:
+    (proc / str(pid) / "smaps_rollup").write_text(
+        f"00400000-7fff [rollup]\nRss: {pss_kb * 3} kB\nPss: {pss_kb} kB\n"
+    )
+
+
+def test_memory_sums_each_kind_proportionally_and_reads_the_machine(tmp_path: Path) -> None:
+    # Two Postgres processes sharing buffers: their Pss, not their Rss, adds up once.
+    _fake_process(tmp_path, 10, "postgres", "/usr/lib/postgresql/15/bin/postgres -D x", (0,) * 4)
+    _fake_process(tmp_path, 11, "postgres", "postgres: sf311 sf311 127.0.0.1 COPY", (0,) * 4)
+    _fake_process(tmp_path, 20, "java", f"java -cp x {SPARK_MAIN} pyspark-shell", (0,) * 4)
+    _fake_process(tmp_path, 40, "bash", "bash", (0,) * 4)
+    for pid, kb in ((10, 2048), (11, 1024), (20, 10240), (40, 99 * 1024)):
+        _fake_memory(tmp_path, pid, kb)
+    (tmp_path / "self").mkdir()
+    _fake_memory(tmp_path, "self", 512)
+    (tmp_path / "meminfo").write_text(
+        "MemTotal:       24000000 kB\nMemFree:  1 kB\nMemAvailable:   20000000 kB\n"
+    )
+    used = memory_mb(tmp_path)
+    assert used == {"postgres": 3.0, "spark": 10.0, "kafka": 0.0, "driver": 0.5,
+                    "machine": 4_000_000 / 1024}  # fmt: skip
+    with PeakMemory(interval=0.01, proc=tmp_path) as memory:
+        _fake_memory(tmp_path, 20, 30720)  # the driver grows, then shrinks again
+        time.sleep(0.1)
+        _fake_memory(tmp_path, 20, 1024)
+        time.sleep(0.1)
+    assert memory.peaks["spark"] == 30.0 and memory.peaks["postgres"] == 3.0
