@@ -129,7 +129,7 @@ bench: setup
 	done
 	$(VENV)/bin/python -m bench.summary
 
-## bench-full: the city's scale, about an hour: 8M generated cases over 18 years streamed into a
+## bench-full: the city's scale, about 40 minutes: 8M generated cases over 18 years streamed into a
 ## kept database BENCH_DB (after 100k and 1M, for the scale curve) with a bench champion scoring
 ## the open cases, then every open case rescored after a model change, then the dashboard in
 ## Chromium and the README's queries on it. Run it on a quiet machine.

@@ -17,25 +17,22 @@ from __future__ import annotations
 
 import argparse
 import os
-from datetime import datetime
 
 import psycopg
 from mlflow.tracking import MlflowClient
 from psycopg import sql
 
 from bench.results import Figure, write_results
-from sf311.contract.city import LOCAL_ZONE
+from bench.serve import CSV, TEST_START  # the real sample and split bench.serve fits on
 from sf311.credentials import use_mlflow
 from sf311.model.predictions import score_open_cases
 from sf311.model.registry import ALIAS, log_and_register
 from sf311.model.train import TrainConfig, fit_and_evaluate
-from sf311.settings import PROJECT_ROOT, Settings, load_settings
+from sf311.settings import Settings, load_settings
 from sf311.spark import build_spark
 from sf311.warehouse.predictions import OPEN
 from tests.support import scratch, silver_frames
 
-CSV = PROJECT_ROOT.parent / "shared" / "data" / "sf311" / "cases_10k_2008_2019.csv"
-TEST_START = datetime(2018, 7, 1, tzinfo=LOCAL_ZONE)
 BENCH_MODEL = "sf311-bench"
 
 

@@ -1,5 +1,6 @@
 """The README's SQL examples run as the analyst on a warehouse holding cases, gold and
-predictions, and each returns rows: a renamed view or column fails here, not in a user's hands."""
+predictions, and those the fixture data can answer return rows: a renamed view or column, or a
+missing grant, fails here, not in a user's hands."""
 
 from __future__ import annotations
 
