@@ -431,7 +431,8 @@ def open_cases(conn: psycopg.Connection, filters: Filters, limit: int = 2000) ->
         " police_district, requested_datetime, age_hours, predicted_close_at, upper_at,"
         " hours_late, lat, long"
         f" FROM open_case_status WHERE {cond}"
-        " ORDER BY hours_late DESC, service_request_id LIMIT %(limit)s",
+        # Latest by hours late is earliest upper end: an index walk that stops at `limit`.
+        " ORDER BY upper_at, service_request_id LIMIT %(limit)s",
         {**params, "limit": limit},
     )
 

@@ -19,6 +19,12 @@ OPEN = sql.SQL(
 )
 VALUES = ("model_version", "predicted_close_at", "lower_at", "upper_at")
 COLUMNS = ("service_request_id", *VALUES, "scored_at")
+# The case's columns each row carries (view open_cases, migration 0015), so that the views over
+# open cases never join `cases`.
+CASE_COPIES = (
+    "category", "service_subtype", "neighborhood", "supervisor_district", "police_district",
+    "source", "requested_datetime", "lat", "long",
+)  # fmt: skip
 
 # (service_request_id, model_version, predicted_close_at, lower_at, upper_at)
 PredictionRow = tuple[int, str, datetime, datetime, datetime]
@@ -62,11 +68,15 @@ def open_case_slices(
 def upsert_predictions(
     conn: psycopg.Connection, rows: Sequence[PredictionRow], scored_at: datetime
 ) -> int:
-    """Write predictions, changing a stored row only where a value differs, inside the
-    caller's transaction; return the rows inserted or changed."""
+    """Write predictions of the cases still open, each with its case's columns from view
+    open_cases, changing a stored row only where a value differs, inside the caller's
+    transaction; return the rows inserted or changed."""
     if not rows:
         return 0
-    conn.execute(f"CREATE TEMP TABLE predictions_stage (LIKE {TABLE}) ON COMMIT DROP")
+    conn.execute(
+        "CREATE TEMP TABLE predictions_stage ON COMMIT DROP"
+        f" AS SELECT {', '.join(COLUMNS)} FROM {TABLE} WITH NO DATA"
+    )
     with conn.cursor() as cur:
         with cur.copy(
             sql.SQL("COPY predictions_stage ({}) FROM STDIN").format(
@@ -75,23 +85,30 @@ def upsert_predictions(
         ) as copy:
             for row in rows:
                 copy.write_row((*row, scored_at))
+        written = (*COLUMNS, *CASE_COPIES)
+        changing = (*VALUES, *CASE_COPIES)
         cur.execute(
             sql.SQL(
-                "INSERT INTO {table} ({cols}) SELECT {cols} FROM predictions_stage"
+                "INSERT INTO {table} ({cols}) SELECT {picked} FROM predictions_stage s"
+                " JOIN open_cases o USING (service_request_id)"
                 " ON CONFLICT (service_request_id) DO UPDATE SET {updates}"
                 " WHERE ({old}) IS DISTINCT FROM ({new})"
             ).format(
                 table=sql.Identifier(TABLE),
-                cols=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
+                cols=sql.SQL(", ").join(map(sql.Identifier, written)),
+                picked=sql.SQL(", ").join(
+                    [sql.SQL("s.{}").format(sql.Identifier(c)) for c in COLUMNS]
+                    + [sql.SQL("o.{}").format(sql.Identifier(c)) for c in CASE_COPIES]
+                ),
                 updates=sql.SQL(", ").join(
-                    sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in COLUMNS[1:]
+                    sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in written[1:]
                 ),
                 old=sql.SQL(", ").join(
                     sql.SQL("{}.{}").format(sql.Identifier(TABLE), sql.Identifier(c))
-                    for c in VALUES
+                    for c in changing
                 ),
                 new=sql.SQL(", ").join(
-                    sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in VALUES
+                    sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in changing
                 ),
             )
         )

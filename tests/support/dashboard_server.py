@@ -51,8 +51,9 @@ def serving(
 
 
 # Fixture data only: the gold tables and case predictions the dashboard reads, filled from a
-# scratch warehouse's `cases` by SQL written here from the contracts (migrations 0013_gold.sql
-# and 0014_case_predictions.sql), independent of the gold job and of the scorer.
+# scratch warehouse's `cases` by SQL written here from the contracts (migrations 0013_gold.sql,
+# 0014_case_predictions.sql, 0015_open_case_copies.sql), independent of the gold job and of the
+# scorer.
 SF_DAY = "((%s) AT TIME ZONE 'America/Los_Angeles')::date"
 FILL_GOLD = f"""
 TRUNCATE gold.daily_volume, gold.backlog_daily, gold.resolution_stats, gold.sla_daily,
@@ -104,13 +105,16 @@ FROM (
         closed_date, requested_datetime + %(target)s * interval '1 hour' AS due
     FROM cases
 ) c GROUP BY 1, 2, 3;
-INSERT INTO case_predictions
+INSERT INTO case_predictions (service_request_id, model_version, predicted_close_at, lower_at,
+    upper_at, scored_at, category, service_subtype, neighborhood, supervisor_district,
+    police_district, source, requested_datetime, lat, long)
 SELECT service_request_id, 'fixture',
     now() + (ARRAY[-20, 5, 80])[1 + mod(service_request_id, 3)] * interval '1 hour',
     now() + (ARRAY[-40, -5, 40])[1 + mod(service_request_id, 3)] * interval '1 hour',
     now() + (ARRAY[-10, 10, 100])[1 + mod(service_request_id, 3)] * interval '1 hour',
-    now()
-FROM cases WHERE closed_date IS NULL AND deleted_at IS NULL;
+    now(), category, service_subtype, neighborhood, supervisor_district, police_district,
+    source, requested_datetime, lat, long
+FROM open_cases;
 """
 # The SLA target of every category in the fixture, in hours.
 FIXTURE_TARGET_HOURS = 72.0

@@ -1,5 +1,6 @@
-"""The operations views of migration 0014 and GET /cases/{id}/prediction on a scratch warehouse:
-which open case is overdue, at risk or on time, read as the analyst role."""
+"""The operations views of migrations 0014 and 0015 and GET /cases/{id}/prediction on a scratch
+warehouse: which open case is overdue, at risk or on time, read as the analyst role, and the
+case columns each prediction carries following its case."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pydantic import SecretStr
 from sf311.model.champion import LoadedModel, ModelService
 from sf311.serving.api import create_app
 from sf311.settings import Settings
+from sf311.warehouse import predictions as store
 from tests.support import scratch
 from tests.support.models import paper_scorer
 
@@ -27,7 +29,7 @@ CASES = {
     1: ("Graffiti", "Mission", False, False, [], -2.0),  # overdue
     2: ("Graffiti", "Mission", False, False, [], 5.0),  # at risk
     3: ("Graffiti", "Mission", False, False, [], 48.0),  # on time
-    4: ("Graffiti", "Mission", True, False, [], -2.0),  # closed: a stale row, not open
+    4: ("Graffiti", "Mission", True, False, [], -2.0),  # closed after it was scored
     5: ("Graffiti", "Mission", False, True, [], -2.0),  # deleted by reconciliation
     6: ("Graffiti", "Mission", False, False, [], None),  # open, not scored yet
     7: ("Graffiti", "Mission", False, False, ["closed_date_invalid"], -2.0),  # closed, no date
@@ -42,20 +44,30 @@ def warehouse(settings: Settings) -> Iterator[tuple[scratch.ScratchDb, datetime]
     # Opened three days before the fixture runs, not before collection: ages are asserted.
     opened = start - timedelta(days=3)
     with psycopg.connect(db.owner_dsn, autocommit=True) as conn:
-        for sid, (category, hood, closed, deleted, flags, upper) in CASES.items():
+        # Every case lands open and is scored by the keeper's writer; then the closings,
+        # deletions and flags arrive as the warehouse load and reconciliation write them.
+        for sid, (category, hood, *_) in CASES.items():
             conn.execute(
                 "INSERT INTO cases (service_request_id, requested_datetime, updated_datetime,"
-                " closed_date, deleted_at, quality_flags, service_name, neighborhood,"
-                " kafka_timestamp, batch_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now(), 0)",
-                [sid, opened, opened, opened + timedelta(hours=1) if closed else None,
-                 start if deleted else None, flags, category, hood],
+                " service_name, neighborhood, kafka_timestamp, batch_id)"
+                " VALUES (%s, %s, %s, %s, %s, now(), 0)",
+                [sid, opened, opened, category, hood],
+            )
+        rows = [
+            (sid, "v1", at - timedelta(hours=10), at - timedelta(hours=20), at)
+            for sid, (*_, upper) in CASES.items()
+            if upper is not None
+            for at in [start + timedelta(hours=upper)]
+        ]
+        with conn.transaction():
+            assert store.upsert_predictions(conn, rows, SCORED) == 7
+        for sid, (_, _, closed, deleted, flags, _) in CASES.items():
+            conn.execute(
+                "UPDATE cases SET closed_date = %s, deleted_at = %s, quality_flags = %s"
+                " WHERE service_request_id = %s",
+                [opened + timedelta(hours=1) if closed else None, start if deleted else None,
+                 flags, sid],
             )  # fmt: skip
-            if upper is not None:
-                at = start + timedelta(hours=upper)
-                conn.execute(
-                    "INSERT INTO case_predictions VALUES (%s, 'v1', %s, %s, %s, %s)",
-                    [sid, at - timedelta(hours=10), at - timedelta(hours=20), at, SCORED],
-                )
     yield db, start
     scratch.drop(settings, DB_NAME)
 
@@ -86,10 +98,32 @@ def test_views_sort_open_cases_by_their_upper_end(warehouse) -> None:
     assert 72.0 <= ages[0] <= ages[1] <= 72.0 + elapsed + 0.01
 
 
+def test_a_prediction_follows_its_case_and_never_outlives_it(warehouse) -> None:
+    db, start = warehouse
+    with psycopg.connect(db.owner_dsn) as conn:  # one transaction, rolled back at the end
+        conn.execute(
+            "UPDATE cases SET service_name = 'Encampments', neighborhood = 'SoMa', lat = 37.77,"
+            " long = -122.41 WHERE service_request_id = 3"
+        )
+        copies = "SELECT category, neighborhood, lat, long FROM open_case_status"
+        one = " WHERE service_request_id = 3"
+        assert conn.execute(copies + one).fetchone() == ("Encampments", "SoMa", 37.77, -122.41)
+        conn.execute(
+            "UPDATE cases SET quality_flags = ARRAY['location_outside_sf']"
+            " WHERE service_request_id = 3"
+        )
+        assert conn.execute(copies + one).fetchone() == ("Encampments", "SoMa", None, None)
+        # The keeper scoring a case that closed meanwhile writes nothing for it.
+        assert store.upsert_predictions(conn, [(4, "v2", start, start, start)], SCORED) == 0
+        assert conn.execute(copies + " WHERE service_request_id = 4").fetchone() is None
+        conn.rollback()
+
+
 def test_the_analyst_reads_predictions_but_cannot_write_them(warehouse) -> None:
     db, _ = warehouse
     with psycopg.connect(db.analyst_dsn, autocommit=True) as conn:
-        assert conn.execute("SELECT count(*) FROM case_predictions").fetchone()[0] == 7
+        # The closed, deleted and invalid-closed cases lost their rows when they stopped being open.
+        assert conn.execute("SELECT count(*) FROM case_predictions").fetchone()[0] == 4
         conn.execute("SET default_transaction_read_only = off")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM case_predictions")

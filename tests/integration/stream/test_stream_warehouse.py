@@ -38,7 +38,7 @@ def test_analyst_reads_views_and_cannot_write(schema_dsn, analyst_dsn):
     with psycopg.connect(analyst_dsn, autocommit=True) as conn:
         for view in ("open_backlog", "daily_volume", "resolution_times", "recent_cases",
                      "stream_freshness", "cases", "stream_batches", "lake_batches",
-                     "warehouse_offsets"):  # fmt: skip
+                     "warehouse_offsets", "open_cases", "open_case_status"):  # fmt: skip
             conn.execute(f"SELECT * FROM {view} LIMIT 1").fetchall()
         # The role is read-only by default, but it may switch that off: grants must hold alone.
         conn.execute("SET default_transaction_read_only = off")
