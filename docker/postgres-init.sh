@@ -18,4 +18,5 @@ REVOKE CONNECT ON DATABASE airflow FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO analyst;
 ALTER DEFAULT PRIVILEGES FOR ROLE sf311 IN SCHEMA public GRANT SELECT ON TABLES TO analyst;
 ALTER ROLE analyst SET default_transaction_read_only = on;
+ALTER ROLE analyst SET jit = off;
 SQL
