@@ -78,6 +78,11 @@ class Sink(ABC):
         """Compact the small files the stream's frequent commits leave; most tables need not."""
         return None
 
+    def idle(self) -> None:
+        """Do what is due between batches, called by the driver about every second while the
+        job streams (never in a bounded run); most tables need nothing."""
+        return None
+
 
 class DeltaSink(Sink):
     """A sink that writes a Delta table of the lake."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 import requests
@@ -79,7 +79,9 @@ class Streams:
     """The job's running queries, handled as one."""
 
     queries: list[StreamingQuery]
-    # Called about every second while the queries run (wait, not once).
+    # Every sink the queries write: each one's idle() runs about every second (wait, not once).
+    sinks: list[Sink] = field(default_factory=list)
+    # Called about every second while the queries run (wait, not once), and once they stop.
     tick: Callable[[], object] = lambda: None
 
     @property
@@ -108,6 +110,8 @@ class Streams:
             while self.active:
                 self.queries[0].awaitTermination(1)
                 self.tick()
+                for sink in self.sinks:
+                    sink.idle()
         error = self.exception()
         if error is not None:
             raise error
@@ -174,11 +178,11 @@ def start_stream(
         return start(writer, trigger, settings.stream_lake_max_offsets_per_trigger)
 
     if not once:
-        return Streams([warehouse(), lake()])
+        return Streams([warehouse(), lake()], [*sinks[WAREHOUSE_QUERY], *sinks[LAKE_QUERY]])
     if warehouse_behind_lake(spark, settings):
         log.info("the warehouse is behind the lake: the warehouse query runs to the end first")
         Streams([warehouse()]).wait(once=True)
-    return Streams([lake()])
+    return Streams([lake()], sinks[LAKE_QUERY])
 
 
 PROBE_SECONDS = 5.0

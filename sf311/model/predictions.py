@@ -5,6 +5,7 @@ it lands, closed ones removed, every open case rescored when the champion change
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 import psycopg
 from pyspark.sql import SparkSession
 
-from sf311.errors import UserError
+from sf311.errors import UserError, first_line
 from sf311.lakehouse.batch import Batch, Rebuild
 from sf311.lakehouse.sinks import Sink, utc_now
 from sf311.model.champion import LoadedModel, ModelService, mlflow_service
@@ -200,6 +201,8 @@ class CasePredictionSink(Sink):
     ) -> None:
         super().__init__(spark, settings, clock)
         self.keeper = keeper or case_predictions(settings)
+        # write() runs on the query's thread, idle() on the driver's: one keeper at a time.
+        self._busy = threading.Lock()
 
     def takes(self, batch: Batch) -> bool:
         """Return True when the batch holds cases for the warehouse."""
@@ -209,18 +212,38 @@ class CasePredictionSink(Sink):
         """Score the batch's open cases and delete its closed ones' predictions, then rescore
         every open case if the champion changed."""
         assert batch.rows is not None, "takes() lets only collected batches through"
-        due = self.keeper.refresh()
-        # The batch first: its cases, already in `cases`, need not make a restart rescore all.
-        ids = batch.rows.newest["service_request_id"].to_pylist()
-        counts = self.keeper.update(ids)
-        if self.keeper.catch_up() is None and due:
-            self.keeper.purge()
+        with self._busy:
+            due = self.keeper.refresh()
+            # The batch first: its cases, already in `cases`, need not make a restart rescore
+            # all.
+            ids = batch.rows.newest["service_request_id"].to_pylist()
+            counts = self.keeper.update(ids)
+            self._settle(due)
         log.info(
             "predictions batch %d: %d open cases scored, %d rows written, %d deleted",
             batch.batch_id, counts.scored, counts.written, counts.deleted,
             extra={"query": batch.query_name, "batch_id": batch.batch_id,
                    "predictions_seconds": counts.seconds},
         )  # fmt: skip
+
+    def idle(self) -> None:
+        """Between batches, at most every check_seconds: rescore every open case when the
+        champion changed, else purge the predictions of cases closed or deleted meanwhile. A
+        batch being written, or Postgres down, leaves it to the next call or batch."""
+        if not self._busy.acquire(blocking=False):
+            return
+        try:
+            if self.keeper.refresh():
+                self._settle(due=True)
+        except psycopg.Error as err:
+            log.warning("case_predictions not checked between batches (%s)", first_line(err))
+        finally:
+            self._busy.release()
+
+    def _settle(self, due: bool) -> None:
+        # A changed champion rescores everything, which purges too; else purge when due.
+        if self.keeper.catch_up() is None and due:
+            self.keeper.purge()
 
     def replace(self, rebuild: Rebuild) -> dict[str, int]:
         """Rescore every open case of the rebuilt `cases`; return no counts (logged instead)."""

@@ -1,10 +1,13 @@
 """case_predictions kept by the streaming job with a champion registered in MLflow: open cases
-scored as they land, closed ones removed, a new champion rescoring every open case, and the
-API answering with the stored prediction."""
+scored as they land, closed ones removed, a new champion rescoring every open case (at the next
+batch, or between batches while the job streams), and the API answering with the stored
+prediction."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,7 +21,7 @@ from pydantic import SecretStr
 from stream_support import T0, with_search_path
 
 from sf311.credentials import use_mlflow
-from sf311.lakehouse.stream import run_stream
+from sf311.lakehouse.stream import run_stream, start_stream
 from sf311.model.champion import LoadedModel, ModelService
 from sf311.model.columns import INPUT_COLUMNS
 from sf311.model.export import flatten_trees
@@ -127,6 +130,19 @@ def _assert_equal(stored: dict[int, tuple], expected: dict[int, tuple]) -> None:
             assert abs(g - w) < timedelta(milliseconds=1), (sid, g, w)
 
 
+def _caught_up(query) -> bool:
+    progress = query.recentProgress
+    return bool(progress) and progress[-1].numInputRows == 0
+
+
+def _until(done, job: threading.Thread, what: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert job.is_alive(), f"the job stopped before it {what}"
+        assert time.monotonic() < deadline, f"not {what} in {seconds:.0f} s"
+        time.sleep(0.5)
+
+
 def test_open_cases_are_scored_closed_ones_leave_and_a_new_champion_rescores(
     spark, stream_env, tmp_path
 ) -> None:
@@ -156,16 +172,36 @@ def test_open_cases_are_scored_closed_ones_leave_and_a_new_champion_rescores(
         open_ids = [FIRST_ID + n for n in (0, 4, 6)]
         _assert_equal(_stored(stream_env), _expected(stream_env, second, v2, open_ids))
 
+        # Streaming with nothing to read, a third champion still rescores every open case: the
+        # driver checks the alias between batches.
+        third = _export(tmp_path / "v3", graffiti=0.5, other=2.5)
+        streams = start_stream(spark, settings, extra_sinks=sinks)
+        waiting = threading.Thread(target=streams.wait, args=(False,), daemon=True)
+        waiting.start()
+        try:
+            # The warehouse query first reloads what the bounded runs' lake query loaded.
+            _until(lambda: all(_caught_up(q) for q in streams.queries), waiting, "caught up")
+            last = {q.name: q.recentProgress[-1].batchId for q in streams.queries}
+            v3 = _register_champion(settings, tmp_path / "v3")
+            _until(lambda: {v[0] for v in _stored(stream_env).values()} == {v3}, waiting,
+                   "rescored")  # fmt: skip
+        finally:
+            streams.stop()
+            waiting.join(timeout=60)
+        _assert_equal(_stored(stream_env), _expected(stream_env, third, v3, open_ids))
+        assert not [p for q in streams.queries for p in q.recentProgress
+                    if p.batchId > last[q.name] and p.numInputRows > 0]  # fmt: skip
+
         schema = settings.postgres_dsn.get_secret_value().rsplit("search_path%3D", 1)[1]
         with stream_env.pg() as conn:
             conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO analyst")
         analyst = with_search_path(settings.analyst_dsn.get_secret_value(), schema)
         local = settings.model_copy(update={"analyst_dsn": SecretStr(analyst)})
-        service = ModelService(LoadedModel(second, v2))
+        service = ModelService(LoadedModel(third, v3))
         with TestClient(create_app(local, service)) as api:
             body = api.get(f"/cases/{FIRST_ID + 4}/prediction").json()
-            want = _expected(stream_env, second, v2, [FIRST_ID + 4])[FIRST_ID + 4]
-            assert body["model_version"] == v2
+            want = _expected(stream_env, third, v3, [FIRST_ID + 4])[FIRST_ID + 4]
+            assert body["model_version"] == v3
             # Opened in 2019 and predicted to close within days: long overdue.
             assert body["status"] == "overdue"
             got = [datetime.fromisoformat(body[k]) for k in ("predicted_close_at", "lower_at",

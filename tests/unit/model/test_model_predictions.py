@@ -252,3 +252,50 @@ def test_a_restart_scores_the_batch_without_rescoring_everything(world, settings
     sink.write(_batch([4]))
     assert set(fake.stored) == {1, 2, 3, 4}
     assert fake.calls == ["open_cases", "unscored_by"]
+
+
+def test_between_batches_a_new_champion_rescores_and_a_deletion_is_purged(world, settings) -> None:
+    fake, registry, clock, keeper = world
+    sink = CasePredictionSink(None, settings, keeper=keeper)  # type: ignore[arg-type]
+    registry.version = "7"
+    sink.idle()
+    assert {r[1] for r in fake.stored.values()} == {"7"} and set(fake.stored) == {1, 2, 3}
+    # No batch arrives: the moved alias is seen at the next due check all the same.
+    registry.version = "8"
+    clock.now = 10
+    sink.idle()
+    assert {r[1] for r in fake.stored.values()} == {"7"}
+    clock.now = 31
+    sink.idle()
+    assert {r[1] for r in fake.stored.values()} == {"8"}
+    del fake.open[2]  # deleted by reconciliation
+    clock.now = 62
+    sink.idle()
+    assert set(fake.stored) == {1, 3}
+
+
+def test_between_batches_nothing_runs_while_a_batch_is_written(world, settings) -> None:
+    fake, registry, clock, keeper = world
+    sink = CasePredictionSink(None, settings, keeper=keeper)  # type: ignore[arg-type]
+    registry.version = "7"
+    with sink._busy:  # a batch in write() on the query's thread
+        sink.idle()
+    assert fake.stored == {} and registry.probes == 0
+
+
+def test_between_batches_postgres_down_is_logged_not_raised(world, settings, monkeypatch,
+                                                             caplog) -> None:  # fmt: skip
+    fake, registry, clock, keeper = world
+    sink = CasePredictionSink(None, settings, keeper=keeper)  # type: ignore[arg-type]
+    registry.version = "7"
+
+    def down(*args, **kwargs):
+        raise predictions.psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(predictions.psycopg, "connect", down)
+    sink.idle()
+    assert "not checked between batches (connection refused)" in caplog.text
+    monkeypatch.setattr(predictions.psycopg, "connect", fake.connect)
+    clock.now = 31
+    sink.idle()
+    assert set(fake.stored) == {1, 2, 3}
