@@ -3,6 +3,7 @@ the gold tables and the open-case views."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -69,6 +70,13 @@ class Filters:
     def days(self) -> int:
         """Return the number of days in the range, both ends included."""
         return (self.end - self.start).days + 1
+
+    @property
+    def grain(self) -> str:
+        """Return the step of the range's time series, a date_trunc unit: day up to 6 months,
+        week up to 3 years, month beyond (a point a day over 18 years is 6,500 per line: more
+        than a chart shows, and seconds for a browser to draw)."""
+        return "day" if self.days <= 184 else "week" if self.days <= 1096 else "month"
 
     def previous(self) -> Filters:
         """Return the same filters over the period of the same length just before this one."""
@@ -146,3 +154,24 @@ def unapplied(filters: Filters, columns: dict[str, str]) -> tuple[str, ...]:
     return tuple(
         label for field, label in LABELS.items() if getattr(filters, field) and field not in columns
     )
+
+
+class BadLinkRange(ValueError):
+    """A link's ?from=&to= that is not a range of two ISO days, the first not after the last."""
+
+
+def link_range(params: Mapping[str, str]) -> tuple[date, date] | None:
+    """Return the date range a link asks for with ?from=YYYY-MM-DD&to=YYYY-MM-DD, or None when
+    it names neither; raise BadLinkRange for one alone, a malformed day or a reversed range."""
+    if "from" not in params and "to" not in params:
+        return None
+    try:
+        start, end = date.fromisoformat(params["from"]), date.fromisoformat(params["to"])
+    except (KeyError, ValueError) as err:
+        raise BadLinkRange(
+            f"the link's date range from={params.get('from')!r} to={params.get('to')!r} is not "
+            "two days as YYYY-MM-DD"
+        ) from err
+    if start > end:
+        raise BadLinkRange(f"the link's date range starts after it ends ({start} > {end})")
+    return start, end

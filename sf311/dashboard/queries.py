@@ -191,12 +191,14 @@ def breakdowns(conn: psycopg.Connection, filters: Filters) -> dict[str, pd.DataF
 
 
 def daily_volume(conn: psycopg.Connection, filters: Filters, top: int = 5) -> pd.DataFrame:
-    """Return cases opened per San Francisco day of the `top` categories (day, category, cases),
-    from gold.daily_volume."""
+    """Return cases opened per San Francisco day, week or month (filters.grain; `day` is its
+    first day) of the `top` categories (day, category, cases), from gold.daily_volume."""
     cond, params = gold_where(filters, "gold.daily_volume")
+    params["grain"] = filters.grain
     return _frame(
         conn,
-        "SELECT day, category, sum(opened)::int AS cases FROM gold.daily_volume"
+        "SELECT date_trunc(%(grain)s, day)::date AS day, category, sum(opened)::int AS cases"
+        " FROM gold.daily_volume"
         f" WHERE {cond} AND category IN ("
         f"   SELECT category FROM gold.daily_volume WHERE {cond} AND category IS NOT NULL"
         "   GROUP BY 1 HAVING sum(opened) > 0 ORDER BY sum(opened) DESC, 1 LIMIT %(top)s)"
@@ -239,23 +241,31 @@ def resolution_monthly(conn: psycopg.Connection, filters: Filters) -> pd.DataFra
 
 def backlog_history(conn: psycopg.Connection, filters: Filters) -> pd.DataFrame:
     """Return cases open at the end of each San Francisco day of the range by age bucket (day,
-    age_bucket, open_cases), from gold.backlog_daily."""
+    age_bucket, open_cases), from gold.backlog_daily; over a long range only the last day of
+    each week or month (filters.grain) that gold holds."""
     cond, params = gold_where(filters, "gold.backlog_daily")
+    params["grain"] = filters.grain
     return _frame(
         conn,
-        "SELECT day, age_bucket, sum(open_cases)::int AS open_cases FROM gold.backlog_daily"
-        f" WHERE {cond} GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT day, age_bucket, open_cases FROM ("
+        " SELECT day, age_bucket, sum(open_cases)::int AS open_cases,"
+        "  max(day) OVER (PARTITION BY date_trunc(%(grain)s, day)) AS period_end"
+        f" FROM gold.backlog_daily WHERE {cond} GROUP BY 1, 2) d"
+        " WHERE day = period_end ORDER BY 1, 2",
         params,
     )
 
 
 def sla(conn: psycopg.Connection, filters: Filters) -> pd.DataFrame:
-    """Return per San Francisco day opened: opened, met, missed, pending and the share met
-    (met / (met + missed)), from gold.sla_daily."""
+    """Return per San Francisco day, week or month opened (filters.grain; `day` is its first
+    day): opened, met, missed, pending and the share met (met / (met + missed)), from
+    gold.sla_daily."""
     cond, params = gold_where(filters, "gold.sla_daily")
+    params["grain"] = filters.grain
     return _frame(
         conn,
-        "SELECT day, sum(opened)::int AS opened, sum(met)::int AS met,"
+        "SELECT date_trunc(%(grain)s, day)::date AS day, sum(opened)::int AS opened,"
+        " sum(met)::int AS met,"
         " sum(missed)::int AS missed, sum(pending)::int AS pending,"
         " sum(met)::float8 / nullif(sum(met) + sum(missed), 0) AS share_met"
         f" FROM gold.sla_daily WHERE {cond} GROUP BY 1 ORDER BY 1",

@@ -15,12 +15,13 @@ from streamlit_folium import st_folium
 
 from sf311.contract.city import LOCAL_ZONE
 from sf311.dashboard import charts, client, maps, queries
-from sf311.dashboard.filters import GOLD_COLUMNS, Filters, unapplied
+from sf311.dashboard.filters import GOLD_COLUMNS, BadLinkRange, Filters, link_range, unapplied
 from sf311.settings import Settings
 
 TTL_SECONDS = 60
 OPTIONS_TTL_SECONDS = 300
 DEFAULT_DAYS = 30
+PER_GRAIN = {"day": "daily", "week": "weekly", "month": "monthly"}
 CSV_MAX_ROWS = 100_000
 LATEST_ROWS = 50
 RESOLVED_ONLY = (
@@ -174,7 +175,12 @@ def sidebar_filters(options: queries.Options) -> Filters:
     """Draw the sidebar filters and return the chosen Filters."""
     st.sidebar.header("Filters")
     low, high = options.first_day, options.last_day
-    widget = _remembered("range", default_range(options))
+    try:
+        linked = link_range(st.query_params)
+    except BadLinkRange as err:
+        st.warning(f"{err}: showing the last {DEFAULT_DAYS} days instead.")
+        linked = None
+    widget = _remembered("range", linked or default_range(options))
     if low and high:
         # A range kept from before the data moved must still lie within the widget's bounds.
         st.session_state[widget] = tuple(min(max(d, low), high) for d in st.session_state[widget])
@@ -183,6 +189,8 @@ def sidebar_filters(options: queries.Options) -> Filters:
     )
     start, end = (chosen[0], chosen[-1]) if isinstance(chosen, tuple | list) else (chosen, chosen)
     st.session_state["range"] = (start, end)
+    # The address names the range, so a link shares what this page shows.
+    st.query_params.update({"from": start.isoformat(), "to": end.isoformat()})
     categories = _multiselect("Category", "categories", options.categories)
     return Filters(
         start=start,
@@ -307,12 +315,15 @@ def overview_page(settings: Settings) -> None:
     )
     pipeline[3].metric("Kafka to warehouse lag p50 / p95", lag)
     st.plotly_chart(
-        charts.daily_lines(load_trend(_dsn(settings), filters), "Daily volume, top 5 categories")
+        charts.daily_lines(
+            load_trend(_dsn(settings), filters),
+            f"{PER_GRAIN[filters.grain].capitalize()} volume, top 5 categories",
+        )
     )
     st.plotly_chart(
         charts.backlog_area(
             load_backlog_history(_dsn(settings), filters),
-            "Backlog: open cases at the end of each day, by age",
+            f"Backlog: open cases at the end of each {filters.grain}, by age",
         )
     )
 
@@ -364,7 +375,11 @@ def charts_page(settings: Settings) -> None:
     right.plotly_chart(
         charts.stacked_bar(frames["districts"], "Cases by police district and category")
     )
-    st.plotly_chart(charts.daily_lines(frames["daily"], "Daily volume, top 5 categories"))
+    st.plotly_chart(
+        charts.daily_lines(
+            frames["daily"], f"{PER_GRAIN[filters.grain].capitalize()} volume, top 5 categories"
+        )
+    )
     left, right = st.columns(2)
     with left:
         _note_unapplied(filters, ("gold.resolution_stats",), "Resolution times")
@@ -376,7 +391,9 @@ def charts_page(settings: Settings) -> None:
     with right:
         _note_unapplied(filters, ("gold.sla_daily",), "SLA figures")
         st.plotly_chart(
-            charts.sla_chart(frames["sla"], "SLA: cases closed within target, by day opened")
+            charts.sla_chart(
+                frames["sla"], f"SLA: cases closed within target, by {filters.grain} opened"
+            )
         )
 
 
@@ -471,14 +488,15 @@ def backlog_page(settings: Settings) -> None:
     )
     st.subheader("Trend")
     st.caption(
-        "Open cases at the end of each day of the range, by age then (gold.backlog_daily). No "
-        "history of predictions is kept, so this is the trend of the backlog and of its ageing; "
-        "the older buckets are where overdue cases sit."
+        "Open cases at the end of each day of the range (each week or month of a long one), by "
+        "age then (gold.backlog_daily). No history of predictions is kept, so this is the trend "
+        "of the backlog and of its ageing; the older buckets are where overdue cases sit."
     )
     _note_unapplied(filters, ("gold.backlog_daily",), "The trend")
     st.plotly_chart(
         charts.backlog_area(
-            load_backlog_history(dsn, filters), "Open cases at the end of each day, by age"
+            load_backlog_history(dsn, filters),
+            f"Open cases at the end of each {filters.grain}, by age",
         )
     )
 

@@ -103,6 +103,35 @@ def test_backlog_history_is_the_open_cases_at_each_day_end(conn, cases, filters)
     assert sum(n for (d, _), n in shown.items() if d == date(2024, 3, 30)) > 10
 
 
+def test_a_long_range_sums_weeks_and_months_and_takes_the_backlog_at_their_ends(conn):
+    # The fixture's cases all fall in the last 80 days of both ranges.
+    for start, unit in ((date(2023, 6, 1), "week"), (date(2021, 1, 1), "month")):
+        long, daily = Filters(start=start, end=WHOLE.end), WHOLE
+        assert long.grain == unit and daily.grain == "day"
+
+        def period(day: date, unit: str = unit) -> date:
+            return day - timedelta(day.weekday()) if unit == "week" else day.replace(day=1)
+
+        volume: dict[tuple, int] = {}
+        for r in queries.daily_volume(conn, daily, top=10).itertuples():
+            key = (period(r.day), r.category)
+            volume[key] = volume.get(key, 0) + r.cases
+        got = queries.daily_volume(conn, long, top=10)
+        assert {(r.day, r.category): r.cases for r in got.itertuples()} == volume
+        sla: dict[date, list[int]] = {}
+        for r in queries.sla(conn, daily).itertuples():
+            sums = sla.setdefault(period(r.day), [0, 0, 0, 0])
+            for i, v in enumerate((r.opened, r.met, r.missed, r.pending)):
+                sums[i] += v
+        got = queries.sla(conn, long)
+        assert {r.day: [r.opened, r.met, r.missed, r.pending] for r in got.itertuples()} == sla
+        days = queries.backlog_history(conn, daily)
+        ends = days.groupby(days["day"].map(period))["day"].transform("max") == days["day"]
+        want = days[ends].reset_index(drop=True)
+        assert len(want) < len(days)
+        assert queries.backlog_history(conn, long).equals(want)
+
+
 def test_sla_days_equal_outcomes_against_the_target(conn, cases):
     sla = queries.sla(conn, WHOLE).set_index("day")
     target = timedelta(hours=FIXTURE_TARGET_HOURS)

@@ -11,7 +11,7 @@ import json
 import math
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -155,6 +155,27 @@ def test_sidebar_filters_drive_the_metrics(app_env, cases):
     lo = datetime(2024, 2, 1, tzinfo=LA).astimezone(UTC)
     hi = datetime(2024, 3, 1, tzinfo=LA).astimezone(UTC)
     assert metric_map(at)["Cases in range"][0] == f"{figures(picked, lo, hi, MONTHS)['cases']:,}"
+
+
+def test_a_link_names_the_date_range_and_a_bad_one_is_said(app_env, cases):
+    at = AppTest.from_file(str(APP / "app.py"), default_timeout=60)
+    at.query_params.update({"from": "2024-02-01", "to": "2024-02-29"})
+    at.run()
+    assert not at.exception and not at.warning
+    assert at.sidebar.date_input[0].value == (date(2024, 2, 1), date(2024, 2, 29))
+    lo = datetime(2024, 2, 1, tzinfo=LA).astimezone(UTC)
+    hi = datetime(2024, 3, 1, tzinfo=LA).astimezone(UTC)
+    assert metric_map(at)["Cases in range"][0] == f"{figures(cases, lo, hi, MONTHS)['cases']:,}"
+    # The address follows the range picked in the sidebar, so a copied link shares it.
+    at.sidebar.date_input[0].set_value((date(2024, 3, 2), date(2024, 3, 9))).run()
+    assert (at.query_params["from"], at.query_params["to"]) == ("2024-03-02", "2024-03-09")
+
+    bad = AppTest.from_file(str(APP / "app.py"), default_timeout=60)
+    bad.query_params.update({"from": "2024-02-30", "to": "2024-03-01"})
+    bad.run()
+    assert not bad.exception
+    assert "from='2024-02-30'" in bad.warning[0].value
+    assert bad.sidebar.date_input[0].value == (date(2024, 3, 1), date(2024, 3, 30))
 
 
 def test_map_page_layers_hold_the_filtered_cases(app_env, cases):

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from sf311.dashboard.filters import (
     GOLD_COLUMNS,
     OPEN_CASE_COLUMNS,
+    BadLinkRange,
     Filters,
     gold_where,
+    link_range,
     unapplied,
     where,
 )
@@ -108,3 +110,29 @@ def test_open_case_columns_name_the_category_as_the_views_do():
     f = Filters(start=date(2024, 1, 1), end=date(2024, 1, 1), categories=("Graffiti",))
     clause, _ = where(f, None, columns=OPEN_CASE_COLUMNS)
     assert clause == "category = ANY(%(categories)s)"
+
+
+def test_a_link_range_is_two_iso_days_in_order():
+    assert link_range({"from": "2008-07-01", "to": "2026-11-30"}) == (
+        date(2008, 7, 1),
+        date(2026, 11, 30),
+    )
+    assert link_range({}) is None
+    assert link_range({"page": "x"}) is None
+    for bad in (
+        {"from": "2024-01-01"},
+        {"to": "2024-01-01"},
+        {"from": "yesterday", "to": "2024-01-01"},
+        {"from": "2024-02-02", "to": "2024-02-01"},
+    ):
+        with pytest.raises(BadLinkRange):
+            link_range(bad)
+
+
+def test_a_long_range_is_drawn_by_week_then_by_month():
+    def grain(days: int) -> str:
+        return Filters(start=date(2008, 7, 1), end=date(2008, 7, 1) + timedelta(days - 1)).grain
+
+    assert [grain(n) for n in (1, 184, 185, 1096, 1097, 6600)] == [
+        "day", "day", "week", "week", "month", "month",
+    ]  # fmt: skip
