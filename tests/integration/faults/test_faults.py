@@ -33,7 +33,7 @@ from tests.integration.faults.fault_support import (
     wait_until,
 )
 from tests.integration.stream.stream_support import StreamEnv, make_versions
-from tests.support.private_stack import SERVICES, kill9
+from tests.support.private_stack import SERVICES, free_ports, kill9
 
 # Each test runs a job of its own and at most a few thousand messages.
 pytestmark = pytest.mark.timeout(1200)
@@ -147,9 +147,34 @@ def _running_phase(job: Job, pattern: re.Pattern[str]) -> re.Match[str] | None:
     return next((m for t in job.running_tags() if (m := pattern.match(t))), None)
 
 
-@pytest.mark.parametrize("phase", ["quarantine", "silver"])
-def test_job_kill9_inside_a_lake_phase(phase: str, fault_env, spark, tmp_path: Path) -> None:
-    """quarantine runs after bronze's commit and before silver's MERGE; silver is the MERGE."""
+def _kill_inside(job: Job, phase: str) -> tuple[str, int]:
+    """Kill the job once a Spark job of `phase` runs in a batch from 1 on; return its query id
+    and batch."""
+    pattern = re.compile(rf"^(.+)-batch-([1-9]\d*)-{phase}$")
+    job.start()
+    try:
+        hit = wait_until(
+            lambda: _running_phase(job, pattern), WAIT, f"a Spark job of the {phase} phase"
+        )
+    finally:
+        job.kill()
+    return hit.group(1), int(hit.group(2))
+
+
+def _moved_ui_port(job: Job) -> Job:
+    """Return the job on a fresh UI port: the killed JVM's port may not be free again yet, and
+    Spark would then serve its UI on another one than the test watches."""
+    port = free_ports(1)[0]
+    conf = Path(job.env.env["SF311_CONF_DIR"]) / "spark-defaults.conf"
+    text = re.sub(r"(?m)^spark\.ui\.port .*$", f"spark.ui.port {port}", conf.read_text())
+    conf.write_text(text)
+    return Job(job.env, port, job.log)
+
+
+def test_job_kill9_inside_each_lake_phase(fault_env, spark, tmp_path: Path) -> None:
+    """quarantine runs after bronze's commit and before silver's MERGE; silver is the MERGE.
+    The job is killed inside the first, restarted (it replays that batch from its checkpoint)
+    and killed inside the second; one bounded run then recovers both."""
     # Versions of the same ids in every wave: from batch 1 on, silver's write is a MERGE.
     waves = [make_versions(ids=500, updates=150, seed=61 + k) for k in range(3)]
     job = _job(fault_env, tmp_path, "job")
@@ -158,25 +183,19 @@ def test_job_kill9_inside_a_lake_phase(phase: str, fault_env, spark, tmp_path: P
         fault_env.produce_cases(wave)
     # Batch 0 creates silver (an append): a MERGE runs from batch 1 on.
     job.env.env["SF311_STREAM_LAKE_MAX_OFFSETS_PER_TRIGGER"] = "700"
-    job.start()
-    pattern = re.compile(rf"^(.+)-batch-([1-9]\d*)-{phase}$")
-    try:
-        hit = wait_until(
-            lambda: _running_phase(job, pattern), WAIT, f"a Spark job of the {phase} phase"
-        )
-        job.kill()
-    finally:
-        job.kill()
-    query_id, batch_id = hit.group(1), int(hit.group(2))
-    # The batch was in progress: a lake batch's ledger row is its last step.
-    assert not lake_batch_recorded(fault_env, query_id, batch_id)
+    killed = [_kill_inside(job, "quarantine")]
+    killed.append(_kill_inside(_moved_ui_port(job), "silver"))
+    # Each batch was in progress: a lake batch's ledger row is its last step.
+    for query_id, batch_id in killed:
+        assert not lake_batch_recorded(fault_env, query_id, batch_id), (query_id, batch_id)
     run_stream(spark, fault_env.settings, once=True)
     versions = [v for wave in waves for v in wave]
     assert_exact(fault_env, spark, versions)
-    # Replayed from its checkpoint, the killed batch has its ledger row now.
-    action = ledger(fault_env, "SELECT silver_action FROM lake_batches WHERE query_id = %s"
-                    " AND batch_id = %s", (query_id, batch_id))  # fmt: skip
-    assert action is not None and "merge" in action
+    # Replayed from its checkpoint, each killed batch has its ledger row now.
+    for query_id, batch_id in killed:
+        action = ledger(fault_env, "SELECT silver_action FROM lake_batches WHERE query_id = %s"
+                        " AND batch_id = %s", (query_id, batch_id))  # fmt: skip
+        assert action is not None and "merge" in action, (query_id, batch_id, action)
 
 
 def test_broker_kill9_while_streaming(
