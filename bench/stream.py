@@ -385,7 +385,7 @@ def _score_freshness(conn: psycopg.Connection, since: datetime) -> dict[str, Any
     scored_at, over the cases produced since `since`, once their number stops growing."""
     query = (
         "SELECT count(*), percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY s),"
-        " max(s) FROM (SELECT extract(epoch FROM p.scored_at - c.kafka_timestamp) AS s"
+        " max(s) FROM (SELECT extract(epoch FROM p.scored_at - c.kafka_timestamp)::float8 AS s"
         " FROM case_predictions p JOIN cases c USING (service_request_id)"
         " WHERE c.kafka_timestamp >= %s) lags"
     )
