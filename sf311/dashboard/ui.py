@@ -21,7 +21,7 @@ from sf311.settings import Settings
 TTL_SECONDS = 60
 OPTIONS_TTL_SECONDS = 300
 DEFAULT_DAYS = 30
-PER_GRAIN = {"day": "daily", "week": "weekly", "month": "monthly"}
+PER_GRAIN = {"day": "Daily", "week": "Weekly", "month": "Monthly"}
 CSV_MAX_ROWS = 100_000
 LATEST_ROWS = 50
 RESOLVED_ONLY = (
@@ -317,7 +317,7 @@ def overview_page(settings: Settings) -> None:
     st.plotly_chart(
         charts.daily_lines(
             load_trend(_dsn(settings), filters),
-            f"{PER_GRAIN[filters.grain].capitalize()} volume, top 5 categories",
+            f"{PER_GRAIN[filters.grain]} volume, top 5 categories",
         )
     )
     st.plotly_chart(
@@ -376,9 +376,7 @@ def charts_page(settings: Settings) -> None:
         charts.stacked_bar(frames["districts"], "Cases by police district and category")
     )
     st.plotly_chart(
-        charts.daily_lines(
-            frames["daily"], f"{PER_GRAIN[filters.grain].capitalize()} volume, top 5 categories"
-        )
+        charts.daily_lines(frames["daily"], f"{PER_GRAIN[filters.grain]} volume, top 5 categories")
     )
     left, right = st.columns(2)
     with left:

@@ -214,8 +214,7 @@ class CasePredictionSink(Sink):
         assert batch.rows is not None, "takes() lets only collected batches through"
         with self._busy:
             due = self.keeper.refresh()
-            # The batch first: its cases, already in `cases`, need not make a restart rescore
-            # all.
+            # The batch first: its cases, already in `cases`, need not make a restart rescore.
             ids = batch.rows.newest["service_request_id"].to_pylist()
             counts = self.keeper.update(ids)
             self._settle(due)
