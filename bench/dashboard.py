@@ -61,14 +61,14 @@ PAGES = {
     "predict": "views/predict.py",
 }
 DRAWN = {
-    "overview": lambda s: len(s["metrics"]) >= 9 and s["plots"] >= 2,
+    "overview": lambda s: len(s["metrics"]) >= 9 and s["charts"] >= 2,
     "map": lambda s: bool(s.get("leaflet") and s["leaflet"]["vectors"]),
-    "charts": lambda s: s["plots"] >= 7 and all(s["plotMarks"]),
+    "charts": lambda s: s["charts"] >= 7 and all(s["chartMarks"]),
     "backlog": lambda s: (
         bool(s.get("leaflet"))
         and s["leaflet"]["clusters"] + s["leaflet"]["vectors"] > 0
         and s["tables"] >= 1
-        and s["plots"] >= 1
+        and s["charts"] >= 1
     ),
     "cases": lambda s: s["tables"] >= 1,
 }

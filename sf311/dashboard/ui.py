@@ -314,13 +314,13 @@ def overview_page(settings: Settings) -> None:
         else "n/a"
     )
     pipeline[3].metric("Kafka to warehouse lag p50 / p95", lag)
-    st.plotly_chart(
+    st.altair_chart(
         charts.daily_lines(
             load_trend(_dsn(settings), filters),
             f"{PER_GRAIN[filters.grain]} volume, top 5 categories",
         )
     )
-    st.plotly_chart(
+    st.altair_chart(
         charts.backlog_area(
             load_backlog_history(_dsn(settings), filters),
             f"Backlog: open cases at the end of each {filters.grain}, by age",
@@ -367,28 +367,28 @@ def charts_page(settings: Settings) -> None:
     _note_unapplied(filters, ("gold.daily_volume",), "Volume charts")
     frames = load_charts(_dsn(settings), filters)
     left, right = st.columns(2)
-    left.plotly_chart(charts.bar(frames["category"], "Cases by category"))
-    right.plotly_chart(charts.bar(frames["neighborhood"], "Cases by neighborhood"))
+    left.altair_chart(charts.bar(frames["category"], "Cases by category"))
+    right.altair_chart(charts.bar(frames["neighborhood"], "Cases by neighborhood"))
     left, right = st.columns(2)
     by = left.radio("Pie by", ("source", "police district"), horizontal=True, key="pie_by")
-    left.plotly_chart(charts.pie(frames[by], f"Cases by {by}"))
-    right.plotly_chart(
+    left.altair_chart(charts.pie(frames[by], f"Cases by {by}"))
+    right.altair_chart(
         charts.stacked_bar(frames["districts"], "Cases by police district and category")
     )
-    st.plotly_chart(
+    st.altair_chart(
         charts.daily_lines(frames["daily"], f"{PER_GRAIN[filters.grain]} volume, top 5 categories")
     )
     left, right = st.columns(2)
     with left:
         _note_unapplied(filters, ("gold.resolution_stats",), "Resolution times")
-        st.plotly_chart(
+        st.altair_chart(
             charts.resolution_lines(
                 frames["resolution"], "Time to close by month closed, resolved cases"
             )
         )
     with right:
         _note_unapplied(filters, ("gold.sla_daily",), "SLA figures")
-        st.plotly_chart(
+        st.altair_chart(
             charts.sla_chart(
                 frames["sla"], f"SLA: cases closed within target, by {filters.grain} opened"
             )
@@ -491,7 +491,7 @@ def backlog_page(settings: Settings) -> None:
         "of the backlog and of its ageing; the older buckets are where overdue cases sit."
     )
     _note_unapplied(filters, ("gold.backlog_daily",), "The trend")
-    st.plotly_chart(
+    st.altair_chart(
         charts.backlog_area(
             load_backlog_history(dsn, filters),
             f"Open cases at the end of each {filters.grain}, by age",

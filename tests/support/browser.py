@@ -30,13 +30,13 @@ FLAGS = (
     "--hide-scrollbars",
 )
 
-# Counts what the dashboard drew: plotly charts and their marks, data tables (drawn on a
-# canvas), and inside the map's iframe Leaflet's vector layers, marker clusters and heatmap.
+# Counts what the dashboard drew: Vega-Lite charts and their marks (lines, bars, slices), data
+# tables (drawn on a canvas), and inside the map's iframe Leaflet's vector layers, marker
+# clusters and heatmap.
 PAGE_STATE = """(() => {
-  const plots = [...document.querySelectorAll('.js-plotly-plot')];
-  const marks = plots.map(p => p.querySelectorAll('.point, .slice, .trace.scatter path.js-line')
-    .length);
-  const state = {plots: plots.length, plotMarks: marks, metrics: [], leaflet: null,
+  const charts = [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')];
+  const marks = charts.map(c => c.querySelectorAll('.role-mark > [role="graphics-symbol"]').length);
+  const state = {charts: charts.length, chartMarks: marks, metrics: [], leaflet: null,
                  tables: document.querySelectorAll('[data-testid="stDataFrame"] canvas').length,
                  running: !!document.querySelector('[data-testid="stStatusWidget"]'),
                  exceptions: document.querySelectorAll('[data-testid="stException"]').length};

@@ -1,6 +1,6 @@
 """End to end: `streamlit run` of the dashboard, loaded in headless Chromium.
 
-Waits for the maps (Leaflet layers inside the component's iframe), the plotly charts and the
+Waits for the maps (Leaflet layers inside the component's iframe), the Vega-Lite charts and the
 tables of every page, checks they hold data from the known cases, and keeps screenshots under
 var/dashboard/screenshots.
 """
@@ -55,7 +55,7 @@ def test_browser_shows_map_charts_and_metrics(dashboard_url, settings: Settings,
         assert state["exceptions"] == 0
 
         browser.navigate(f"{dashboard_url}/charts")
-        state = browser.wait_for(lambda s: s["plots"] >= 7 and all(s["plotMarks"]))
+        state = browser.wait_for(lambda s: s["charts"] >= 7 and all(s["chartMarks"]))
         browser.screenshot(shots / "charts.png")
         assert state["exceptions"] == 0
 
@@ -65,8 +65,8 @@ def test_browser_shows_map_charts_and_metrics(dashboard_url, settings: Settings,
                 bool(s.get("leaflet"))
                 and s["leaflet"]["clusters"] + s["leaflet"]["vectors"] > 0
                 and s["tables"] >= 1
-                and s["plots"] >= 1
-                and all(s["plotMarks"])
+                and s["charts"] >= 1
+                and all(s["chartMarks"])
             )
         )
         browser.screenshot(shots / "backlog.png")
@@ -79,7 +79,7 @@ def test_browser_shows_map_charts_and_metrics(dashboard_url, settings: Settings,
         assert state["exceptions"] == 0
 
         browser.navigate(f"{dashboard_url}/")  # the default page: Streamlit ignores its url_path
-        state = browser.wait_for(lambda s: len(s["metrics"]) >= 9 and s["plots"] >= 2)
+        state = browser.wait_for(lambda s: len(s["metrics"]) >= 9 and s["charts"] >= 2)
         browser.screenshot(shots / "overview.png")
         browser.navigate(f"{dashboard_url}/predict")
         browser.wait_for(lambda s: bool(s.get("leaflet")))

@@ -6,7 +6,6 @@ gold tables and case predictions that the fixture filled from those rows by SQL)
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import re
@@ -15,7 +14,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -191,61 +191,60 @@ def test_map_page_layers_hold_the_filtered_cases(app_env, cases):
     assert "not shown in the popups" in at.info[0].value
 
 
-def values(data: list | dict) -> list:
-    """Plotly 6 sends numeric arrays as {"dtype", "bdata": base64}; return a plain list."""
-    if isinstance(data, dict):
-        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]).tolist()
-    return list(data)
+def _charts(at: AppTest) -> dict[str, list[pd.DataFrame]]:
+    """Return each Vega-Lite chart's data by title: one frame per layer, as the browser gets it."""
+    charts = {}
+    for element in at.get("vega_lite_chart"):
+        spec = json.loads(element.proto.spec)
+        data = {
+            d.name: pa.ipc.open_stream(d.data.data).read_pandas() for d in element.proto.datasets
+        }
+        charts[spec["title"]] = [data[layer["data"]["name"]] for layer in spec.get("layer", [spec])]
+    return charts
 
 
-def _plotly(at: AppTest) -> dict[str, dict]:
-    specs = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
-    return {s["layout"]["title"]["text"]: s for s in specs}
+def _counts(frame: pd.DataFrame, key: str | list[str], value: str = "cases") -> dict:
+    """Return {key: value} of a chart's rows whose value is not 0."""
+    kept = frame[frame[value] != 0]
+    keys = kept[key].itertuples(index=False, name=None) if isinstance(key, list) else kept[key]
+    return dict(zip(keys, kept[value].tolist(), strict=True))
 
 
 def test_charts_page_counts_match_known_cases(app_env, cases):
     at = run("views/charts.py")
-    charts = _plotly(at)
+    charts = _charts(at)
     in_range = [c for c in cases if START <= c["requested_datetime"] < END]
-    bars = charts["Cases by category"]["data"][0]
-    shown = dict(zip(values(bars["y"]), values(bars["x"]), strict=True))
     expected = {}
     for c in in_range:
         expected[c["service_name"]] = expected.get(c["service_name"], 0) + 1
-    assert shown == expected
-    pie = charts["Cases by source"]["data"][0]
-    by_source = {s: sum(c["source"] == s for c in in_range) for s in values(pie["labels"])}
-    assert dict(zip(values(pie["labels"]), values(pie["values"]), strict=True)) == by_source
-    stacked = charts["Cases by police district and category"]["data"]
-    cells = {
-        (d, t["name"]): n
-        for t in stacked
-        for d, n in zip(values(t["x"]), values(t["y"]), strict=True)
-        if n
-    }
-    assert cells == {
+    assert _counts(charts["Cases by category"][0], "label") == expected
+    by_source = {}
+    for c in in_range:
+        by_source[c["source"]] = by_source.get(c["source"], 0) + 1
+    assert _counts(charts["Cases by source"][0], "label") == by_source
+    stacked = charts["Cases by police district and category"][0]
+    assert _counts(stacked, ["district", "category"]) == {
         (d, k): sum(c["police_district"] == d and c["service_name"] == k for c in in_range)
         for d, k in {(c["police_district"], c["service_name"]) for c in in_range}
     }
-    lines = charts["Daily volume, top 5 categories"]["data"]
-    assert {t["name"] for t in lines} == set(expected)  # 4 categories, all in the top 5
-    assert sum(sum(values(t["y"])) for t in lines) == len(in_range)
-    resolution = charts["Time to close by month closed, resolved cases"]["data"]
+    (lines,) = charts["Daily volume, top 5 categories"]
+    assert set(lines["category"]) == set(expected)  # 4 categories, all in the top 5
+    assert lines["cases"].sum() == len(in_range)
+    (resolution,) = charts["Time to close by month closed, resolved cases"]
     p50, p90 = merged_percentiles(cases, MONTHS)
-    assert values(resolution[0]["y"]) == pytest.approx([p50])
-    assert values(resolution[1]["y"]) == pytest.approx([p90])
-    sla = {t["name"]: t for t in charts["SLA: cases closed within target, by day opened"]["data"]}
-    outcomes = sum(sum(values(sla[k]["y"])) for k in ("met", "missed", "pending"))
-    assert outcomes == len(in_range)  # every case opened in range has exactly one outcome
-    assert sum(values(sla["met"]["y"])) == sum(
+    assert len(resolution) == 2  # one month closed in range: its median and p90
+    assert _counts(resolution, "stat", "hours") == pytest.approx({"median": p50, "p90": p90})
+    outcomes, _share = charts["SLA: cases closed within target, by day opened"]
+    by_outcome = outcomes.groupby("outcome")["cases"].sum()
+    assert by_outcome.sum() == len(in_range)  # every case opened in range has exactly one outcome
+    assert by_outcome["met"] == sum(
         c["closed_date"] is not None
         and (c["closed_date"] - c["requested_datetime"]).total_seconds() <= 72 * 3600
         for c in in_range
     )
 
     at.radio(key="pie_by").set_value("police district").run()
-    pie = _plotly(at)["Cases by police district"]["data"][0]
-    assert dict(zip(values(pie["labels"]), values(pie["values"]), strict=True)) == {
+    assert _counts(_charts(at)["Cases by police district"][0], "label") == {
         d: sum(c["police_district"] == d for c in in_range)
         for d in {c["police_district"] for c in in_range}
     }
@@ -273,7 +272,7 @@ def test_backlog_page_counts_open_cases_by_status(app_env, cases):
     ]
     overdue = metric_map(at)["Overdue"][0]
     assert overdue == f"{sum(i % 3 == 0 for i in graffiti):,}"
-    trend = _plotly(at)
+    trend = _charts(at)
     assert len(trend) == 1 and not at.exception
 
 

@@ -67,6 +67,11 @@ def test_tiles_setting():
     assert maps.tiles("OpenStreetMap") == "OpenStreetMap"
 
 
+def _series(chart, by: str, value: str) -> dict[str, list]:
+    """Return each `by` value's `value` column in row order from a chart's data."""
+    return {k: list(g[value]) for k, g in chart.data.groupby(by, sort=False)}
+
+
 def test_daily_lines_fill_missing_days_with_zero():
     volume = pd.DataFrame(
         {
@@ -75,15 +80,15 @@ def test_daily_lines_fill_missing_days_with_zero():
             "cases": [2, 5, 1],
         }
     )
-    fig = charts.daily_lines(volume, "t")
-    lines = {t.name: list(t.y) for t in fig.data}
-    assert lines == {"A": [2, 0, 5], "B": [0, 0, 1]}
+    chart = charts.daily_lines(volume, "t")
+    assert _series(chart, "category", "cases") == {"A": [2, 0, 5], "B": [0, 0, 1]}
+    assert chart.to_dict()["encoding"]["x"]["scale"] == {"type": "utc"}
 
 
 def test_pie_folds_the_tail_into_other():
     counts = pd.DataFrame({"label": list("abcde"), "cases": [50, 20, 10, 5, 1]})
-    fig = charts.pie(counts, "t", top=3)
-    assert dict(zip(fig.data[0].labels, fig.data[0].values, strict=True)) == {
+    data = charts.pie(counts, "t", top=3).data
+    assert dict(zip(data["label"], data["cases"], strict=True)) == {
         "a": 50,
         "b": 20,
         "c": 10,
@@ -93,8 +98,9 @@ def test_pie_folds_the_tail_into_other():
 
 def test_bar_shows_the_top_labels_largest_on_top():
     counts = pd.DataFrame({"label": list("abc"), "cases": [9, 5, 1]})
-    fig = charts.bar(counts, "t", top=2)
-    assert list(fig.data[0].y) == ["b", "a"]
+    chart = charts.bar(counts, "t", top=2)
+    assert list(chart.data["label"]) == ["a", "b"]
+    assert chart.to_dict()["encoding"]["y"]["sort"] == "-x"
 
 
 def test_stacked_bar_folds_small_categories_and_orders_districts_by_total():
@@ -105,11 +111,13 @@ def test_stacked_bar_folds_small_categories_and_orders_districts_by_total():
             "cases": [1, 2, 5, 1, 1],
         }
     )
-    fig = charts.stacked_bar(counts, "t", top=2)
-    assert fig.layout.barmode == "stack"
-    bars = {t.name: dict(zip(t.x, t.y, strict=True)) for t in fig.data}
-    assert bars == {"x": {"B": 5, "A": 1}, "y": {"B": 0, "A": 2}, "other": {"B": 2, "A": 0}}
-    assert list(fig.data[0].x) == ["B", "A"]
+    chart = charts.stacked_bar(counts, "t", top=2)
+    cells = {(d, c): n for d, c, n in chart.data[["district", "category", "cases"]].values}
+    assert cells == {("B", "x"): 5, ("A", "y"): 2, ("A", "x"): 1, ("B", "other"): 2}
+    encoding = chart.to_dict()["encoding"]
+    assert encoding["x"]["sort"] == ["B", "A"]
+    assert encoding["color"]["sort"] == ["x", "y", "other"]
+    assert encoding["y"]["stack"] == "zero"
 
 
 def test_backlog_area_stacks_age_buckets_youngest_first_and_fills_days():
@@ -120,10 +128,13 @@ def test_backlog_area_stacks_age_buckets_youngest_first_and_fills_days():
             "open_cases": [4, 2, 5],
         }
     )
-    fig = charts.backlog_area(backlog, "t")
-    assert [t.name for t in fig.data] == ["0-1 d", "90+ d"]
-    assert {t.name: list(t.y) for t in fig.data} == {"0-1 d": [2, 0, 0], "90+ d": [4, 0, 5]}
-    assert {t.stackgroup for t in fig.data} == {"age"}
+    chart = charts.backlog_area(backlog, "t")
+    assert _series(chart, "age_bucket", "open_cases") == {"0-1 d": [2, 0, 0], "90+ d": [4, 0, 5]}
+    encoding = chart.to_dict()["encoding"]
+    assert encoding["color"]["sort"] == ["0-1 d", "90+ d"] and encoding["y"]["stack"] == "zero"
+    # The stack's order: youngest bucket first, whatever order the rows come in.
+    ranks = chart.data.drop_duplicates("age_bucket").set_index("age_bucket")["rank"]
+    assert ranks["0-1 d"] < ranks["90+ d"]
 
 
 def test_sla_chart_stacks_outcomes_and_draws_the_share_on_its_own_axis():
@@ -136,10 +147,27 @@ def test_sla_chart_stacks_outcomes_and_draws_the_share_on_its_own_axis():
             "share_met": [0.75, None],
         }
     )
-    fig = charts.sla_chart(sla, "t")
-    assert [t.name for t in fig.data] == ["met", "missed", "pending", "share met"]
-    assert list(fig.data[3].y) == [0.75, None] and fig.data[3].yaxis == "y2"
-    assert tuple(fig.layout.yaxis2.range) == (0, 1)
+    chart = charts.sla_chart(sla, "t")
+    bars, share = (layer.data for layer in chart.layer)
+    assert _series(chart.layer[0], "outcome", "cases") == {
+        "met": [3, 0],
+        "missed": [1, 0],
+        "pending": [0, 2],
+    }
+    assert list(share["share_met"]) == [0.75]  # a day with nothing decided draws no point
+    spec = chart.to_dict()
+    assert spec["resolve"] == {"scale": {"y": "independent"}}
+    assert spec["layer"][1]["encoding"]["y"]["scale"] == {"domain": [0, 1]}
+    assert len(bars) == 6
+
+
+def test_resolution_lines_draw_median_and_p90_per_month():
+    monthly = pd.DataFrame(
+        {"month": [date(2024, 1, 1), date(2024, 2, 1)], "p50_hours": [5.0, None],
+         "p90_hours": [50.0, 70.0]}
+    )  # fmt: skip
+    chart = charts.resolution_lines(monthly, "t")
+    assert _series(chart, "stat", "hours") == {"median": [5.0], "p90": [50.0, 70.0]}
 
 
 def test_backlog_map_colours_cases_by_status_and_escapes_text():
