@@ -60,30 +60,31 @@ def pie(counts: pd.DataFrame, title: str, top: int = 8) -> alt.Chart:
     )
 
 
-def _by_day(frame: pd.DataFrame, columns: str, values: str) -> pd.DataFrame:
-    """Return a (day, `columns`, `values`) frame with `values` summed per day and `columns`
-    value, every day of the span present for every value (0 where none)."""
+def _by_period(frame: pd.DataFrame, columns: str, values: str, grain: str) -> pd.DataFrame:
+    """Return a (day, `columns`, `values`) frame with `values` summed per period and `columns`
+    value, 0 where a value lacks a period. By day every day of the span is present; a week or
+    month is present when any value has a row in it (filling those spans day by day would draw
+    a zero between every two periods)."""
+    if frame.empty:
+        return pd.DataFrame({"day": [], columns: [], values: []})
     wide = frame.pivot_table(
         index="day", columns=columns, values=values, aggfunc="sum", fill_value=0
     )
-    days = pd.date_range(wide.index.min(), wide.index.max(), freq="D").date
-    long = wide.reindex(days, fill_value=0).rename_axis("day").stack().rename(values)
+    if grain == "day":
+        wide = wide.reindex(pd.date_range(wide.index.min(), wide.index.max()).date, fill_value=0)
+    long = wide.rename_axis("day").stack().rename(values)
     return long.reset_index().assign(day=lambda f: _days(f))
 
 
-def daily_lines(volume: pd.DataFrame, title: str) -> alt.Chart:
-    """Return one line per category of a (day, category, cases) frame, missing days as 0."""
-    data = (
-        _by_day(volume, "category", "cases")
-        if not volume.empty
-        else pd.DataFrame({"day": [], "category": [], "cases": []})
-    )
+def daily_lines(volume: pd.DataFrame, title: str, grain: str) -> alt.Chart:
+    """Return one line per category of a (day, category, cases) frame, day being the first day
+    of each `grain` period; a category's missing periods as 0."""
     return (
-        _chart(data, title)
+        _chart(_by_period(volume, "category", "cases", grain), title)
         .mark_line()
         .encode(
             x=alt.X("day:T", **_DAY),
-            y=alt.Y("cases:Q", title="cases per day"),
+            y=alt.Y("cases:Q", title=f"cases per {grain}"),
             color=alt.Color("category:N", title=None),
             tooltip=[_day_tip(), "category:N", "cases:Q"],
         )
@@ -116,14 +117,11 @@ def stacked_bar(counts: pd.DataFrame, title: str, top: int = 8) -> alt.Chart:
     )
 
 
-def backlog_area(backlog: pd.DataFrame, title: str) -> alt.Chart:
-    """Return open cases per day stacked by age bucket of a (day, age_bucket, open_cases) frame,
-    youngest at the bottom, missing days as 0."""
-    data = (
-        _by_day(backlog, "age_bucket", "open_cases")
-        if not backlog.empty
-        else pd.DataFrame({"day": [], "age_bucket": [], "open_cases": []})
-    )
+def backlog_area(backlog: pd.DataFrame, title: str, grain: str) -> alt.Chart:
+    """Return open cases stacked by age bucket of a (day, age_bucket, open_cases) frame at the
+    end of each day (or the last day of each `grain` period), youngest at the bottom; a bucket's
+    missing days as 0."""
+    data = _by_period(backlog, "age_bucket", "open_cases", grain)
     buckets = [b for b in AGE_BUCKETS if b in set(data["age_bucket"])]
     return (
         _chart(data.assign(rank=data["age_bucket"].map(AGE_BUCKETS.index)), title)

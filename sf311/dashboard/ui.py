@@ -318,12 +318,14 @@ def overview_page(settings: Settings) -> None:
         charts.daily_lines(
             load_trend(_dsn(settings), filters),
             f"{PER_GRAIN[filters.grain]} volume, top 5 categories",
+            filters.grain,
         )
     )
     st.altair_chart(
         charts.backlog_area(
             load_backlog_history(_dsn(settings), filters),
             f"Backlog: open cases at the end of each {filters.grain}, by age",
+            filters.grain,
         )
     )
 
@@ -376,7 +378,9 @@ def charts_page(settings: Settings) -> None:
         charts.stacked_bar(frames["districts"], "Cases by police district and category")
     )
     st.altair_chart(
-        charts.daily_lines(frames["daily"], f"{PER_GRAIN[filters.grain]} volume, top 5 categories")
+        charts.daily_lines(
+            frames["daily"], f"{PER_GRAIN[filters.grain]} volume, top 5 categories", filters.grain
+        )
     )
     left, right = st.columns(2)
     with left:
@@ -495,6 +499,7 @@ def backlog_page(settings: Settings) -> None:
         charts.backlog_area(
             load_backlog_history(dsn, filters),
             f"Open cases at the end of each {filters.grain}, by age",
+            filters.grain,
         )
     )
 

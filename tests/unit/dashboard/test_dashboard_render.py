@@ -80,9 +80,29 @@ def test_daily_lines_fill_missing_days_with_zero():
             "cases": [2, 5, 1],
         }
     )
-    chart = charts.daily_lines(volume, "t")
+    chart = charts.daily_lines(volume, "t", "day")
     assert _series(chart, "category", "cases") == {"A": [2, 0, 5], "B": [0, 0, 1]}
     assert chart.to_dict()["encoding"]["x"]["scale"] == {"type": "utc"}
+
+
+def test_weekly_lines_and_monthly_backlog_fill_no_days_between_periods():
+    volume = pd.DataFrame(
+        {
+            "day": [date(2024, 3, 4), date(2024, 3, 18), date(2024, 3, 18)],
+            "category": ["A", "A", "B"],
+            "cases": [2, 5, 1],
+        }
+    )
+    chart = charts.daily_lines(volume, "t", "week")
+    assert _series(chart, "category", "cases") == {"A": [2, 5], "B": [0, 1]}
+    assert chart.to_dict()["encoding"]["y"]["title"] == "cases per week"
+    backlog = pd.DataFrame(
+        {"day": [date(2024, 1, 31), date(2024, 2, 29)], "age_bucket": ["90+ d", "90+ d"],
+         "open_cases": [4, 5]}
+    )  # fmt: skip
+    assert _series(charts.backlog_area(backlog, "t", "month"), "age_bucket", "open_cases") == {
+        "90+ d": [4, 5]
+    }
 
 
 def test_pie_folds_the_tail_into_other():
@@ -128,7 +148,7 @@ def test_backlog_area_stacks_age_buckets_youngest_first_and_fills_days():
             "open_cases": [4, 2, 5],
         }
     )
-    chart = charts.backlog_area(backlog, "t")
+    chart = charts.backlog_area(backlog, "t", "day")
     assert _series(chart, "age_bucket", "open_cases") == {"0-1 d": [2, 0, 0], "90+ d": [4, 0, 5]}
     encoding = chart.to_dict()["encoding"]
     assert encoding["color"]["sort"] == ["0-1 d", "90+ d"] and encoding["y"]["stack"] == "zero"
