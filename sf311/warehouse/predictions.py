@@ -12,11 +12,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 TABLE = "case_predictions"
-# Open as in the views of migration 0014 (and open_backlog): not closed, not deleted.
-OPEN = sql.SQL(
-    "c.closed_date IS NULL AND NOT 'closed_date_invalid' = ANY (c.quality_flags)"
-    " AND c.deleted_at IS NULL"
-)
+# The open cases with their own columns, as the model reads them (migration 0017 holds the rule).
+OPEN_ROWS = "open_case_rows"
 VALUES = ("model_version", "predicted_close_at", "lower_at", "upper_at")
 COLUMNS = ("service_request_id", *VALUES, "scored_at")
 # The case's columns each row carries (view open_cases, migration 0015), so that the views over
@@ -31,8 +28,8 @@ PredictionRow = tuple[int, str, datetime, datetime, datetime]
 
 
 def _select(columns: Sequence[str]) -> sql.Composed:
-    return sql.SQL("SELECT c.service_request_id, {} FROM cases c").format(
-        sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(n)) for n in columns)
+    return sql.SQL("SELECT service_request_id, {} FROM {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(OPEN_ROWS)
     )
 
 
@@ -40,9 +37,7 @@ def open_cases(
     conn: psycopg.Connection, ids: Sequence[int], columns: Sequence[str]
 ) -> list[dict[str, Any]]:
     """Return the open cases among `ids`: service_request_id and `columns` of each."""
-    query = sql.SQL("{} WHERE c.service_request_id = ANY (%s) AND {}").format(
-        _select(columns), OPEN
-    )
+    query = sql.SQL("{} WHERE service_request_id = ANY (%s)").format(_select(columns))
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, [list(ids)]).fetchall()
 
@@ -52,9 +47,7 @@ def open_case_slices(
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield every open case (service_request_id and `columns`) in id order, `rows` at a time;
     each slice is its own query, so a long walk holds no snapshot or cursor open."""
-    query = sql.SQL("{} WHERE c.service_request_id > %s AND {} ORDER BY 1 LIMIT %s").format(
-        _select(columns), OPEN
-    )
+    query = sql.SQL("{} WHERE service_request_id > %s ORDER BY 1 LIMIT %s").format(_select(columns))
     after = -(2**63)
     while True:
         with conn.cursor(row_factory=dict_row) as cur:
@@ -70,7 +63,8 @@ def upsert_predictions(
 ) -> int:
     """Write predictions of the cases still open, each with its case's columns from view
     open_cases, changing a stored row only where a value differs, inside the caller's
-    transaction; return the rows inserted or changed."""
+    transaction, which share-locks those cases (an UPDATE closing one waits for its commit,
+    then its trigger deletes the row); return the rows inserted or changed."""
     if not rows:
         return 0
     conn.execute(
@@ -91,6 +85,8 @@ def upsert_predictions(
             sql.SQL(
                 "INSERT INTO {table} ({cols}) SELECT {picked} FROM predictions_stage s"
                 " JOIN open_cases o USING (service_request_id)"
+                # Locked in id order, the order the warehouse load updates in: no deadlock.
+                " ORDER BY service_request_id FOR SHARE OF o"
                 " ON CONFLICT (service_request_id) DO UPDATE SET {updates}"
                 " WHERE ({old}) IS DISTINCT FROM ({new})"
             ).format(
@@ -127,18 +123,18 @@ def delete_not_open(conn: psycopg.Connection) -> int:
     """Delete the predictions of cases no longer open (closed, or deleted by
     reconciliation); return the rows deleted."""
     query = sql.SQL(
-        "DELETE FROM {} p WHERE NOT EXISTS (SELECT 1 FROM cases c"
-        " WHERE c.service_request_id = p.service_request_id AND {})"
-    ).format(sql.Identifier(TABLE), OPEN)
+        "DELETE FROM {} p WHERE NOT EXISTS (SELECT 1 FROM {} o"
+        " WHERE o.service_request_id = p.service_request_id)"
+    ).format(sql.Identifier(TABLE), sql.Identifier(OPEN_ROWS))
     return conn.execute(query).rowcount
 
 
 def unscored_by(conn: psycopg.Connection, version: str) -> bool:
     """Return True when an open case has no prediction by model `version`."""
     query = sql.SQL(
-        "SELECT EXISTS (SELECT 1 FROM cases c LEFT JOIN {} p USING (service_request_id)"
-        " WHERE {} AND (p.model_version IS NULL OR p.model_version <> %s))"
-    ).format(sql.Identifier(TABLE), OPEN)
+        "SELECT EXISTS (SELECT 1 FROM {} o LEFT JOIN {} p USING (service_request_id)"
+        " WHERE p.model_version IS NULL OR p.model_version <> %s)"
+    ).format(sql.Identifier(OPEN_ROWS), sql.Identifier(TABLE))
     row = conn.execute(query, [version]).fetchone()
     return bool(row and row[0])
 
