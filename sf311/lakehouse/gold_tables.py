@@ -113,15 +113,20 @@ def _silver(spark: SparkSession, path: str, version: int) -> DataFrame:
 
 def build(
     spark: SparkSession, silver_path: str, conf: DataFrame
-) -> tuple[list[Update], Progress] | None:
-    """Return every gold table computed from all of silver.cases and the progress it reflects,
-    or None while silver holds no case."""
+) -> tuple[list[Update], Progress, DataFrame] | None:
+    """Return every gold table computed from all of silver.cases, the progress it reflects and
+    the (cached) silver rows to release, or None while silver holds no case."""
     version = latest_version(spark, silver_path)
-    cases = _silver(spark, silver_path, version).select(*SILVER_COLUMNS)
+    # Read once: the tables scan silver about ten times, each scan a Delta file listing and
+    # a Spark job of its own, whatever the size of silver.
+    cases = _silver(spark, silver_path, version).select(*SILVER_COLUMNS).persist()
     as_of = _newest_instant(cases)
     if as_of is None:
+        cases.unpersist()
         return None
+    # Computed once, a row per category: sla_daily and the targets table both read it.
     targets = sla_targets(cases, conf, as_of)
+    targets = spark.createDataFrame(targets.toArrow(), targets.schema)
     starts = cases.groupBy(F.col("service_name").alias("category")).agg(
         F.min(sf_day("requested_datetime")).alias("day")
     )
@@ -132,7 +137,7 @@ def build(
         Update(SLA_DAILY, sla_daily(cases, targets, as_of), None),
         Update(SLA_TARGETS, targets, None),
     ]
-    return updates, Progress(table_id(spark, silver_path), version, as_of)
+    return updates, Progress(table_id(spark, silver_path), version, as_of), cases
 
 
 def refresh(

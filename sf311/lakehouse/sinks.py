@@ -223,10 +223,9 @@ class GoldSink(Sink):
             built = build(spark, silver_path, conf)
             if built is None:
                 return None
-            updates, reached = built
-        else:
-            updates, reached, changes = found
-            cached.append(changes)
+            found = built
+        updates, reached, read = found
+        cached.append(read)
         try:
             mirrored = []
             for u in updates:
