@@ -61,14 +61,15 @@ PAGES = {
     "predict": "views/predict.py",
 }
 DRAWN = {
-    "overview": lambda s: len(s["metrics"]) >= 9 and s["charts"] >= 2,
+    "overview": lambda s: len(s["metrics"]) >= 9 and s["chartsDrawn"] >= 2,
     "map": lambda s: bool(s.get("leaflet") and s["leaflet"]["vectors"]),
-    "charts": lambda s: s["charts"] >= 7 and all(s["chartMarks"]),
+    # Drawn, not necessarily holding marks: a chart with no data in the range draws none.
+    "charts": lambda s: s["chartsDrawn"] >= 7,
     "backlog": lambda s: (
         bool(s.get("leaflet"))
         and s["leaflet"]["clusters"] + s["leaflet"]["vectors"] > 0
         and s["tables"] >= 1
-        and s["charts"] >= 1
+        and s["chartsDrawn"] >= 1
     ),
     "cases": lambda s: s["tables"] >= 1,
 }
@@ -257,7 +258,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     settings = load_settings()
-    db = scratch.dsns(settings, args.database) if args.database else None
+    db = scratch.kept(settings, args.database) if args.database else None
     try:
         start = time.perf_counter()
         if db is None:

@@ -20,7 +20,6 @@ import os
 
 import psycopg
 from mlflow.tracking import MlflowClient
-from psycopg import sql
 
 from bench.results import Figure, write_results
 from bench.serve import CSV, TEST_START  # the real sample and split bench.serve fits on
@@ -30,7 +29,6 @@ from sf311.model.registry import ALIAS, log_and_register
 from sf311.model.train import TrainConfig, fit_and_evaluate
 from sf311.settings import Settings, load_settings
 from sf311.spark import build_spark
-from sf311.warehouse.predictions import OPEN
 from tests.support import scratch, silver_frames
 
 BENCH_MODEL = "sf311-bench"
@@ -53,12 +51,12 @@ def register_new_champion(settings: Settings) -> str:
 
 def open_and_scored(dsn: str, version: str) -> tuple[int, int, int]:
     """Return the open cases, their prediction rows by `version`, and all prediction rows."""
-    query = sql.SQL(
-        "SELECT (SELECT count(*) FROM cases c WHERE {open}),"
-        " (SELECT count(*) FROM case_predictions p JOIN cases c USING (service_request_id)"
-        "   WHERE p.model_version = %s AND {open}),"
+    query = (
+        "SELECT (SELECT count(*) FROM open_case_rows),"
+        " (SELECT count(*) FROM case_predictions JOIN open_case_rows USING (service_request_id)"
+        "   WHERE model_version = %s),"
         " (SELECT count(*) FROM case_predictions)"
-    ).format(open=OPEN)
+    )
     with psycopg.connect(dsn) as conn:
         return conn.execute(query, (version,)).fetchone()
 
@@ -77,7 +75,7 @@ def main() -> None:
         return
     if not args.database:
         parser.error("--database is needed unless --register-only")
-    dsn = scratch.dsns(base, args.database).owner_dsn
+    dsn = scratch.kept(base, args.database).owner_dsn
     settings = load_settings(model_name=args.model_name, postgres_dsn=dsn)
     with psycopg.connect(dsn) as conn:
         rows = conn.execute("SELECT count(*) FROM cases").fetchone()[0]

@@ -36,7 +36,10 @@ FLAGS = (
 PAGE_STATE = """(() => {
   const charts = [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')];
   const marks = charts.map(c => c.querySelectorAll('.role-mark > [role="graphics-symbol"]').length);
-  const state = {charts: charts.length, chartMarks: marks, metrics: [], leaflet: null,
+  // Vega draws a view's axes and marks in one pass: a rendered SVG is the chart drawn, data or not.
+  const drawn = charts.filter(c => c.querySelector('svg.marks')).length;
+  const state = {charts: charts.length, chartMarks: marks, chartsDrawn: drawn, metrics: [],
+                 leaflet: null,
                  tables: document.querySelectorAll('[data-testid="stDataFrame"] canvas').length,
                  running: !!document.querySelector('[data-testid="stStatusWidget"]'),
                  exceptions: document.querySelectorAll('[data-testid="stException"]').length};

@@ -37,6 +37,14 @@ def dsns(settings: Settings, name: str) -> ScratchDb:
     )
 
 
+def kept(settings: Settings, name: str) -> ScratchDb:
+    """Return the DSNs of database `name`, kept from an earlier run, migrated to this code's
+    schema first (as `sf311 stream` migrates the warehouse at start)."""
+    db = dsns(settings, name)
+    migrate(db.owner_dsn)
+    return db
+
+
 def create(settings: Settings, name: str) -> ScratchDb:
     """Return a fresh database `name` (dropped first if it exists) holding the warehouse schema."""
     owner = dsn_parts(settings.postgres_dsn.get_secret_value())[2]
