@@ -167,15 +167,27 @@ def refresh(
     updates: list[Update] = []
     targets = spark.read.format("delta").load(targets_path)
     touched = changes.select(F.col("service_name").alias("category")).distinct()
-    unseen = touched.join(targets, touched.category.eqNullSafe(targets.category), "left_anti")
+    # A category without a target (new, or none of its cases resolved in the trailing year when
+    # it was set) gets one when its cases change; a target once set stays.
+    known = targets.where(F.col("target_hours").isNotNull())
+    unseen = touched.join(known, touched.category.eqNullSafe(known.category), "left_anti")
     unseen_any = bool(unseen.limit(1).count())
-    if unseen_any:
-        # A new category's target is set once, when first seen: rows already built keep theirs.
-        added = sla_targets(within(cases, unseen.withColumnRenamed("category", "service_name"),
-                                   ("service_name",)), conf, as_of)  # fmt: skip
-        targets = targets.unionByName(added)
-    starts = backlog_starts(changes)
     sla = sla_slices(changes)
+    if unseen_any:
+        unseen_cases = within(cases, unseen.withColumnRenamed("category", "service_name"),
+                              ("service_name",))  # fmt: skip
+        added = sla_targets(unseen_cases, conf, as_of)
+        # Computed once (a percentile per category): read three times below.
+        added = spark.createDataFrame(added.toArrow(), added.schema)
+        kept = targets.join(added.select(F.col("category").alias("_a")),
+                            targets.category.eqNullSafe(F.col("_a")), "left_anti")  # fmt: skip
+        targets = kept.unionByName(added)
+        # Every day a category opened cases is recomputed when it gains its target.
+        targeted = added.where(F.col("target_hours").isNotNull()).select(
+            F.col("category").alias("service_name")
+        )
+        sla = sla.unionByName(sla_slices(within(cases, targeted, ("service_name",)))).distinct()
+    starts = backlog_starts(changes)
     if last > before:
         # Every category's backlog gains the new days, and open cases may pass their target.
         starts = starts.unionByName(

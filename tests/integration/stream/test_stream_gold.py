@@ -70,6 +70,8 @@ def first_cases() -> list[dict]:
         case(20_001, SF_MIDNIGHT, SF_MIDNIGHT - timedelta(hours=2)),  # closed before opened
         case(20_002, SF_MIDNIGHT, datetime(1990, 1, 1, tzinfo=UTC)),  # closed_date invalid
         case(20_003, START - timedelta(days=200), None),  # old and still open
+        # A category none of whose cases is resolved yet: no target until one is.
+        case(20_004, START + timedelta(days=3), None, service_name="Tree Maintenance"),
     ]
     return out
 
@@ -81,9 +83,11 @@ def late_updates(cases: list[dict]) -> list[dict]:
     old = by_id[20_003]
     reopened = next(c for c in cases if c["closed_date"] and c["service_request_id"] % 5 == 1)
     moved = next(c for c in cases if c["service_name"] == "Graffiti")
+    tree = by_id[20_004]
     later = START + timedelta(days=125)
     return [
         {**old, "closed_date": later, "updated_datetime": later, "status_notes": "resolved"},
+        {**tree, "closed_date": later, "updated_datetime": later, "status_notes": "resolved"},
         {**reopened, "closed_date": None, "updated_datetime": later, "status_notes": None},
         {**moved, "service_name": "Encampments", "updated_datetime": later},
         *[case(30_000 + i, later + timedelta(hours=7 * i), None) for i in range(5)],
@@ -225,9 +229,15 @@ def test_gold_follows_silver_through_late_updates_redone_batches_and_replay(spar
     first = check_gold(spark, env, targets)
     assert first["backlog_daily"] and first["resolution_stats"]
 
+    assert [c for c, t in targets if t is None] == ["Tree Maintenance"]
+
     env.produce_cases(late_updates(cases))
     run_stream(spark, env.settings, once=True)
-    # Targets are set when a category is first built: late updates leave them as they were.
+    # A target once set stays; the category without one gets it from its first resolved case,
+    # and its days already built are recomputed with it.
+    now = dict(expected_targets(spark, env))
+    targets = [(c, now[c] if t is None else t) for c, t in targets]
+    assert dict(targets)["Tree Maintenance"] is not None
     second = check_gold(spark, env, targets)
     assert second["backlog_daily"] != first["backlog_daily"]
 
