@@ -48,6 +48,7 @@ SILVER_COLUMNS = (
     "quality_flags",
 )  # fmt: skip
 CHANGE_FEED = "delta.enableChangeDataFeed"
+TARGET_SCHEMA = "category string, target_hours double"
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def conf_targets(spark: SparkSession, path: Path) -> DataFrame:
                         f"{path}:{n}: expected columns category,target_hours with a number of "
                         "hours; correct the line"
                     ) from None
-    return spark.createDataFrame(rows, "category string, target_hours double")
+    return spark.createDataFrame(rows, TARGET_SCHEMA)
 
 
 def enable_change_feed(spark: SparkSession, path: str) -> None:
@@ -105,6 +106,11 @@ def _newest_instant(rows: DataFrame) -> datetime | None:
 def sf_date(instant: datetime) -> date:
     """Return the San Francisco calendar day of an instant."""
     return instant.astimezone(LOCAL_ZONE).date()
+
+
+def _categories(spark: SparkSession, names: list[str | None]) -> DataFrame:
+    """Return the slices of silver (column service_name) of the named categories."""
+    return spark.createDataFrame([(n,) for n in names], "service_name string")
 
 
 def _silver(spark: SparkSession, path: str, version: int) -> DataFrame:
@@ -165,28 +171,26 @@ def refresh(
     last, before = sf_date(as_of), sf_date(progress.as_of)
     cases = _silver(spark, silver_path, version).select(*SILVER_COLUMNS)
     updates: list[Update] = []
-    targets = spark.read.format("delta").load(targets_path)
-    touched = changes.select(F.col("service_name").alias("category")).distinct()
+    # The targets table holds a row per category: read and changed here, in the driver.
+    stored = {r.category: r.target_hours for r in spark.read.format("delta").load(targets_path)
+              .collect()}  # fmt: skip
+    touched = changes.select(F.col("service_name").alias("category")).distinct().collect()
     # A category without a target (new, or none of its cases resolved in the trailing year when
     # it was set) gets one when its cases change; a target once set stays.
-    known = targets.where(F.col("target_hours").isNotNull())
-    unseen = touched.join(known, touched.category.eqNullSafe(known.category), "left_anti")
-    unseen_any = bool(unseen.limit(1).count())
+    pending = [r.category for r in touched if stored.get(r.category) is None]
+    found = []
+    if pending:
+        found = sla_targets(within(cases, _categories(spark, pending), ("service_name",)), conf,
+                            as_of).collect()  # fmt: skip
+    new = {c: t for c, t in found if c not in stored or t is not None}
+    targets = spark.createDataFrame(list({**stored, **new}.items()), TARGET_SCHEMA)
     sla = sla_slices(changes)
-    if unseen_any:
-        unseen_cases = within(cases, unseen.withColumnRenamed("category", "service_name"),
-                              ("service_name",))  # fmt: skip
-        added = sla_targets(unseen_cases, conf, as_of)
-        # Computed once (a percentile per category): read three times below.
-        added = spark.createDataFrame(added.toArrow(), added.schema)
-        kept = targets.join(added.select(F.col("category").alias("_a")),
-                            targets.category.eqNullSafe(F.col("_a")), "left_anti")  # fmt: skip
-        targets = kept.unionByName(added)
-        # Every day a category opened cases is recomputed when it gains its target.
-        targeted = added.where(F.col("target_hours").isNotNull()).select(
-            F.col("category").alias("service_name")
-        )
-        sla = sla.unionByName(sla_slices(within(cases, targeted, ("service_name",)))).distinct()
+    # Every day a category opened cases is recomputed when it gains its target.
+    targeted = [c for c, t in new.items() if t is not None]
+    if targeted:
+        sla = sla.unionByName(
+            sla_slices(within(cases, _categories(spark, targeted), ("service_name",)))
+        ).distinct()
     starts = backlog_starts(changes)
     if last > before:
         # Every category's backlog gains the new days, and open cases may pass their target.
@@ -203,8 +207,7 @@ def refresh(
         Update(RESOLUTION_STATS, resolution_stats(cases, months), months),
         Update(SLA_DAILY, sla_daily(cases, targets, as_of, sla), sla),
     ]
-    if unseen_any:
-        # Last: sla_daily above reads the targets table this overwrites.
+    if new:
         updates.append(Update(SLA_TARGETS, targets, None))
     return updates, Progress(progress.silver_table, version, as_of), changes
 
