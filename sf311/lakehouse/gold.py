@@ -4,14 +4,17 @@ each restricted to the slices a batch changed when given them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from functools import reduce
 from operator import and_
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
 from sf311.contract import quality
-from sf311.contract.city import LOCAL_TZ
+from sf311.contract.city import LOCAL_TZ, LOCAL_ZONE
 
 VOLUME_KEYS = (
     "day",
@@ -22,11 +25,17 @@ VOLUME_KEYS = (
     "source",
 )
 RESOLUTION_KEYS = ("month", "category", "neighborhood")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def sf_day(ts: Column | str) -> Column:
     """Return the San Francisco calendar day of a UTC instant."""
     return F.to_date(F.from_utc_timestamp(ts, LOCAL_TZ))
+
+
+def sf_date(instant: datetime) -> date:
+    """Return the San Francisco calendar day of an instant."""
+    return instant.astimezone(LOCAL_ZONE).date()
 
 
 def sf_month(ts: Column | str) -> Column:
@@ -63,23 +72,44 @@ def resolved(cases: DataFrame) -> DataFrame:
     )
 
 
-def volume_slices(changes: DataFrame) -> DataFrame:
-    """Return the (day, category) slices of daily_volume that changed rows touch (opened or
-    closed day, before and after the change)."""
-    cat = F.col("service_name").alias("category")
-    opened = changes.select(sf_day("requested_datetime").alias("day"), cat)
-    closed = changes.where(F.col("closed_date").isNotNull()).select(
-        sf_day("closed_date").alias("day"), cat
-    )
-    return opened.unionByName(closed).distinct()
+def change_keys(changes: DataFrame) -> DataFrame:
+    """Return the distinct (category, day opened, day closed, month closed) of changed rows,
+    SF days and month, each with the newest instant of its rows (microseconds since the
+    epoch: collected timestamps would come back in the driver's time zone)."""
+    return changes.groupBy(
+        F.col("service_name").alias("category"),
+        sf_day("requested_datetime").alias("day"),
+        sf_day("closed_date").alias("closed_day"),
+        sf_month("closed_date").alias("month"),
+    ).agg(F.max(F.unix_micros(F.greatest("requested_datetime", "closed_date"))).alias("newest"))
 
 
-def month_slices(changes: DataFrame) -> DataFrame:
-    """Return the (month, category) slices of resolution_stats that changed rows touch."""
-    return (
-        changes.where(F.col("closed_date").isNotNull())
-        .select(sf_month("closed_date").alias("month"), F.col("service_name").alias("category"))
-        .distinct()
+@dataclass(frozen=True)
+class Touched:
+    """The slices of each gold table that changed rows touch, held in the driver."""
+
+    volume: set[tuple[date | None, str | None]]  # (day, category) opened or closed
+    months: set[tuple[date, str | None]]  # (month, category) closed
+    sla: set[tuple[date | None, str | None]]  # (day, category) opened
+    starts: dict[str | None, date | None]  # category: first day opened
+    newest: datetime | None
+
+
+def touched(keys: Iterable[Row]) -> Touched:
+    """Return the slices that rows of change_keys touch."""
+    keys = list(keys)
+    newest = max((k.newest for k in keys if k.newest is not None), default=None)
+    starts: dict[str | None, date | None] = {}
+    for k in keys:
+        first = starts.get(k.category)
+        starts[k.category] = k.day if first is None else min(first, k.day or first)
+    return Touched(
+        volume={(k.day, k.category) for k in keys}
+        | {(k.closed_day, k.category) for k in keys if k.closed_day is not None},
+        months={(k.month, k.category) for k in keys if k.month is not None},
+        sla={(k.day, k.category) for k in keys},
+        starts=starts,
+        newest=None if newest is None else EPOCH + timedelta(microseconds=newest),
     )
 
 

@@ -23,13 +23,6 @@ def _first_day_aged(requested: Column, days: int) -> Column:
     return sf_day(F.timestamp_micros(F.unix_micros(requested) + days * DAY_MICROS - 1))
 
 
-def backlog_starts(changes: DataFrame) -> DataFrame:
-    """Return (category, day): per category, the first day whose backlog changed rows touch."""
-    return changes.groupBy(F.col("service_name").alias("category")).agg(
-        F.min(sf_day("requested_datetime")).alias("day")
-    )
-
-
 def backlog_daily(cases: DataFrame, starts: DataFrame, last_day: date) -> DataFrame:
     """Return backlog_daily for every day from each category's start day (starts: category,
     day) to last_day; rows with no open case are left out.

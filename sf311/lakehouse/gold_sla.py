@@ -9,7 +9,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from sf311.contract import quality
-from sf311.lakehouse.gold import flagged, resolved, sf_day, within
+from sf311.lakehouse.gold import flagged, resolved, sf_date, sf_day, within
 
 SLA_KEYS = ("day", "category", "agency")
 # The default target of a category: this quantile of its resolved hours over the trailing year.
@@ -47,15 +47,18 @@ def sla_slices(changes: DataFrame) -> DataFrame:
     ).distinct()
 
 
-def pending_slices(targets: DataFrame, since: datetime, last_day: date) -> DataFrame:
-    """Return the (day, category) slices where a case open within its target at `since` may
-    have passed it since: days from since - target to last_day."""
-    micros = (F.col("target_hours") * 3_600_000_000).cast("long")
-    first = sf_day(F.timestamp_micros(F.unix_micros(F.lit(since)) - micros))
-    return targets.where(F.col("target_hours").isNotNull()).select(
-        F.explode(F.sequence(F.least(first, F.lit(last_day)), F.lit(last_day))).alias("day"),
-        "category",
-    )
+def pending_slices(targets: dict[str | None, float | None], since: datetime,
+                   last_day: date) -> set[tuple[date, str | None]]:  # fmt: skip
+    """Return the (day, category) slices where a case open within its target (targets:
+    category: hours) at `since` may have passed it since: days from since - target to
+    last_day."""
+    out = set()
+    for category, hours in targets.items():
+        if hours is None:
+            continue
+        first = min(sf_date(since - timedelta(microseconds=int(hours * 3_600_000_000))), last_day)
+        out |= {(first + timedelta(days=n), category) for n in range((last_day - first).days + 1)}
+    return out
 
 
 def sla_daily(cases: DataFrame, targets: DataFrame, as_of: datetime,

@@ -8,24 +8,26 @@ import csv
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sf311.contract.city import LOCAL_ZONE
 from sf311.errors import InputError
 from sf311.lakehouse.gold import (
+    EPOCH,
+    change_keys,
     daily_volume,
-    month_slices,
     resolution_stats,
+    sf_date,
     sf_day,
-    volume_slices,
+    touched,
     within,
 )
-from sf311.lakehouse.gold_backlog import backlog_daily, backlog_starts
+from sf311.lakehouse.gold_backlog import backlog_daily
 from sf311.lakehouse.gold_sla import pending_slices, sla_daily, sla_slices, sla_targets
 from sf311.settings import Settings
 from sf311.warehouse.gold import (
@@ -48,16 +50,32 @@ SILVER_COLUMNS = (
     "quality_flags",
 )  # fmt: skip
 CHANGE_FEED = "delta.enableChangeDataFeed"
-TARGET_SCHEMA = "category string, target_hours double"
+# The Arrow types of the columns of slices and targets held in the driver.
+LOCAL_TYPES = {
+    "day": pa.date32(), "month": pa.date32(), "category": pa.string(),
+    "service_name": pa.string(), "target_hours": pa.float64(),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Update:
-    """New rows of a gold table inside slices (None: the whole table)."""
+    """New rows of a gold table inside slices, held in the driver (None: the whole table)."""
 
     table: GoldTable
     rows: DataFrame
-    slices: DataFrame | None
+    slices: pa.Table | None
+
+
+def local_rows(cols: tuple[str, ...], rows: Iterable[tuple]) -> pa.Table:
+    """Return rows (tuples of cols, named in LOCAL_TYPES) as an Arrow table."""
+    rows = list(rows)
+    return pa.table({c: pa.array([r[i] for r in rows], LOCAL_TYPES[c]) for i, c in enumerate(cols)})
+
+
+def local_frame(spark: SparkSession, rows: pa.Table) -> DataFrame:
+    """Return Arrow rows as a DataFrame held in its plan: collecting or joining it runs no
+    Spark job, unlike a frame of a Python list (an RDD)."""
+    return spark.createDataFrame(rows)
 
 
 def gold_paths(settings: Settings) -> dict[str, str]:
@@ -78,7 +96,7 @@ def conf_targets(spark: SparkSession, path: Path) -> DataFrame:
                         f"{path}:{n}: expected columns category,target_hours with a number of "
                         "hours; correct the line"
                     ) from None
-    return spark.createDataFrame(rows, TARGET_SCHEMA)
+    return local_frame(spark, local_rows(("category", "target_hours"), rows))
 
 
 def enable_change_feed(spark: SparkSession, path: str) -> None:
@@ -100,17 +118,12 @@ def latest_version(spark: SparkSession, path: str) -> int:
 
 def _newest_instant(rows: DataFrame) -> datetime | None:
     micros = rows.agg(F.max(F.unix_micros(F.greatest("requested_datetime", "closed_date")))).first()
-    return None if micros[0] is None else datetime.fromtimestamp(micros[0] / 1e6, UTC)
-
-
-def sf_date(instant: datetime) -> date:
-    """Return the San Francisco calendar day of an instant."""
-    return instant.astimezone(LOCAL_ZONE).date()
+    return None if micros[0] is None else EPOCH + timedelta(microseconds=micros[0])
 
 
 def _categories(spark: SparkSession, names: list[str | None]) -> DataFrame:
     """Return the slices of silver (column service_name) of the named categories."""
-    return spark.createDataFrame([(n,) for n in names], "service_name string")
+    return local_frame(spark, local_rows(("service_name",), [(n,) for n in names]))
 
 
 def _silver(spark: SparkSession, path: str, version: int) -> DataFrame:
@@ -146,11 +159,25 @@ def build(
     return updates, Progress(table_id(spark, silver_path), version, as_of), cases
 
 
+def _touching(cases: DataFrame, categories: set[str | None], first: date | None) -> DataFrame:
+    """Return the cases of categories that a slice from SF day first on can hold: opened or
+    closed on or after it, or still open."""
+    named = F.col("service_name").isin([c for c in categories if c is not None])
+    inside = named | F.col("service_name").isNull() if None in categories else named
+    if first is None:
+        return cases.where(inside)
+    # A day early: any SF day starts within a day of the UTC midnight of its date.
+    since = F.lit(datetime.combine(first - timedelta(days=1), time(), UTC))
+    req, closed = F.col("requested_datetime"), F.col("closed_date")
+    recent = req.isNull() | closed.isNull() | (req >= since) | (closed >= since)
+    return cases.where(inside & recent)
+
+
 def refresh(
     spark: SparkSession, silver_path: str, targets_path: str, progress: Progress, conf: DataFrame
-) -> tuple[list[Update], Progress, DataFrame] | None:
+) -> tuple[list[Update], Progress, DataFrame | None] | None:
     """Return the gold slices silver's changes since progress touch, recomputed from silver,
-    the new progress and the (cached) change rows to release; None when silver has not moved.
+    the new progress and the (cached) silver rows to release; None when silver has not moved.
     Raises pyspark's AnalysisException when the change feed does not cover the versions."""
     version = latest_version(spark, silver_path)
     if version == progress.silver_version:
@@ -162,79 +189,102 @@ def refresh(
         .option("endingVersion", version)
         .load(silver_path)
         .select(*SILVER_COLUMNS)
-        .persist()
     )
-    newest = _newest_instant(changes)
-    if newest is None:
-        return [], Progress(progress.silver_table, version, progress.as_of), changes
-    as_of = max(progress.as_of, newest)
+    # The changes' slices are few: collected in one job, every slice is derived in the driver.
+    found = touched(change_keys(changes).collect())
+    if found.newest is None:
+        return [], Progress(progress.silver_table, version, progress.as_of), None
+    as_of = max(progress.as_of, found.newest)
     last, before = sf_date(as_of), sf_date(progress.as_of)
-    cases = _silver(spark, silver_path, version).select(*SILVER_COLUMNS)
-    updates: list[Update] = []
+    silver = _silver(spark, silver_path, version).select(*SILVER_COLUMNS)
     # The targets table holds a row per category: read and changed here, in the driver.
     stored = {r.category: r.target_hours for r in spark.read.format("delta").load(targets_path)
               .collect()}  # fmt: skip
-    touched = changes.select(F.col("service_name").alias("category")).distinct().collect()
     # A category without a target (new, or none of its cases resolved in the trailing year when
     # it was set) gets one when its cases change; a target once set stays.
-    pending = [r.category for r in touched if stored.get(r.category) is None]
-    found = []
+    pending = [c for c in found.starts if stored.get(c) is None]
+    computed = []
     if pending:
-        found = sla_targets(within(cases, _categories(spark, pending), ("service_name",)), conf,
-                            as_of).collect()  # fmt: skip
-    new = {c: t for c, t in found if c not in stored or t is not None}
-    targets = spark.createDataFrame(list({**stored, **new}.items()), TARGET_SCHEMA)
-    sla = sla_slices(changes)
+        computed = sla_targets(within(silver, _categories(spark, pending), ("service_name",)),
+                               conf, as_of).collect()  # fmt: skip
+    new = {c: t for c, t in computed if c not in stored or t is not None}
+    targets = {**stored, **new}
+    sla = set(found.sla)
     # Every day a category opened cases is recomputed when it gains its target.
     targeted = [c for c, t in new.items() if t is not None]
     if targeted:
-        sla = sla.unionByName(
-            sla_slices(within(cases, _categories(spark, targeted), ("service_name",)))
-        ).distinct()
-    starts = backlog_starts(changes)
+        opened = sla_slices(within(silver, _categories(spark, targeted), ("service_name",)))
+        sla |= {(r.day, r.category) for r in opened.collect()}
+    starts = dict(found.starts)
     if last > before:
         # Every category's backlog gains the new days, and open cases may pass their target.
-        starts = starts.unionByName(
-            targets.select("category", F.lit(before + timedelta(days=1)).alias("day"))
-        )
-        starts = starts.groupBy("category").agg(F.min("day").alias("day"))
+        day = before + timedelta(days=1)
+        starts |= {c: day if starts.get(c) is None else min(starts[c], day) for c in targets}
     if as_of > progress.as_of:
-        sla = sla.unionByName(pending_slices(targets, progress.as_of, last)).distinct()
-    volume, months = volume_slices(changes), month_slices(changes)
-    updates += [
-        Update(DAILY_VOLUME, daily_volume(cases, volume), volume),
-        Update(BACKLOG_DAILY, backlog_daily(cases, starts, last), starts),
-        Update(RESOLUTION_STATS, resolution_stats(cases, months), months),
-        Update(SLA_DAILY, sla_daily(cases, targets, as_of, sla), sla),
-    ]
+        sla |= pending_slices(targets, progress.as_of, last)
+    slices = {
+        DAILY_VOLUME: local_rows(DAILY_VOLUME.slice_cols, found.volume),
+        BACKLOG_DAILY: local_rows(BACKLOG_DAILY.slice_cols, starts.items()),
+        RESOLUTION_STATS: local_rows(RESOLUTION_STATS.slice_cols, found.months),
+        SLA_DAILY: local_rows(SLA_DAILY.slice_cols, sla),
+    }
+    days = [d for s in (found.volume, found.months, sla) for d, _ in s if d is not None]
+    days += [d for d in starts.values() if d is not None]
+    categories = {c for s in (found.volume, found.months, sla) for _, c in s} | starts.keys()
+    # Read once for the four tables, and only the cases their slices can hold.
+    cases = _touching(silver, categories, min(days, default=None)).persist()
+    frames = {t: local_frame(spark, s) for t, s in slices.items()}
+    targets_frame = local_frame(spark, local_rows(("category", "target_hours"), targets.items()))
+    updates = [
+        Update(DAILY_VOLUME, daily_volume(cases, frames[DAILY_VOLUME]), slices[DAILY_VOLUME]),
+        Update(BACKLOG_DAILY, backlog_daily(cases, frames[BACKLOG_DAILY], last),
+               slices[BACKLOG_DAILY]),
+        Update(RESOLUTION_STATS, resolution_stats(cases, frames[RESOLUTION_STATS]),
+               slices[RESOLUTION_STATS]),
+        Update(SLA_DAILY, sla_daily(cases, targets_frame, as_of, frames[SLA_DAILY]),
+               slices[SLA_DAILY]),
+    ]  # fmt: skip
     if new:
-        updates.append(Update(SLA_TARGETS, targets, None))
-    return updates, Progress(progress.silver_table, version, as_of), changes
+        updates.append(Update(SLA_TARGETS, targets_frame, None))
+    return updates, Progress(progress.silver_table, version, as_of), cases
 
 
-def write_update(spark: SparkSession, path: str, update: Update) -> None:
-    """Replace update's slices of the Delta table at path by its rows (the whole table when
-    slices is None), rewriting only rows that differ."""
-    t, rows = update.table, update.rows
-    if update.slices is None or not DeltaTable.isDeltaTable(spark, path):
-        rows.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)
-        return
+def overwrite(path: str, rows: DataFrame) -> None:
+    """Replace the Delta table at path (created if absent) by rows."""
+    rows.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)
+
+
+def _tuples(rows: pa.Table) -> list[tuple]:
+    return list(zip(*(c.to_pylist() for c in rows.columns), strict=True))
+
+
+def replace_slices(
+    spark: SparkSession, path: str, table: GoldTable, rows: pa.Table, slices: pa.Table
+) -> None:
+    """Make the Delta table at path hold exactly rows inside slices: the rows that differ
+    are merged, and nothing is committed when none does."""
     current = spark.read.format("delta").load(path)
-    old = within(current, update.slices, t.slice_cols, t.ranged).select(*t.keys)
-    same = " AND ".join(f"o.`{k}` <=> n.`{k}`" for k in t.keys)
-    gone = old.alias("o").join(rows.select(*t.keys).alias("n"), F.expr(same), "left_anti")
-    source = rows.withColumn("_gone", F.lit(False)).unionByName(
-        gone.withColumn("_gone", F.lit(True)), allowMissingColumns=True
-    )
-    unchanged = " AND ".join(f"t.`{v}` <=> s.`{v}`" for v in t.values)
+    inside = within(current, local_frame(spark, slices), table.slice_cols, table.ranged)
+    n = len(table.keys)
+    old = {r[:n]: r[n:] for r in _tuples(inside.select(*table.columns).toArrow())}
+    new = rows.select(list(table.columns))
+    changed = [r for r in _tuples(new) if old.get(r[:n]) != r[n:]]
+    kept = {r[:n] for r in _tuples(new)}
+    gone = [(*k, *[None] * len(table.values)) for k in old if k not in kept]
+    if not changed and not gone:
+        return
+    fields = [f.with_nullable(True) for f in new.schema] + [pa.field("_gone", pa.bool_())]
+    marked = [(*r, False) for r in changed] + [(*r, True) for r in gone]
+    source = pa.Table.from_pylist([dict(zip((f.name for f in fields), r, strict=True))
+                                   for r in marked], pa.schema(fields))  # fmt: skip
     (
         DeltaTable.forPath(spark, path).alias("t")
-        .merge(source.alias("s"), " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in t.keys))
+        .merge(local_frame(spark, source).alias("s"),
+               " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in table.keys))
         .whenMatchedDelete(condition="s._gone")
-        .whenMatchedUpdate(condition=f"NOT s._gone AND NOT ({unchanged})",
-                           set={v: f"s.`{v}`" for v in t.values})
+        .whenMatchedUpdate(condition="NOT s._gone", set={v: f"s.`{v}`" for v in table.values})
         .whenNotMatchedInsert(condition="NOT s._gone",
-                              values={c: f"s.`{c}`" for c in t.columns})
+                              values={c: f"s.`{c}`" for c in table.columns})
         .execute()
     )  # fmt: skip
 

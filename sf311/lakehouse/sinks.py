@@ -19,15 +19,15 @@ from sf311.lakehouse import bronze, silver
 from sf311.lakehouse.batch import Batch, Rebuild
 from sf311.lakehouse.checkpoints import WAREHOUSE_QUERY
 from sf311.lakehouse.gold_tables import (
-    Update,
     all_present,
     build,
     conf_targets,
     enable_change_feed,
     gold_paths,
+    overwrite,
     refresh,
+    replace_slices,
     table_id,
-    write_update,
 )
 from sf311.lakehouse.tables import compact
 from sf311.settings import Settings
@@ -225,7 +225,8 @@ class GoldSink(Sink):
                 return None
             found = built
         updates, reached, read = found
-        cached.append(read)
+        if read is not None:
+            cached.append(read)
         try:
             mirrored = []
             for u in updates:
@@ -233,21 +234,16 @@ class GoldSink(Sink):
                 if u.slices is None:
                     rows = u.rows.persist()
                     cached.append(rows)
-                    write_update(spark, path, u)
+                    overwrite(path, rows)
                     mirrored.append(Change(u.table, rows.toArrow(), None))
                     continue
-                # Slices and their rows are small: collected once, the MERGE reads them locally.
-                slices = u.slices.toArrow()
-                if slices.num_rows == 0:
+                # A table no change touches costs no Spark job.
+                if u.slices.num_rows == 0:
                     continue
+                # Slices' rows are small: collected once, for the lake and the mirror.
                 rows = u.rows.toArrow()
-                local = Update(
-                    u.table,
-                    spark.createDataFrame(rows, u.rows.schema),
-                    spark.createDataFrame(slices, u.slices.schema),
-                )
-                write_update(spark, path, local)
-                mirrored.append(Change(u.table, rows, slices))
+                replace_slices(spark, path, u.table, rows, u.slices)
+                mirrored.append(Change(u.table, rows, u.slices))
             # Replaced slices and progress commit together: a retry or a replayed batch redoes
             # the same replacement, which then changes nothing.
             counts = retrying(dsn, lambda conn: mirror(conn, mirrored, reached), retry_seconds)
