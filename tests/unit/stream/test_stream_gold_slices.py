@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from pyspark.sql import Row
 
-from sf311.lakehouse.gold import daily_volume, resolution_stats
+from sf311.lakehouse.gold import EPOCH, daily_volume, resolution_stats, touched
 from sf311.lakehouse.gold_backlog import backlog_daily
-from sf311.lakehouse.gold_sla import sla_daily, sla_targets
+from sf311.lakehouse.gold_sla import pending_slices, sla_daily, sla_targets
 
 SCHEMA = (
     "requested_datetime timestamp, closed_date timestamp, service_name string, "
@@ -128,3 +129,32 @@ def test_volume_and_resolution_inside_slices_only(spark, frame):
     (stats,) = resolution_stats(cases, months).collect()
     hours = sorted([24.0 * 24, 23.0 * 24])
     assert (stats.closed_cases, stats.p50_hours) == (2, pytest.approx(sum(hours) / 2))
+
+
+def test_changed_rows_touch_their_days_opened_and_closed_months_and_first_days():
+    key = Row("category", "day", "closed_day", "month", "newest")
+    d = date(2019, 1, 1)
+    late = utc(2019, 1, 12, 20)
+    got = touched([
+        key("Graffiti", d.replace(day=10), d.replace(day=12), d, 5),
+        key("Graffiti", d.replace(day=8), None, None, (late - EPOCH) // timedelta(microseconds=1)),
+        key(None, d.replace(day=9), None, None, None),
+    ])  # fmt: skip
+    assert got.volume == {
+        (d.replace(day=10), "Graffiti"), (d.replace(day=12), "Graffiti"),
+        (d.replace(day=8), "Graffiti"), (d.replace(day=9), None),
+    }  # fmt: skip
+    assert got.months == {(d, "Graffiti")}
+    assert got.sla == {(d.replace(day=10), "Graffiti"), (d.replace(day=8), "Graffiti"),
+                       (d.replace(day=9), None)}  # fmt: skip
+    assert got.starts == {"Graffiti": d.replace(day=8), None: d.replace(day=9)}
+    assert got.newest == late
+
+
+def test_open_cases_may_pass_their_target_on_days_back_to_since_minus_the_target():
+    since = utc(2019, 1, 10, 8)  # 00:00 PST on 10 January
+    targets = {"A": 24.0, "B": None, "C": 0.5}
+    got = pending_slices(targets, since, date(2019, 1, 11))
+    # A: exactly the midnight starting the 9th; C: 23:30 PST on the 9th; B has no target.
+    days = {date(2019, 1, n) for n in (9, 10, 11)}
+    assert got == {(day, c) for day in days for c in ("A", "C")}
