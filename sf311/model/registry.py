@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from sf311.credentials import use_mlflow
 from sf311.model.export import export_pipeline
 from sf311.model.features import LABEL
+from sf311.model.levels import CATEGORY, SUBTYPE
 from sf311.model.scorer import Scorer
 from sf311.model.train import TrainConfig, TrainResult
 from sf311.settings import Settings
@@ -74,7 +75,8 @@ def log_and_register(settings: Settings, result: TrainResult, cfg: TrainConfig) 
     use_mlflow(settings)
     mlflow.set_experiment(settings.model_name)
     client = MlflowClient()
-    inputs = list(cfg.categorical) + list(cfg.numeric)
+    # The levels stage reads the subtype, no forest feature: the example carries it.
+    inputs = list(dict.fromkeys([CATEGORY, SUBTYPE, *cfg.categorical, *cfg.numeric]))
     example = result.holdout[inputs].head(5)
     signature = infer_signature(example, result.holdout["raw"].head(5).to_numpy())
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:

@@ -44,6 +44,11 @@ def test_alias_moves_only_for_a_better_model_and_the_api_follows_it(settings, tr
     mlflow.set_tracking_uri(local.mlflow_tracking_uri)
     client = MlflowClient()
     assert client.get_model_version_by_alias(local.model_name, ALIAS).version == first.version
+    # The subtype is no forest feature, but the levels stage reads it: the signature has it.
+    logged = mlflow.models.get_model_info(f"models:/{local.model_name}/{first.version}")
+    assert {"service_name", "service_subtype", "source"} <= set(
+        logged.signature.inputs.input_names()
+    )
     run = client.get_run(second.run_id)
     assert run.data.tags["champion_decision"] == "kept"
     assert {"champion_mae_log", "challenger_mae_log", "mae_log"} <= set(run.data.metrics)
