@@ -254,8 +254,20 @@ def overwrite(path: str, rows: DataFrame) -> None:
     rows.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)
 
 
-def _tuples(rows: pa.Table) -> list[tuple]:
-    return list(zip(*(c.to_pylist() for c in rows.columns), strict=True))
+def differing(old: pa.Table, new: pa.Table, table: GoldTable) -> tuple[pa.Table, pa.Table]:
+    """Return the rows of new whose key is not in old or whose values differ (nulls equal),
+    and the keys of old that new lacks."""
+    keys, values = list(table.keys), list(table.values)
+    # A join of positions: at the city's scale a batch's slices span millions of rows.
+    a = new.select(keys + values).to_pandas().assign(_n=range(new.num_rows))
+    b = old.select(keys + values).to_pandas().assign(_o=range(old.num_rows))
+    m = a.merge(b, on=keys, how="outer", suffixes=("", "_old"))  # null keys match, as in <=>
+    same = m["_o"].notna()
+    for v in values:
+        same &= (m[v] == m[f"{v}_old"]) | (m[v].isna() & m[f"{v}_old"].isna())
+    changed = m.loc[m["_n"].notna() & ~same, "_n"].astype("int64")
+    gone = m.loc[m["_n"].isna(), "_o"].astype("int64")
+    return new.take(pa.array(changed.sort_values())), old.select(keys).take(pa.array(gone))
 
 
 def replace_slices(
@@ -265,18 +277,23 @@ def replace_slices(
     are merged, and nothing is committed when none does."""
     current = spark.read.format("delta").load(path)
     inside = within(current, local_frame(spark, slices), table.slice_cols, table.ranged)
-    n = len(table.keys)
-    old = {r[:n]: r[n:] for r in _tuples(inside.select(*table.columns).toArrow())}
     new = rows.select(list(table.columns))
-    changed = [r for r in _tuples(new) if old.get(r[:n]) != r[n:]]
-    kept = {r[:n] for r in _tuples(new)}
-    gone = [(*k, *[None] * len(table.values)) for k in old if k not in kept]
-    if not changed and not gone:
+    changed, gone = differing(inside.select(*table.columns).toArrow(), new, table)
+    if changed.num_rows == 0 and gone.num_rows == 0:
         return
-    fields = [f.with_nullable(True) for f in new.schema] + [pa.field("_gone", pa.bool_())]
-    marked = [(*r, False) for r in changed] + [(*r, True) for r in gone]
-    source = pa.Table.from_pylist([dict(zip((f.name for f in fields), r, strict=True))
-                                   for r in marked], pa.schema(fields))  # fmt: skip
+    schema = pa.schema([f.with_nullable(True) for f in new.schema])
+    gone_rows = pa.table(
+        {
+            f.name: gone[f.name] if f.name in table.keys else pa.nulls(gone.num_rows, f.type)
+            for f in schema
+        }  # fmt: skip
+    )
+    source = pa.concat_tables(
+        [
+            changed.cast(schema).append_column("_gone", pa.repeat(False, changed.num_rows)),
+            gone_rows.cast(schema).append_column("_gone", pa.repeat(True, gone.num_rows)),
+        ]
+    )
     (
         DeltaTable.forPath(spark, path).alias("t")
         .merge(local_frame(spark, source).alias("s"),

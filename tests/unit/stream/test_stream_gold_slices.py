@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pyarrow as pa
 import pytest
 from pyspark.sql import Row
 
 from sf311.lakehouse.gold import EPOCH, daily_volume, resolution_stats, touched
 from sf311.lakehouse.gold_backlog import backlog_daily
 from sf311.lakehouse.gold_sla import pending_slices, sla_daily, sla_targets
+from sf311.lakehouse.gold_tables import differing
+from sf311.warehouse.gold import RESOLUTION_STATS
 
 SCHEMA = (
     "requested_datetime timestamp, closed_date timestamp, service_name string, "
@@ -158,3 +161,32 @@ def test_open_cases_may_pass_their_target_on_days_back_to_since_minus_the_target
     # A: exactly the midnight starting the 9th; C: 23:30 PST on the 9th; B has no target.
     days = {date(2019, 1, n) for n in (9, 10, 11)}
     assert got == {(day, c) for day in days for c in ("A", "C")}
+
+
+def test_only_rows_that_differ_are_merged_null_keys_and_values_equal():
+    day = date(2024, 5, 1)
+    old = pa.table(
+        {
+            "month": pa.array([day] * 4, pa.date32()),
+            "category": ["A", "A", "B", None],
+            "neighborhood": [None, "x", "y", None],
+            "closed_cases": [3, 2, 1, 5],
+            "p50_hours": [None, 1.5, 2.0, 4.0],
+            "p90_hours": [9.0, 3.0, 2.0, 8.0],
+        }
+    )
+    # (A, None) and (None, None) unchanged, (A, x) changed, (B, y) gone, (B, z) new.
+    new = pa.table(
+        {
+            "month": pa.array([day] * 4, pa.date32()),
+            "category": ["A", "A", "B", None],
+            "neighborhood": [None, "x", "z", None],
+            "closed_cases": [3, 2, 7, 5],
+            "p50_hours": [None, 1.75, 1.0, 4.0],
+            "p90_hours": [9.0, 3.0, 1.0, 8.0],
+        }
+    )
+    changed, gone = differing(old, new, RESOLUTION_STATS)
+    assert changed.to_pylist() == [new.slice(1, 1).to_pylist()[0], new.slice(2, 1).to_pylist()[0]]
+    assert gone.to_pylist() == [{"month": day, "category": "B", "neighborhood": "y"}]
+    assert differing(old, old, RESOLUTION_STATS)[0].num_rows == 0
