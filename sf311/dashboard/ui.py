@@ -118,10 +118,17 @@ def csv_file(dsn: str, filters: Filters, cap: int) -> BinaryIO:
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def load_backlog(dsn: str, filters: Filters) -> tuple[dict[str, int], pd.DataFrame]:
-    """Return the open scored cases per status and the latest of them by hours late (cached)."""
+def load_open_cases(dsn: str, filters: Filters) -> pd.DataFrame:
+    """Return the latest open scored cases by hours late (cached)."""
     with queries.connect(dsn) as conn:
-        return queries.open_status_counts(conn, filters), queries.open_cases(conn, filters)
+        return queries.open_cases(conn, filters)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def load_open_counts(dsn: str, filters: Filters) -> dict[str, int]:
+    """Return the open scored cases per status (cached)."""
+    with queries.connect(dsn) as conn:
+        return queries.open_status_counts(conn, filters)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
@@ -442,20 +449,48 @@ def backlog_page(settings: Settings) -> None:
     filters = _page_filters(settings)
     if filters is None:
         return
-    dsn = _dsn(settings)
-    try:
-        counts, open_now = load_backlog(dsn, filters)
-    except psycopg.Error as err:
-        _unreadable(err)
-        return
     st.caption(
         "Every open case the model scored, whenever it opened (the date range applies to the "
         "trend only). Overdue: past the upper end of its 80% interval; at risk: that end falls "
         "within 24 h; on time: later."
     )
-    cols = st.columns(3)
-    for col, status in zip(cols, queries.OPEN_STATUSES, strict=True):
+    counts_box, map_box, table_box = st.container(), st.container(), st.container()
+    st.subheader("Trend")
+    st.caption(
+        "Open cases at the end of each day of the range (each week or month of a long one), by "
+        "age then (gold.backlog_daily). No history of predictions is kept, so this is the trend "
+        "of the backlog and of its ageing; the older buckets are where overdue cases sit."
+    )
+    _note_unapplied(filters, ("gold.backlog_daily",), "The trend")
+    trend_box = st.container()
+    dsn = _dsn(settings)
+    try:
+        # The map and the chart take the browser longest to draw, so they are sent first and
+        # drawn while the table and the counts are still being read.
+        open_now = load_open_cases(dsn, filters)
+        with map_box:
+            _backlog_map(settings, open_now)
+        with trend_box:
+            st.altair_chart(
+                charts.backlog_area(
+                    load_backlog_history(dsn, filters),
+                    f"Open cases at the end of each {filters.grain}, by age",
+                    filters.grain,
+                )
+            )
+        with table_box:
+            _backlog_table(open_now)
+        counts = load_open_counts(dsn, filters)
+    except psycopg.Error as err:
+        with counts_box:
+            _unreadable(err)
+        return
+    for col, status in zip(counts_box.columns(3), queries.OPEN_STATUSES, strict=True):
         col.metric(status.replace("_", " ").capitalize(), f"{counts[status]:,}")
+
+
+def _backlog_map(settings: Settings, open_now: pd.DataFrame) -> None:
+    """Draw the located open cases on a map coloured by status."""
     box = queries.SF_BOX
     located = open_now[
         open_now["lat"].between(box["lat_min"], box["lat_max"])
@@ -472,6 +507,10 @@ def backlog_page(settings: Settings) -> None:
         returned_objects=[],
         key="backlog_map",
     )
+
+
+def _backlog_table(open_now: pd.DataFrame) -> None:
+    """Draw the open cases as a sortable table, times in San Francisco's zone."""
     table = open_now.drop(columns=["lat", "long"])
     for column in ("requested_datetime", "predicted_close_at", "upper_at"):
         table[column] = pd.to_datetime(table[column], utc=True).dt.tz_convert(LOCAL_ZONE)
@@ -487,20 +526,6 @@ def backlog_page(settings: Settings) -> None:
             "predicted_close_at": st.column_config.DatetimeColumn("predicted close"),
             "upper_at": st.column_config.DatetimeColumn("due by (upper end)"),
         },
-    )
-    st.subheader("Trend")
-    st.caption(
-        "Open cases at the end of each day of the range (each week or month of a long one), by "
-        "age then (gold.backlog_daily). No history of predictions is kept, so this is the trend "
-        "of the backlog and of its ageing; the older buckets are where overdue cases sit."
-    )
-    _note_unapplied(filters, ("gold.backlog_daily",), "The trend")
-    st.altair_chart(
-        charts.backlog_area(
-            load_backlog_history(dsn, filters),
-            f"Open cases at the end of each {filters.grain}, by age",
-            filters.grain,
-        )
     )
 
 

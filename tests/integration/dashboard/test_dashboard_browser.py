@@ -62,7 +62,8 @@ def test_browser_shows_map_charts_and_metrics(dashboard_url, settings: Settings,
         browser.navigate(f"{dashboard_url}/backlog")
         state = browser.wait_for(
             lambda s: (
-                bool(s.get("leaflet"))
+                len(s["metrics"]) >= 3
+                and bool(s.get("leaflet"))
                 and s["leaflet"]["clusters"] + s["leaflet"]["vectors"] > 0
                 and s["tables"] >= 1
                 and s["charts"] >= 1
