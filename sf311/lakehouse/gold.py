@@ -38,6 +38,12 @@ def sf_date(instant: datetime) -> date:
     return instant.astimezone(LOCAL_ZONE).date()
 
 
+def utc_instant(micros: int | None) -> datetime | None:
+    """Return the UTC instant of microseconds since the epoch (as collected from unix_micros:
+    collected timestamps would come back in the driver's time zone)."""
+    return None if micros is None else EPOCH + timedelta(microseconds=micros)
+
+
 def sf_month(ts: Column | str) -> Column:
     """Return the first day of the San Francisco month of a UTC instant."""
     return F.trunc(sf_day(ts), "month")
@@ -109,7 +115,7 @@ def touched(keys: Iterable[Row]) -> Touched:
         months={(k.month, k.category) for k in keys if k.month is not None},
         sla={(k.day, k.category) for k in keys},
         starts=starts,
-        newest=None if newest is None else EPOCH + timedelta(microseconds=newest),
+        newest=utc_instant(newest),
     )
 
 

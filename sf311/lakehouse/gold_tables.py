@@ -18,13 +18,13 @@ from pyspark.sql import functions as F
 
 from sf311.errors import InputError
 from sf311.lakehouse.gold import (
-    EPOCH,
     change_keys,
     daily_volume,
     resolution_stats,
     sf_date,
     sf_day,
     touched,
+    utc_instant,
     within,
 )
 from sf311.lakehouse.gold_backlog import backlog_daily
@@ -118,7 +118,7 @@ def latest_version(spark: SparkSession, path: str) -> int:
 
 def _newest_instant(rows: DataFrame) -> datetime | None:
     micros = rows.agg(F.max(F.unix_micros(F.greatest("requested_datetime", "closed_date")))).first()
-    return None if micros[0] is None else EPOCH + timedelta(microseconds=micros[0])
+    return utc_instant(micros[0])
 
 
 def _categories(spark: SparkSession, names: list[str | None]) -> DataFrame:
