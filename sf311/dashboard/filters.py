@@ -23,14 +23,16 @@ COLUMNS: dict[str, str] = {
 # The same filters over the views of open cases, which name the category `category`.
 OPEN_CASE_COLUMNS: dict[str, str] = {**COLUMNS, "categories": "category"}
 # Filter field -> column of each gold table; a filter a table lacks cannot apply to it.
+_VOLUME_COLUMNS = {
+    "categories": "category",
+    "neighborhoods": "neighborhood",
+    "districts": "supervisor_district",
+    "police_districts": "police_district",
+    "sources": "source",
+}
 GOLD_COLUMNS: dict[str, dict[str, str]] = {
-    "gold.daily_volume": {
-        "categories": "category",
-        "neighborhoods": "neighborhood",
-        "districts": "supervisor_district",
-        "police_districts": "police_district",
-        "sources": "source",
-    },
+    "gold.daily_volume": _VOLUME_COLUMNS,
+    "gold.monthly_volume": _VOLUME_COLUMNS,
     "gold.backlog_daily": {"categories": "category"},
     "gold.resolution_stats": {"categories": "category", "neighborhoods": "neighborhood"},
     "gold.sla_daily": {"categories": "category"},
@@ -86,9 +88,28 @@ class Filters:
             end=self.start - timedelta(days=1),
         )
 
+    def month_parts(self) -> tuple[Filters | None, Filters | None, Filters | None]:
+        """Return the range split into the days before its first whole calendar month, its
+        whole months, and the days after them; None for a part it lacks (a range without a
+        whole month is all days before)."""
+        first = self.start if self.start.day == 1 else _next_month(self.start)
+        after = (self.end + timedelta(days=1)).replace(day=1)
+        if first >= after:
+            return self, None, None
+        day = timedelta(days=1)
+        return (
+            replace(self, end=first - day) if first > self.start else None,
+            replace(self, start=first, end=after - day),
+            replace(self, start=after) if after <= self.end else None,
+        )
+
     def bounds(self) -> tuple[datetime, datetime]:
         """Return the range as UTC instants [first local midnight, midnight after the end)."""
         return local_midnight(self.start), local_midnight(self.end + timedelta(days=1))
+
+
+def _next_month(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
 def local_midnight(day: date) -> datetime:
@@ -133,14 +154,14 @@ def _values(
 def gold_where(filters: Filters, table: str, prefix: str = "") -> tuple[str, dict[str, Any]]:
     """Return a SQL condition on gold `table` for `filters` and its named parameters.
 
-    The date range applies to `day`, or for gold.resolution_stats to every `month` it touches;
+    The date range applies to `day`, or for a table by month to every `month` it touches;
     filters the table does not carry are left out (see unapplied()).
     """
     if table not in GOLD_COLUMNS:
         raise ValueError(f"unknown gold table {table!r}")
     column, first = (
         ("month", filters.start.replace(day=1))
-        if table == "gold.resolution_stats"
+        if table in ("gold.resolution_stats", "gold.monthly_volume")
         else ("day", filters.start)
     )
     params: dict[str, Any] = {f"{prefix}d0": first, f"{prefix}d1": filters.end}

@@ -4,7 +4,7 @@ from view open_case_status; each moves a few thousand rows whatever the size of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, BinaryIO
 
@@ -46,6 +46,31 @@ def _where(filters: Filters, time_column: str | None = "requested_datetime") -> 
     """Return where()'s condition for `filters`, leaving out cases the source deleted."""
     cond, params = where(filters, time_column)
     return f"{cond} AND deleted_at IS NULL", params
+
+
+_VOLUME = "category, neighborhood, supervisor_district, police_district, source, opened, closed"
+
+
+def _volume(filters: Filters, prefix: str = "", months: bool = True) -> tuple[str, dict]:
+    """Return a subquery of gold.daily_volume's rows over `filters` and its parameters.
+
+    With `months`, the range's whole calendar months come from gold.monthly_volume instead, a
+    row per month dated its first day, and only the days around them from daily_volume: the
+    same sums over any grouping but by day or week, from a fifth of the rows.
+    """
+    before, whole, after = filters.month_parts() if months else (filters, None, None)
+    branches, params = [], {}
+    for part, table, tag in (
+        (before, "gold.daily_volume", "b"),
+        (whole, "gold.monthly_volume", "m"),
+        (after, "gold.daily_volume", "a"),
+    ):
+        if part is not None:
+            cond, part_params = gold_where(part, table, prefix=f"{prefix}{tag}_")
+            day = "month AS day" if table == "gold.monthly_volume" else "day"
+            branches.append(f"SELECT {day}, {_VOLUME} FROM {table} WHERE {cond}")
+            params.update(part_params)
+    return f"({' UNION ALL '.join(branches)})", params
 
 
 def _frame(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> pd.DataFrame:
@@ -101,16 +126,13 @@ def metrics(conn: psycopg.Connection, filters: Filters) -> Metrics:
     Opened and closed (any closure kind) from gold.daily_volume; resolution percentiles from
     gold.resolution_stats (resolved cases only); the backlog from gold.backlog_daily.
     """
-    span = replace(filters, start=filters.previous().start)
-    cond, params = gold_where(span, "gold.daily_volume")
+    current, params = _volume(filters)
+    previous, p_params = _volume(filters.previous(), prefix="p_")
+    sums = "SELECT coalesce(sum(opened), 0) AS opened, coalesce(sum(closed), 0) AS closed FROM"
     row = conn.execute(
-        "SELECT"
-        " coalesce(sum(opened) FILTER (WHERE day >= %(cut)s), 0),"
-        " coalesce(sum(closed) FILTER (WHERE day >= %(cut)s), 0),"
-        " coalesce(sum(opened) FILTER (WHERE day < %(cut)s), 0),"
-        " coalesce(sum(closed) FILTER (WHERE day < %(cut)s), 0)"
-        f" FROM gold.daily_volume WHERE {cond}",
-        {**params, "cut": filters.start},
+        f"SELECT c.opened, c.closed, p.opened, p.closed FROM ({sums} {current} v) c,"
+        f" ({sums} {previous} v) p",
+        {**params, **p_params},
     ).fetchone()
     cond, params = where(filters, None, columns=GOLD_COLUMNS["gold.backlog_daily"])
     backlog = conn.execute(
@@ -166,13 +188,13 @@ def breakdowns(conn: psycopg.Connection, filters: Filters) -> dict[str, pd.DataF
     One scan with GROUPING SETS; each frame is sorted by cases, largest first, labels without
     an opened case left out; a missing value is labelled "(none)".
     """
-    cond, params = gold_where(filters, "gold.daily_volume")
+    volume, params = _volume(filters)
     columns = list(BREAKDOWNS.values())
     flags = ", ".join(f"GROUPING({c})" for c in columns)
     sets = ", ".join(f"({c})" for c in columns)
     rows = conn.execute(
-        f"SELECT {flags}, {', '.join(columns)}, sum(opened) FROM gold.daily_volume"
-        f" WHERE {cond} GROUP BY GROUPING SETS ({sets})",
+        f"SELECT {flags}, {', '.join(columns)}, sum(opened) FROM {volume} v"
+        f" GROUP BY GROUPING SETS ({sets})",
         params,
     ).fetchall()
     n = len(columns)
@@ -192,17 +214,19 @@ def breakdowns(conn: psycopg.Connection, filters: Filters) -> dict[str, pd.DataF
 
 def daily_volume(conn: psycopg.Connection, filters: Filters, top: int = 5) -> pd.DataFrame:
     """Return cases opened per San Francisco day, week or month (filters.grain; `day` is its
-    first day) of the `top` categories (day, category, cases), from gold.daily_volume."""
-    cond, params = gold_where(filters, "gold.daily_volume")
+    first day) of the `top` categories (day, category, cases), from gold.daily_volume (whole
+    months from gold.monthly_volume by month)."""
+    volume, params = _volume(filters, months=filters.grain == "month")
     params["grain"] = filters.grain
     return _frame(
         conn,
-        "SELECT date_trunc(%(grain)s, day)::date AS day, category, sum(opened)::int AS cases"
-        " FROM gold.daily_volume"
-        f" WHERE {cond} AND category IN ("
-        f"   SELECT category FROM gold.daily_volume WHERE {cond} AND category IS NOT NULL"
-        "   GROUP BY 1 HAVING sum(opened) > 0 ORDER BY sum(opened) DESC, 1 LIMIT %(top)s)"
-        " GROUP BY 1, 2 HAVING sum(opened) > 0 ORDER BY 1, 2",
+        # One pass over the rows: the top categories are picked from the periods' sums.
+        "WITH p AS (SELECT date_trunc(%(grain)s, day)::date AS day, category,"
+        f"  sum(opened) AS cases FROM {volume} v GROUP BY 1, 2)"
+        " SELECT day, category, cases::int FROM p WHERE cases > 0 AND category IN ("
+        "  SELECT category FROM p WHERE category IS NOT NULL"
+        "  GROUP BY 1 HAVING sum(cases) > 0 ORDER BY sum(cases) DESC, 1 LIMIT %(top)s)"
+        " ORDER BY 1, 2",
         {**params, "top": top},
     )
 
@@ -210,11 +234,11 @@ def daily_volume(conn: psycopg.Connection, filters: Filters, top: int = 5) -> pd
 def district_by_category(conn: psycopg.Connection, filters: Filters) -> pd.DataFrame:
     """Return cases opened per police district and category (district, category, cases), from
     gold.daily_volume; a missing district is labelled "(none)"."""
-    cond, params = gold_where(filters, "gold.daily_volume")
+    volume, params = _volume(filters)
     return _frame(
         conn,
         f"SELECT coalesce(police_district, '{NONE_LABEL}') AS district, category,"
-        f" sum(opened)::int AS cases FROM gold.daily_volume WHERE {cond}"
+        f" sum(opened)::int AS cases FROM {volume} v"
         " GROUP BY 1, 2 HAVING sum(opened) > 0 ORDER BY 1, 2",
         params,
     )
@@ -341,7 +365,7 @@ def neighborhood_stats(
     Cases from gold.daily_volume, the median from gold.resolution_stats (merged as in
     _resolution()); neighborhoods without a centroid are left out.
     """
-    cond, params = gold_where(filters, "gold.daily_volume")
+    relation, params = _volume(filters)
     r_cond, r_params = gold_where(filters, "gold.resolution_stats", prefix="r_")
     volume = _frame(
         conn,
@@ -349,8 +373,8 @@ def neighborhood_stats(
         "  sum(p50_hours * closed_cases) / nullif(sum(closed_cases), 0) AS p50_hours"
         f"  FROM gold.resolution_stats WHERE {r_cond} AND p50_hours IS NOT NULL GROUP BY 1)"
         " SELECT v.neighborhood, v.cases, r.p50_hours FROM ("
-        "  SELECT neighborhood, sum(opened)::int AS cases FROM gold.daily_volume"
-        f"  WHERE {cond} AND neighborhood IS NOT NULL GROUP BY 1 HAVING sum(opened) > 0) v"
+        f"  SELECT neighborhood, sum(opened)::int AS cases FROM {relation} n"
+        "  WHERE neighborhood IS NOT NULL GROUP BY 1 HAVING sum(opened) > 0) v"
         " LEFT JOIN r USING (neighborhood)",
         {**params, **r_params},
     )
@@ -554,9 +578,9 @@ def options(conn: psycopg.Connection) -> Options:
     subtypes: dict[str, set[str]] = {c: set() for c in categories}
     for category, subtype in _subtype_pairs(conn, ("service_name", "service_subtype") in leads):
         subtypes.setdefault(category, set()).add(subtype)
-    # cases has no index on police_district; gold.daily_volume is far smaller than cases.
+    # cases has no index on police_district; gold.monthly_volume is far smaller than cases.
     police = conn.execute(
-        "SELECT DISTINCT police_district FROM gold.daily_volume WHERE police_district IS NOT NULL"
+        "SELECT DISTINCT police_district FROM gold.monthly_volume WHERE police_district IS NOT NULL"
     ).fetchall()
     span = conn.execute(
         f"SELECT (min(requested_datetime) AT TIME ZONE '{LOCAL_TZ}')::date,"

@@ -23,7 +23,7 @@ def _expected_options(cases: list[dict]) -> dict:
         "subtypes_by_category": {k: tuple(sorted(v)) for k, v in subtypes.items()},
         "neighborhoods": tuple(sorted({c["neighborhood"] for c in cases})),
         "districts": tuple(sorted({c["supervisor_district"] for c in cases})),
-        # Read from gold.daily_volume: cases has no index on police_district.
+        # Read from gold.monthly_volume: cases has no index on police_district.
         "police_districts": tuple(sorted({c["police_district"] for c in cases})),
         "sources": tuple(sorted({c["source"] for c in cases})),
         "first_day": min(c["requested_datetime"].astimezone(LA).date() for c in cases),

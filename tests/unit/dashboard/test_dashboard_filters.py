@@ -38,6 +38,43 @@ def test_reversed_range_is_rejected():
         Filters(start=date(2024, 3, 2), end=date(2024, 3, 1))
 
 
+def _span(f: Filters | None) -> tuple[date, date] | None:
+    return None if f is None else (f.start, f.end)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "parts"),
+    [
+        # Days before the first whole month, whole months (a leap February), days after.
+        (
+            date(2023, 12, 2),
+            date(2024, 3, 29),
+            [
+                (date(2023, 12, 2), date(2023, 12, 31)),
+                (date(2024, 1, 1), date(2024, 2, 29)),
+                (date(2024, 3, 1), date(2024, 3, 29)),
+            ],
+        ),
+        # Exactly whole months: no days around them.
+        (date(2024, 1, 1), date(2024, 12, 31),
+         [None, (date(2024, 1, 1), date(2024, 12, 31)), None]),
+        # A month and a day after it; a day before a month.
+        (date(2024, 2, 1), date(2024, 3, 1), [None, (date(2024, 2, 1), date(2024, 2, 29)),
+                                              (date(2024, 3, 1), date(2024, 3, 1))]),
+        (date(2024, 1, 31), date(2024, 2, 29), [(date(2024, 1, 31), date(2024, 1, 31)),
+                                                (date(2024, 2, 1), date(2024, 2, 29)), None]),
+        # No whole month, inside one month or across two: all days.
+        (date(2024, 1, 1), date(2024, 1, 30), [(date(2024, 1, 1), date(2024, 1, 30)), None, None]),
+        (date(2024, 1, 2), date(2024, 2, 27), [(date(2024, 1, 2), date(2024, 2, 27)), None, None]),
+    ],
+)  # fmt: skip
+def test_month_parts_split_a_range_at_its_whole_months(start, end, parts):
+    f = Filters(start=start, end=end, categories=("Graffiti",))
+    got = f.month_parts()
+    assert [_span(p) for p in got] == parts
+    assert all(p.categories == ("Graffiti",) for p in got if p is not None)
+
+
 def test_where_puts_values_in_parameters_only():
     f = Filters(
         start=date(2024, 1, 1),

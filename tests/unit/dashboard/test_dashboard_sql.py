@@ -46,14 +46,14 @@ class Recorder:
 
 
 def _relations(query: str) -> set[str]:
-    return set(re.findall(r"\bFROM\s+([\w.]+)", query))
+    """Return the tables and views `query` reads, its own WITH names left out."""
+    named = set(re.findall(r"\bWITH\s+(\w+)\s+AS\b", query))
+    return set(re.findall(r"\bFROM\s+([\w.]+)", query)) - named
 
 
 @pytest.mark.parametrize(
     ("function", "table"),
     [
-        (queries.daily_volume, "gold.daily_volume"),
-        (queries.district_by_category, "gold.daily_volume"),
         (queries.resolution_monthly, "gold.resolution_stats"),
         (queries.backlog_history, "gold.backlog_daily"),
         (queries.sla, "gold.sla_daily"),
@@ -68,16 +68,46 @@ def test_aggregates_read_only_their_gold_table(function, table):
     assert params["categories"] == ["Graffiti'; --"]
 
 
+VOLUME = {"gold.daily_volume", "gold.monthly_volume"}
+
+
+@pytest.mark.parametrize(
+    "function", [queries.daily_volume, queries.district_by_category, queries.breakdowns]
+)
+def test_volume_reads_whole_months_by_month_and_the_days_around_them(function):
+    conn = Recorder()
+    function(conn, WHOLE_HISTORY)
+    [(query, params)] = conn.calls
+    assert _relations(query) == VOLUME
+    assert "Graffiti'" not in query and "Mission" not in query
+    # 2008-07-01 to 2026-11-30 by month, then the range's last day by day.
+    assert (params["m_d0"], params["m_d1"]) == (date(2008, 7, 1), date(2026, 11, 30))
+    assert (params["a_d0"], params["a_d1"]) == (date(2026, 12, 1), date(2026, 12, 1))
+    assert "b_d0" not in params
+    assert params["m_categories"] == params["a_categories"] == ["Graffiti'; --"]
+
+
+def test_volume_by_day_or_week_reads_days_only():
+    conn = Recorder()
+    short = Filters(start=date(2024, 1, 1), end=date(2024, 6, 30), categories=("Graffiti",))
+    queries.daily_volume(conn, short)
+    [(query, params)] = conn.calls
+    assert short.grain == "day" and _relations(query) == {"gold.daily_volume"}
+    assert (params["b_d0"], params["b_d1"]) == (short.start, short.end)
+
+
 def test_breakdowns_and_metrics_never_scan_cases():
     conn = Recorder()
     queries.breakdowns(conn, WHOLE_HISTORY)
     metrics = queries.metrics(conn, WHOLE_HISTORY)
     read = set().union(*(_relations(q) for q, _ in conn.calls))
-    assert read == {"gold.daily_volume", "gold.backlog_daily", "gold.resolution_stats"}
+    assert read == VOLUME | {"gold.backlog_daily", "gold.resolution_stats"}
     assert metrics.open_at_end is None and metrics.current.cases == 0
     # Opened/closed of both periods in one statement: the previous period starts 18 years back.
-    volume = next(p for q, p in conn.calls if "gold.daily_volume" in q and "cut" in p)
-    assert volume["d0"] == WHOLE_HISTORY.previous().start and volume["cut"] == date(2008, 7, 1)
+    volume = next(p for q, p in conn.calls if "gold.daily_volume" in q and "p_m_d0" in p)
+    previous = WHOLE_HISTORY.previous()
+    assert (volume["p_b_d0"], volume["p_m_d0"]) == (previous.start, date(1990, 2, 1))
+    assert (volume["m_d0"], volume["a_d1"]) == (date(2008, 7, 1), date(2026, 12, 1))
     # The backlog takes the category filter only: gold.backlog_daily has no neighborhood.
     backlog = next(q for q, _ in conn.calls if "gold.backlog_daily" in q)
     assert "category = ANY" in backlog and "neighborhood" not in backlog
