@@ -18,7 +18,6 @@ MAX_ZOOM = 19
 STATIC_BASE = "/app/static/vendor"
 LOCAL_ASSETS: dict[str, str] = {
     "leaflet": "leaflet.js",
-    "jquery": "jquery.min.js",
     "leaflet_css": "leaflet.css",
     "markerclusterjs": "leaflet.markercluster.js",
     "markerclustercss": "MarkerCluster.css",
@@ -44,8 +43,8 @@ def tiles(setting: str) -> str | None:
 def localize_assets(fmap: folium.Map, base: str = STATIC_BASE) -> folium.Map:
     """Return `fmap` with every JS/CSS link pointing at the vendored copies under `base`.
 
-    Links the map does not need (Bootstrap, icon fonts) are dropped; jQuery stays because
-    folium's HTML popups are built with it.
+    Links the map does not need are dropped: Bootstrap, icon fonts, and jQuery, which only
+    folium's Popup elements and objects kept in front use (these maps have neither).
     """
 
     def walk(element: folium.Element):

@@ -48,6 +48,32 @@ def test_map_uses_only_vendored_assets():
     assert '"maxZoom": 19' in html  # MarkerCluster needs it when no tile layer sets one
 
 
+def test_maps_load_no_jquery_and_call_none():
+    # Only folium's Popup elements and objects kept in front need jQuery; the maps use neither.
+    heat = pd.DataFrame({"lat": [37.76], "long": [-122.41], "cases": [3]})
+    open_cases = pd.DataFrame(
+        {
+            "service_request_id": [7],
+            "status": ["overdue"],
+            "category": ["Graffiti"],
+            "service_subtype": [None],
+            "requested_datetime": [pd.Timestamp("2024-03-10 20:00", tz="UTC")],
+            "upper_at": [pd.Timestamp("2024-03-12 20:00", tz="UTC")],
+            "hours_late": [3.0],
+            "lat": [37.76],
+            "long": [-122.41],
+        }
+    )
+    for fmap in (
+        maps.cases_map(heat, _markers(), pd.DataFrame(), tiles=None),
+        maps.backlog_map(open_cases, tiles=None),
+        maps.picker_map(37.76, -122.41, tiles=None),
+    ):
+        html = _render(fmap)
+        assert "jquery" not in html.lower()
+        assert "$(" not in html and "$." not in html
+
+
 def test_popups_show_predictions_for_open_cases_and_escape_text():
     html = _render(
         maps.cases_map(pd.DataFrame(), _markers(), pd.DataFrame(), predicted={1: 42.25}, tiles=None)
