@@ -73,10 +73,25 @@ def _volume(filters: Filters, prefix: str = "", months: bool = True) -> tuple[st
     return f"({' UNION ALL '.join(branches)})", params
 
 
+_TIMESTAMPTZ = 1184  # pg_type oid
+
+
 def _frame(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> pd.DataFrame:
     cur = conn.execute(query, params)
-    columns = [d.name for d in cur.description or []]
-    return pd.DataFrame(cur.fetchall(), columns=columns)
+    names = [d.name for d in cur.description or []]
+    rows = cur.fetchall()
+    if not rows:
+        return pd.DataFrame(rows, columns=names)
+    columns = {}
+    for d, values in zip(cur.description or [], zip(*rows, strict=True), strict=True):
+        first = next((v for v in values if v is not None), None)
+        # Instants converted a column at once: pandas infers them value by value, slower than
+        # the query that read them.
+        if d.type_code == _TIMESTAMPTZ and first is not None:
+            columns[d.name] = pd.to_datetime(list(values), utc=True).tz_convert(first.tzinfo)
+        else:
+            columns[d.name] = pd.Series(values, dtype=object).infer_objects()
+    return pd.DataFrame(columns)
 
 
 @dataclass(frozen=True)

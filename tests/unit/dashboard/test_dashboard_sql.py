@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import re
-from datetime import date
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import pandas as pd
 import pytest
 
 from sf311.dashboard import queries
@@ -174,3 +177,38 @@ def test_heat_cells_grid_only_the_newest_points_of_cases():
     assert "FROM cases WHERE" in inner
     assert "ORDER BY requested_datetime DESC, service_request_id DESC LIMIT %(points)s" in inner
     assert params["points"] == 1000
+
+
+class _Column:
+    def __init__(self, name: str, type_code: int) -> None:
+        self.name, self.type_code = name, type_code
+
+
+class _Rows:
+    """Answers one query with fixed rows and their column descriptions."""
+
+    def __init__(self, description: list[_Column], rows: list[tuple]) -> None:
+        self.description, self.rows = description, rows
+
+    def execute(self, query: str, params: dict[str, Any]) -> _Rows:
+        return self
+
+    def fetchall(self) -> list[tuple]:
+        return self.rows
+
+
+def test_frames_hold_the_rows_with_instants_as_one_datetime_column():
+    utc = ZoneInfo("Etc/UTC")
+    at = datetime(2024, 3, 10, 20, 0, 1, 250000, tzinfo=utc)
+    rows = [(1, at, None, Decimal("1.5"), None), (2, None, None, Decimal("-2"), 3)]
+    description = [_Column("id", 20), _Column("opened", 1184), _Column("closed", 1184),
+                   _Column("late", 1700), _Column("n", 23)]  # fmt: skip
+    frame = queries._frame(_Rows(description, rows), "SELECT", {})
+    # What pandas builds row by row, value by value (10x slower at 2,000 rows).
+    expected = pd.DataFrame(rows, columns=[c.name for c in description])
+    pd.testing.assert_frame_equal(frame, expected)
+    assert str(frame["opened"].dtype) == "datetime64[ns, Etc/UTC]"
+    assert frame["opened"][0] == pd.Timestamp(at) and frame["opened"].isna()[1]
+    assert frame["closed"].tolist() == [None, None]  # no instant at all: left as it came
+    empty = queries._frame(_Rows(description, []), "SELECT", {})
+    assert list(empty.columns) == ["id", "opened", "closed", "late", "n"] and empty.empty
