@@ -72,8 +72,11 @@ class Settings(BaseSettings):
     stream_registry_retry_seconds: float = Field(60.0, ge=0)
     # `sf311 status` exits 4 when a query of the stream is further behind the topic than this.
     status_max_lag: int = Field(100_000, ge=0)
-    # The lake query compacts bronze and silver every this many micro-batches (0: never).
+    # The lake query compacts its tables every this many micro-batches (0: never).
     stream_compact_every: int = Field(50, ge=0)
+    # While the job streams, gold is refreshed beside the lake query's batches at most this
+    # often: each refresh recomputes the backlog back to the oldest day a change touches.
+    stream_gold_seconds: float = Field(60.0, ge=0)
     spark_submit: Path = PROJECT_ROOT / ".venv" / "bin" / "spark-submit"
     # Python of Spark's Python workers, on the driver and on every executor; unset: the Python
     # beside spark_submit for spark-submit jobs, the driver's own in-process. On a cluster each

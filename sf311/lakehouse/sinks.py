@@ -1,9 +1,11 @@
-"""The tables a validated micro-batch is written to, one Sink each; the streaming job and
+"""The tables the streaming job keeps, one Sink each: those a validated micro-batch is written
+to (BatchSink) and gold, which follows silver beside the batches; the streaming job and
 `sf311 replay` both iterate over SINKS."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -48,7 +50,7 @@ def utc_now() -> datetime:
 
 
 class Sink(ABC):
-    """One table a validated micro-batch is written to; each write is idempotent per batch."""
+    """One table the job keeps: rebuilt by `sf311 replay`, compacted by the lake query."""
 
     # The phase its writes are timed under in the lake query.
     name: str
@@ -61,14 +63,6 @@ class Sink(ABC):
         self.spark = spark
         self.settings = settings
         self.clock = clock
-
-    def takes(self, batch: Batch) -> bool:
-        """Return True when the batch holds anything for this table."""
-        return True
-
-    @abstractmethod
-    def write(self, batch: Batch) -> str | None:
-        """Write one micro-batch; return what the write did, for the lake ledger, or None."""
 
     @abstractmethod
     def replace(self, rebuild: Rebuild) -> dict[str, int]:
@@ -83,8 +77,24 @@ class Sink(ABC):
         job streams (never in a bounded run); most tables need nothing."""
         return None
 
+    def finish(self) -> None:
+        """Do what is due once a bounded run has written its last batch; most need nothing."""
+        return None
 
-class DeltaSink(Sink):
+
+class BatchSink(Sink):
+    """A table each validated micro-batch is written to; each write is idempotent per batch."""
+
+    def takes(self, batch: Batch) -> bool:
+        """Return True when the batch holds anything for this table."""
+        return True
+
+    @abstractmethod
+    def write(self, batch: Batch) -> str | None:
+        """Write one micro-batch; return what the write did, for the lake ledger, or None."""
+
+
+class DeltaSink(BatchSink):
     """A sink that writes a Delta table of the lake."""
 
     table: str
@@ -164,22 +174,51 @@ class SilverSink(DeltaSink):
 
 class GoldSink(Sink):
     """The gold tables (daily_volume, backlog_daily, resolution_stats, sla_daily, sla_targets)
-    in the lake, mirrored to Postgres schema gold with the silver version they reflect."""
+    in the lake, mirrored to Postgres schema gold with the silver version they reflect.
+
+    Gold follows silver beside the lake query's batches, never inside one, so silver never
+    waits for it: while the job streams, the driver refreshes it between batches at most every
+    stream_gold_seconds; a bounded run refreshes it once, after its last batch. Each refresh
+    takes every silver version since the one gold reflects, so a backlog costs one refresh."""
 
     name = "gold"
+    # The Spark scheduler pool of its refreshes, beside the queries' own pools.
+    POOL = "sf311_gold"
 
-    def write(self, batch: Batch) -> str | None:
-        """Replace the gold slices silver changed since the version gold reflects; return the
-        Postgres rows changed, or None when silver has not moved."""
+    def __init__(
+        self, spark: SparkSession, settings: Settings, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        super().__init__(spark, settings, clock)
+        # idle() runs on the driver's thread, compact() on the lake query's: one at a time.
+        self._busy = threading.Lock()
+        self._due = 0.0
+
+    def idle(self) -> None:
+        """Refresh gold when stream_gold_seconds have passed since the last refresh began."""
+        if time.monotonic() < self._due or not self._busy.acquire(blocking=False):
+            return
         try:
-            # No wait for Postgres here: it would hold silver's next batches back, and the next
-            # batch catches gold up from gold.progress, which only the mirror moves.
-            counts = self.update(full=False, retry_seconds=0)
+            self._due = time.monotonic() + self.settings.stream_gold_seconds
+            self.refresh()
+        finally:
+            self._busy.release()
+
+    def finish(self) -> None:
+        """Refresh gold with the silver the bounded run has written."""
+        with self._busy:
+            self.refresh()
+
+    def refresh(self) -> dict[str, int] | None:
+        """Replace the gold slices silver changed since the version gold reflects; return the
+        Postgres rows changed and deleted, or None when silver has not moved or Postgres is
+        down (a later refresh catches up from gold.progress, which only the mirror moves)."""
+        self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", self.POOL)
+        try:
+            return self.update(full=False, retry_seconds=0)
         except psycopg.OperationalError as err:
-            log.warning("gold: Postgres unreachable (%s); gold catches up at a later batch",
+            log.warning("gold: Postgres unreachable (%s); gold catches up at a later refresh",
                         first_line(err))  # fmt: skip
             return None
-        return None if counts is None else f"gold changed {counts['gold_changed']}"
 
     def replace(self, rebuild: Rebuild) -> dict[str, int]:
         """Rebuild every gold table from the new silver.cases; return the Postgres rows
@@ -188,15 +227,22 @@ class GoldSink(Sink):
         return self.update(full=True, retry_seconds=bound) or {"gold_changed": 0, "gold_deleted": 0}
 
     def compact(self) -> None:
-        """Compact the gold tables, which every batch's MERGE leaves a few small files in."""
-        for path in gold_paths(self.settings).values():
-            compact(self.spark, path)
+        """Compact the gold tables, which every refresh's MERGE leaves a few small files in;
+        skipped while a refresh runs (a later compaction takes them)."""
+        if not self._busy.acquire(blocking=False):
+            return
+        try:
+            for path in gold_paths(self.settings).values():
+                compact(self.spark, path)
+        finally:
+            self._busy.release()
 
     def update(self, full: bool, retry_seconds: float) -> dict[str, int] | None:
         """Bring gold, in the lake then in Postgres, up to silver's newest version, from its
         changes or (full, first run, change feed gone) from all of it; return the Postgres
         rows changed and deleted, or None when nothing was to do."""
         s, spark = self.settings, self.spark
+        t0 = time.monotonic()
         dsn = s.postgres_dsn.get_secret_value()
         silver_path, paths = s.table_path(silver.TABLE), gold_paths(s)
         conf = conf_targets(spark, s.conf_dir / "sla_targets.csv")
@@ -250,9 +296,11 @@ class GoldSink(Sink):
         finally:
             for df in cached:
                 df.unpersist()
-        log.info("gold: silver version %d (as of %s), %d rows changed and %d deleted in Postgres",
-                 reached.silver_version, reached.as_of.isoformat(), counts["gold_changed"],
-                 counts["gold_deleted"])  # fmt: skip
+        seconds = round(time.monotonic() - t0, 3)
+        log.info("gold: silver version %d (as of %s), %d rows changed and %d deleted in Postgres, "
+                 "in %.1f s", reached.silver_version, reached.as_of.isoformat(),
+                 counts["gold_changed"], counts["gold_deleted"], seconds,
+                 extra={"gold_seconds": seconds})  # fmt: skip
         return counts
 
 
@@ -264,7 +312,7 @@ def csv_slices(curated: DataFrame, rows: int) -> Iterator[bytes]:
         yield from csv_chunks(part.select(*CASE_COLUMNS).toArrow())
 
 
-class WarehouseSink(Sink):
+class WarehouseSink(BatchSink):
     """Postgres `cases`, with its ledger row in stream_batches and warehouse_offsets moved on."""
 
     name = "warehouse"
@@ -326,7 +374,7 @@ class WarehouseSink(Sink):
         return {"postgres_changed": changed, "postgres_deleted": deleted, "postgres_rows": total}
 
 
-# In write order: a batch reaches silver only after bronze holds it, gold only after silver.
+# In write order: a batch reaches silver only after bronze holds it; gold follows silver.
 SINKS: tuple[type[Sink], ...] = (
     BronzeSink, QuarantineSink, SilverSink, GoldSink, WarehouseSink,
 )  # fmt: skip

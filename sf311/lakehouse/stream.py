@@ -79,7 +79,8 @@ class Streams:
     """The job's running queries, handled as one."""
 
     queries: list[StreamingQuery]
-    # Every sink the queries write: each one's idle() runs about every second (wait, not once).
+    # Every sink the queries keep: each one's idle() runs about every second (wait, not once),
+    # its finish() once every query has finished (wait, once).
     sinks: list[Sink] = field(default_factory=list)
     # Called about every second while the queries run (wait, not once), and once they stop.
     tick: Callable[[], object] = lambda: None
@@ -99,9 +100,15 @@ class Streams:
             if q.isActive:
                 q.stop()
 
+    def between(self) -> None:
+        """Do what is due between batches: the tick, then each sink's idle()."""
+        self.tick()
+        for sink in self.sinks:
+            sink.idle()
+
     def wait(self, once: bool) -> None:
-        """Return when every query has finished (once) or when any has stopped; a failure
-        raises."""
+        """Return when every query has finished (once, each sink's finish() done then) or when
+        any has stopped; a failure raises."""
         if once:
             for q in self.queries:
                 q.awaitTermination()
@@ -109,12 +116,13 @@ class Streams:
             # Not awaitAnyTermination: it returns at once for any query ended in this session.
             while self.active:
                 self.queries[0].awaitTermination(1)
-                self.tick()
-                for sink in self.sinks:
-                    sink.idle()
+                self.between()
         error = self.exception()
         if error is not None:
             raise error
+        if once:
+            for sink in self.sinks:
+                sink.finish()
 
 
 def warehouse_behind_lake(spark: SparkSession, settings: Settings) -> bool:

@@ -26,7 +26,7 @@ from sf311.lakehouse.batch import (
 )
 from sf311.lakehouse.checkpoints import LAKE_QUERY, WAREHOUSE_QUERY
 from sf311.lakehouse.figures import BatchFigures, arrow_figures
-from sf311.lakehouse.sinks import SilverSink, Sink, utc_now
+from sf311.lakehouse.sinks import BatchSink, SilverSink, Sink, utc_now
 from sf311.settings import Settings
 from sf311.warehouse.ledgers import LakeLedger, lake_batch_row, lake_spool
 
@@ -78,6 +78,8 @@ class QueryWriter:
         self.settings = settings
         self.decoder = decoder
         self.sinks = list(sinks)
+        # Those each batch is written to; the others (gold) follow beside the batches.
+        self.batch_sinks = [s for s in sinks if isinstance(s, BatchSink)]
         self.clock = clock
         self._query_id: str | None = None
 
@@ -120,7 +122,7 @@ class WarehouseWriter(QueryWriter):
             validated, rows = self.decoder.collect(messages, batch_id, started, collect)
         batch = Batch(self.query_name, self.query_id(), batch_id, started, validated,
                       rows.figures, phase.seconds["decode"], rows)  # fmt: skip
-        for sink in self.sinks:
+        for sink in self.batch_sinks:
             if sink.takes(batch):
                 sink.write(batch)
 
@@ -138,8 +140,8 @@ class LakeWriter(QueryWriter):
                  sinks: Sequence[Sink],
                  clock: Callable[[], datetime] = utc_now) -> None:  # fmt: skip
         super().__init__(spark, settings, decoder, sinks, clock)
-        self.spark_sinks = [s for s in self.sinks if not s.collected]
-        self.driver_sinks = [s for s in self.sinks if s.collected]
+        self.spark_sinks = [s for s in self.batch_sinks if not s.collected]
+        self.driver_sinks = [s for s in self.batch_sinks if s.collected]
         self.loader = ThreadPoolExecutor(1, "sf311-warehouse-load") if self.driver_sinks else None
         self.ledger = LakeLedger(settings.postgres_dsn.get_secret_value(),
                                  lake_spool(settings.state_dir))  # fmt: skip
@@ -182,7 +184,7 @@ class LakeWriter(QueryWriter):
                         outcomes[sink.name] = sink.write(batch)
             if s.stream_compact_every and batch_id % s.stream_compact_every == 0 and batch_id:
                 with phase("compact"):
-                    for sink in self.spark_sinks:
+                    for sink in self.sinks:
                         sink.compact()
         finally:
             for df in cached:

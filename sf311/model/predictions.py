@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 
 from sf311.errors import UserError, first_line
 from sf311.lakehouse.batch import Batch, Rebuild
-from sf311.lakehouse.sinks import Sink, utc_now
+from sf311.lakehouse.sinks import BatchSink, utc_now
 from sf311.model.champion import LoadedModel, ModelService, mlflow_service
 from sf311.model.columns import INPUT_COLUMNS
 from sf311.settings import Settings
@@ -181,7 +181,7 @@ def case_predictions(settings: Settings, service: ModelService | None = None) ->
     )
 
 
-class CasePredictionSink(Sink):
+class CasePredictionSink(BatchSink):
     """Postgres `case_predictions`, written after WarehouseSink has upserted the batch's cases."""
 
     name = "predictions"

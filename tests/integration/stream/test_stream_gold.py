@@ -1,10 +1,12 @@
 """Gold tables equal the same aggregates computed here from silver.cases with independent SQL:
-after a first batch, after late updates to old cases, after a replay; a batch whose mirror is
-redone changes nothing; Postgres gold.* equal the lake's gold tables."""
+after a bounded run, after late updates to old cases taken by the streaming job (gold refreshed
+beside its batches), after a replay; a refresh whose mirror is redone changes nothing; Postgres
+gold.* equal the lake's gold tables."""
 
 from __future__ import annotations
 
 import random
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
@@ -13,9 +15,10 @@ import pytest
 from psycopg import sql
 
 from sf311.contract.registry import SchemaRegistry
+from sf311.lakehouse.gold_tables import latest_version
 from sf311.lakehouse.replay import replay
 from sf311.lakehouse.sinks import GoldSink
-from sf311.lakehouse.stream import run_stream
+from sf311.lakehouse.stream import run_stream, start_stream
 from sf311.warehouse.gold import (
     BACKLOG_DAILY,
     DAILY_VOLUME,
@@ -209,6 +212,30 @@ def check_gold(spark, env, targets: list[tuple]) -> dict[str, list[tuple]]:
     return found
 
 
+def lake_rows_in(env) -> int:
+    """Return the messages the lake query's batches have taken, as its ledger records them."""
+    with env.pg() as conn:
+        return conn.execute("SELECT coalesce(sum(rows_in), 0) FROM lake_batches").fetchone()[0]
+
+
+def reflected(env) -> int | None:
+    """Return the silver version Postgres gold reflects, None before the first build."""
+    with env.pg() as conn:
+        progress = read_progress(conn)
+    return None if progress is None else progress.silver_version
+
+
+def wait_for(streams, check, what: str, timeout: float = 300) -> None:
+    """Wait until check() holds while the streams run, doing between batches what the job's
+    wait does; fail on a query's error or timeout."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert streams.exception() is None, streams.exception()
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        streams.between()
+        time.sleep(0.5)
+
+
 @pytest.fixture
 def gold_env(stream_env):
     """stream_env, with its gold schema in Postgres dropped afterwards."""
@@ -231,8 +258,19 @@ def test_gold_follows_silver_through_late_updates_redone_batches_and_replay(spar
 
     assert [c for c, t in targets if t is None] == ["Tree Maintenance"]
 
-    env.produce_cases(late_updates(cases))
-    run_stream(spark, env.settings, once=True)
+    updates = late_updates(cases)
+    env.produce_cases(updates)
+    streams = start_stream(spark, env.settings.model_copy(update={"stream_gold_seconds": 0.0}))
+    try:
+        # Streaming, gold follows silver between the lake query's batches, never inside one.
+        wait_for(streams, lambda: lake_rows_in(env) == len(cases) + len(updates), "the lake")
+        silver_path = env.settings.table_path("silver.cases")
+        wait_for(streams, lambda: reflected(env) == latest_version(spark, silver_path), "gold")
+    finally:
+        streams.stop()
+    with env.pg() as conn:
+        phases = conn.execute("SELECT phase_seconds FROM lake_batches").fetchall()
+    assert phases and not any("gold" in p for (p,) in phases)
     # A target once set stays; the category without one gets it from its first resolved case,
     # and its days already built are recomputed with it.
     now = dict(expected_targets(spark, env))

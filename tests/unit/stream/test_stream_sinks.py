@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
+
+import psycopg
+import pytest
 
 from sf311.lakehouse import bronze, decode, silver, sinks
 from sf311.lakehouse.batch import Rebuild
 from sf311.lakehouse.checkpoints import LAKE_QUERY, WAREHOUSE_QUERY
+from sf311.lakehouse.gold_tables import gold_paths
 from sf311.lakehouse.replay import replay
 from sf311.lakehouse.sinks import WarehouseSink, lake_sinks
-from sf311.lakehouse.stream import served_sinks
+from sf311.lakehouse.stream import Streams, served_sinks
 from sf311.settings import load_settings
 
 INGESTED = datetime(2026, 2, 3, 23, 30, tzinfo=UTC)
@@ -88,3 +93,111 @@ def test_replay_rebuilds_every_sink_of_the_list_from_bronze(
     ]
     assert handed == [(2, [5, 6], [("sf311.cases", 0, 4)])]
     assert spark.read.format("delta").load(settings.table_path(bronze.TABLE)).count() == 4
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _gold(spark, monkeypatch, outcomes: list) -> tuple[sinks.GoldSink, _Clock, list[bool]]:
+    """Return a GoldSink whose update() pops outcomes (raising an exception one), its clock and
+    the `full` flag of each update called."""
+    clock = _Clock()
+    monkeypatch.setattr(sinks.time, "monotonic", clock)
+    gold = sinks.GoldSink(spark, load_settings(stream_gold_seconds=60))
+    calls: list[bool] = []
+
+    def update(full: bool, retry_seconds: float):
+        calls.append(full)
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(gold, "update", update)
+    return gold, clock, calls
+
+
+def test_gold_refreshes_between_batches_at_most_every_stream_gold_seconds(spark, monkeypatch):
+    changed = {"gold_changed": 3, "gold_deleted": 0}
+    gold, clock, calls = _gold(spark, monkeypatch, [changed, None, changed])
+    gold.idle()
+    clock.now += 59
+    gold.idle()
+    assert calls == [False]
+    clock.now += 1
+    gold.idle()
+    gold.finish()  # a bounded run's end refreshes whatever the cadence
+    assert calls == [False, False, False]
+
+
+def test_gold_skips_a_refresh_while_postgres_is_down(spark, monkeypatch, caplog):
+    down = psycopg.OperationalError("connection refused\nmore")
+    gold, clock, calls = _gold(spark, monkeypatch, [down, {"gold_changed": 1, "gold_deleted": 0}])
+    gold.idle()
+    assert "gold: Postgres unreachable (connection refused)" in caplog.text
+    clock.now += 60
+    gold.idle()
+    assert calls == [False, False]
+
+
+def test_gold_compaction_waits_for_no_running_refresh(spark, monkeypatch):
+    compacted: list[str] = []
+    monkeypatch.setattr(sinks, "compact", lambda spark, path: compacted.append(path))
+    gold = sinks.GoldSink(spark, load_settings())
+    running = threading.Event()
+    done = threading.Event()
+
+    def update(full: bool, retry_seconds: float) -> None:
+        running.set()
+        done.wait(30)
+
+    monkeypatch.setattr(gold, "update", update)
+    refresh = threading.Thread(target=gold.finish)
+    refresh.start()
+    assert running.wait(30)
+    gold.compact()  # the lake query's thread must not wait for the refresh, nor race it
+    assert compacted == []
+    done.set()
+    refresh.join(30)
+    gold.compact()
+    assert len(compacted) == len(gold_paths(gold.settings))
+
+
+class _Query:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.isActive = False
+
+    def awaitTermination(self, timeout: float | None = None) -> None:
+        return None
+
+    def exception(self) -> Exception | None:
+        return self.error
+
+
+class _Finished(sinks.Sink):
+    name = "finished"
+
+    def __init__(self) -> None:
+        self.finished = 0
+
+    def replace(self, rebuild: Rebuild) -> dict[str, int]:
+        return {}
+
+    def finish(self) -> None:
+        self.finished += 1
+
+
+def test_a_bounded_run_finishes_its_sinks_only_after_every_query_succeeded():
+    done = _Finished()
+    Streams([_Query(), _Query()], [done]).wait(once=True)
+    assert done.finished == 1
+    failed = _Finished()
+    with pytest.raises(RuntimeError):
+        Streams([_Query(), _Query(RuntimeError("batch failed"))], [failed]).wait(once=True)
+    assert failed.finished == 0
