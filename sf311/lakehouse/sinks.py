@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import psycopg
+from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -245,6 +246,8 @@ class GoldSink(Sink):
         t0 = time.monotonic()
         dsn = s.postgres_dsn.get_secret_value()
         silver_path, paths = s.table_path(silver.TABLE), gold_paths(s)
+        if not DeltaTable.isDeltaTable(spark, silver_path):
+            return None  # the job's first refresh may come before silver's first batch
         conf = conf_targets(spark, s.conf_dir / "sla_targets.csv")
         progress = None if full else retrying(dsn, read_progress, retry_seconds)
         cached: list[DataFrame] = []

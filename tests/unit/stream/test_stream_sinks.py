@@ -201,3 +201,13 @@ def test_a_bounded_run_finishes_its_sinks_only_after_every_query_succeeded():
     with pytest.raises(RuntimeError):
         Streams([_Query(), _Query(RuntimeError("batch failed"))], [failed]).wait(once=True)
     assert failed.finished == 0
+
+
+def test_gold_has_nothing_to_refresh_before_silver_s_first_batch(spark, tmp_path, monkeypatch):
+    # The job's first idle() comes a second after its start, on a lake with no silver yet.
+    def asked(*args, **kwargs):
+        raise AssertionError("Postgres asked before silver exists")
+
+    monkeypatch.setattr(sinks, "retrying", asked)
+    settings = load_settings(lake_path=str(tmp_path / "lake"))
+    assert sinks.GoldSink(spark, settings).refresh() is None
