@@ -179,6 +179,16 @@ def test_heat_cells_grid_only_the_newest_points_of_cases():
     assert params["points"] == 1000
 
 
+def test_centroids_sample_the_same_pages_of_cases_each_time():
+    conn = Recorder()
+    queries.neighborhood_centroids(conn)
+    queries.neighborhood_centroids(conn)
+    first, second = [(q, p) for q, p in conn.calls if "TABLESAMPLE" in q]
+    assert first == second
+    assert "FROM cases TABLESAMPLE SYSTEM (%(percent)s) REPEATABLE (%(seed)s)" in first[0]
+    assert first[1]["seed"] == queries.CENTROID_SEED
+
+
 class _Column:
     def __init__(self, name: str, type_code: int) -> None:
         self.name, self.type_code = name, type_code
