@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import pandas as pd
+import streamlit_folium
 
-from sf311.dashboard import charts, maps
+from sf311.dashboard import charts, maps, ui
 
 
 def _markers() -> pd.DataFrame:
@@ -85,6 +87,55 @@ def test_popups_show_predictions_for_open_cases_and_escape_text():
     assert "opened 2024-03-10 13:00" in html  # shown in San Francisco time
     html = _render(maps.cases_map(pd.DataFrame(), _markers(), pd.DataFrame(), tiles=None))
     assert "predicted: unavailable" in html
+
+
+def _open_cases() -> pd.DataFrame:
+    at = pd.Timestamp("2024-03-10 20:00", tz="UTC")
+    return pd.DataFrame(
+        {
+            "service_request_id": [7, 8],
+            "status": ["overdue", "on_time"],
+            "category": ["Graffiti", "Tree"],
+            "service_subtype": [None, "Pole"],
+            "requested_datetime": [at, at],
+            "upper_at": [at, at],
+            "hours_late": [3.5, -2.0],
+            "lat": [37.76, 37.77],
+            "long": [-122.41, -122.42],
+        }
+    )
+
+
+def test_maps_drawn_without_a_first_render_send_the_component_the_same(monkeypatch):
+    sent: list[dict] = []
+    monkeypatch.setattr(streamlit_folium, "_component_func", lambda **kw: sent.append(kw))
+    asked: list[dict] = []
+    draw = ui.st_folium
+    monkeypatch.setattr(ui, "st_folium", lambda fmap, **kw: asked.append(kw) or draw(fmap, **kw))
+    heat = pd.DataFrame({"lat": [37.76], "long": [-122.41], "cases": [3]})
+    neighborhoods = pd.DataFrame(
+        {"neighborhood": ["Mission"], "cases": [3], "p50_hours": [4.0], "lat": [37.76],
+         "long": [-122.41]}
+    )  # fmt: skip
+    for build in (
+        lambda: maps.cases_map(heat, _markers(), neighborhoods, tiles=None),
+        lambda: maps.backlog_map(_open_cases(), tiles=None),
+        lambda: maps.picker_map(37.76, -122.41, tiles=None),
+    ):
+        # st_folium's default renders the map first; draw_map leaves that to st_folium.
+        streamlit_folium.st_folium(
+            build(), height=500, use_container_width=True, returned_objects=[], key="m"
+        )
+        ui.draw_map(build(), "m", height=500)
+    assert len(sent) == 6 and [kw["render"] for kw in asked] == [False] * 3
+
+    def same(kw: dict) -> dict:
+        # Element ids are random per map.
+        return {k: re.sub(r"[0-9a-f]{32}", "id", str(v)) for k, v in kw.items() if k != "on_change"}
+
+    for rendered, drawn in zip(sent[::2], sent[1::2], strict=True):
+        assert same(drawn) == same(rendered)
+        assert "L.circleMarker" in drawn["script"] or "circle_marker" in drawn["script"]
 
 
 def test_tiles_setting():
