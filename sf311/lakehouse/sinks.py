@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from sf311.errors import first_line
 from sf311.lakehouse import bronze, silver
 from sf311.lakehouse.batch import Batch, Rebuild
-from sf311.lakehouse.checkpoints import WAREHOUSE_QUERY
+from sf311.lakehouse.checkpoints import LAKE_QUERY, WAREHOUSE_QUERY
 from sf311.lakehouse.gold_tables import (
     all_present,
     build,
@@ -183,8 +183,6 @@ class GoldSink(Sink):
     takes every silver version since the one gold reflects, so a backlog costs one refresh."""
 
     name = "gold"
-    # The Spark scheduler pool of its refreshes, beside the queries' own pools.
-    POOL = "sf311_gold"
 
     def __init__(
         self, spark: SparkSession, settings: Settings, clock: Callable[[], datetime] = utc_now
@@ -213,7 +211,8 @@ class GoldSink(Sink):
         """Replace the gold slices silver changed since the version gold reflects; return the
         Postgres rows changed and deleted, or None when silver has not moved or Postgres is
         down (a later refresh catches up from gold.progress, which only the mirror moves)."""
-        self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", self.POOL)
+        # The lake query's pool: the warehouse query keeps its half of the cores, as before.
+        self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", LAKE_QUERY)
         try:
             return self.update(full=False, retry_seconds=0)
         except psycopg.OperationalError as err:
