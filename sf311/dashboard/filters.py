@@ -37,6 +37,8 @@ GOLD_COLUMNS: dict[str, dict[str, str]] = {
     "gold.resolution_stats": {"categories": "category", "neighborhoods": "neighborhood"},
     "gold.sla_daily": {"categories": "category"},
 }
+# Gold tables keyed by `month` (its first day) instead of `day`.
+BY_MONTH = ("gold.resolution_stats", "gold.monthly_volume")
 LABELS: dict[str, str] = {
     "categories": "category",
     "subtypes": "subtype",
@@ -160,9 +162,7 @@ def gold_where(filters: Filters, table: str, prefix: str = "") -> tuple[str, dic
     if table not in GOLD_COLUMNS:
         raise ValueError(f"unknown gold table {table!r}")
     column, first = (
-        ("month", filters.start.replace(day=1))
-        if table in ("gold.resolution_stats", "gold.monthly_volume")
-        else ("day", filters.start)
+        ("month", filters.start.replace(day=1)) if table in BY_MONTH else ("day", filters.start)
     )
     params: dict[str, Any] = {f"{prefix}d0": first, f"{prefix}d1": filters.end}
     parts = [f"{column} >= %({prefix}d0)s AND {column} <= %({prefix}d1)s"]

@@ -13,7 +13,14 @@ import psycopg
 
 from sf311.contract.city import LOCAL_TZ
 from sf311.contract.quality import LOCATION_FLAGS
-from sf311.dashboard.filters import GOLD_COLUMNS, OPEN_CASE_COLUMNS, Filters, gold_where, where
+from sf311.dashboard.filters import (
+    BY_MONTH,
+    GOLD_COLUMNS,
+    OPEN_CASE_COLUMNS,
+    Filters,
+    gold_where,
+    where,
+)
 
 # Coordinates outside this box (0/0 for cases without an address) never reach the map.
 SF_BOX = {"lat_min": 37.6, "lat_max": 37.9, "long_min": -122.6, "long_max": -122.3}
@@ -70,7 +77,7 @@ def _volume(filters: Filters, prefix: str = "", months: bool = True) -> tuple[st
     ):
         if part is not None:
             cond, part_params = gold_where(part, table, prefix=f"{prefix}{tag}_")
-            day = "month AS day" if table == "gold.monthly_volume" else "day"
+            day = "month AS day" if table in BY_MONTH else "day"
             branches.append(f"SELECT {day}, {_VOLUME} FROM {table} WHERE {cond}")
             params.update(part_params)
     return f"({' UNION ALL '.join(branches)})", params

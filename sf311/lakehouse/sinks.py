@@ -53,7 +53,7 @@ def utc_now() -> datetime:
 class Sink(ABC):
     """One table the job keeps: rebuilt by `sf311 replay`, compacted by the lake query."""
 
-    # The phase its writes are timed under in the lake query.
+    # Its name in the logs; a BatchSink's writes are timed under it in the lake query.
     name: str
     # True when it writes the batch's rows collected to the driver (Postgres), not Spark's.
     collected = False
