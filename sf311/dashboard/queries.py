@@ -208,32 +208,47 @@ def freshness(conn: psycopg.Connection) -> Freshness:
 
 def breakdowns(conn: psycopg.Connection, filters: Filters) -> dict[str, pd.DataFrame]:
     """Return cases opened by category, neighborhood, source and police district (columns
-    label, cases), from gold.daily_volume.
+    label, cases) and, under "districts", per police district and category (district,
+    category, cases), from gold.daily_volume.
 
-    One scan with GROUPING SETS; each frame is sorted by cases, largest first, labels without
-    an opened case left out; a missing value is labelled "(none)".
+    One scan with GROUPING SETS; each breakdown is sorted by cases, largest first, labels
+    without an opened case left out; a missing value is labelled "(none)".
     """
     volume, params = _volume(filters)
     columns = list(BREAKDOWNS.values())
-    flags = ", ".join(f"GROUPING({c})" for c in columns)
     sets = ", ".join(f"({c})" for c in columns)
     rows = conn.execute(
-        f"SELECT {flags}, {', '.join(columns)}, sum(opened) FROM {volume} v"
-        f" GROUP BY GROUPING SETS ({sets})",
+        f"SELECT GROUPING({', '.join(columns)}), {', '.join(columns)}, sum(opened)"
+        f" FROM {volume} v GROUP BY GROUPING SETS ({sets}, (police_district, category))",
         params,
     ).fetchall()
-    n = len(columns)
+
+    def grouped_by(row: tuple, *kept: str) -> bool:
+        # GROUPING(columns) has a bit per column, the first the highest, set where left out.
+        return row[0] == sum(1 << i for i, c in enumerate(reversed(columns)) if c not in kept)
+
     out = {}
-    for i, name in enumerate(BREAKDOWNS):
+    for i, (name, column) in enumerate(BREAKDOWNS.items(), start=1):
         picked = [
-            (NONE_LABEL if r[n + i] is None else str(r[n + i]), int(r[2 * n]))
+            (NONE_LABEL if r[i] is None else str(r[i]), int(r[-1]))
             for r in rows
-            if r[i] == 0 and r[2 * n]
+            if grouped_by(r, column) and r[-1]
         ]
         frame = pd.DataFrame(picked, columns=["label", "cases"])
         out[name] = frame.sort_values(["cases", "label"], ascending=[False, True]).reset_index(
             drop=True
         )
+    district, category = columns.index("police_district") + 1, columns.index("category") + 1
+    pairs = [
+        (NONE_LABEL if r[district] is None else r[district], r[category], int(r[-1]))
+        for r in rows
+        if grouped_by(r, "police_district", "category") and r[-1]
+    ]
+    out["districts"] = (
+        pd.DataFrame(pairs, columns=["district", "category", "cases"])
+        .sort_values(["district", "category"])
+        .reset_index(drop=True)
+    )
     return out
 
 
@@ -253,19 +268,6 @@ def daily_volume(conn: psycopg.Connection, filters: Filters, top: int = 5) -> pd
         "  GROUP BY 1 HAVING sum(cases) > 0 ORDER BY sum(cases) DESC, 1 LIMIT %(top)s)"
         " ORDER BY 1, 2",
         {**params, "top": top},
-    )
-
-
-def district_by_category(conn: psycopg.Connection, filters: Filters) -> pd.DataFrame:
-    """Return cases opened per police district and category (district, category, cases), from
-    gold.daily_volume; a missing district is labelled "(none)"."""
-    volume, params = _volume(filters)
-    return _frame(
-        conn,
-        f"SELECT coalesce(police_district, '{NONE_LABEL}') AS district, category,"
-        f" sum(opened)::int AS cases FROM {volume} v"
-        " GROUP BY 1, 2 HAVING sum(opened) > 0 ORDER BY 1, 2",
-        params,
     )
 
 

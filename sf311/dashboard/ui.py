@@ -4,6 +4,7 @@ sidebar filters and loaders cached on the DSN and the hashable Filters."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import date, datetime, timedelta
 from typing import Any, BinaryIO
@@ -51,30 +52,21 @@ def load_overview(dsn: str, filters: Filters) -> tuple[queries.Metrics, queries.
         return queries.metrics(conn, filters), queries.freshness(conn)
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def load_trend(dsn: str, filters: Filters) -> pd.DataFrame:
-    """Return the daily volume of the top categories (cached)."""
-    with queries.connect(dsn) as conn:
-        return queries.daily_volume(conn, filters)
+# The aggregates the pages draw, each read from gold by one query of `queries`.
+GOLD_READS: dict[str, Callable[[psycopg.Connection, Filters], Any]] = {
+    "trend": queries.daily_volume,
+    "backlog": queries.backlog_history,
+    "breakdowns": queries.breakdowns,
+    "resolution": queries.resolution_monthly,
+    "sla": queries.sla,
+}
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def load_backlog_history(dsn: str, filters: Filters) -> pd.DataFrame:
-    """Return the open cases at the end of each day by age bucket (cached)."""
+def load_gold(dsn: str, read: str, filters: Filters) -> Any:
+    """Return the frames of aggregate `read` (a key of GOLD_READS) over `filters` (cached)."""
     with queries.connect(dsn) as conn:
-        return queries.backlog_history(conn, filters)
-
-
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def load_charts(dsn: str, filters: Filters) -> dict[str, pd.DataFrame]:
-    """Return the frames of every chart on the charts page, all from gold (cached)."""
-    with queries.connect(dsn) as conn:
-        frames = queries.breakdowns(conn, filters)
-        frames["daily"] = queries.daily_volume(conn, filters)
-        frames["districts"] = queries.district_by_category(conn, filters)
-        frames["resolution"] = queries.resolution_monthly(conn, filters)
-        frames["sla"] = queries.sla(conn, filters)
-    return frames
+        return GOLD_READS[read](conn, filters)
 
 
 @st.cache_data(ttl=OPTIONS_TTL_SECONDS, show_spinner=False)
@@ -324,14 +316,14 @@ def overview_page(settings: Settings) -> None:
     pipeline[3].metric("Kafka to warehouse lag p50 / p95", lag)
     st.altair_chart(
         charts.daily_lines(
-            load_trend(_dsn(settings), filters),
+            load_gold(_dsn(settings), "trend", filters),
             f"{PER_GRAIN[filters.grain]} volume, top 5 categories",
             filters.grain,
         )
     )
     st.altair_chart(
         charts.backlog_area(
-            load_backlog_history(_dsn(settings), filters),
+            load_gold(_dsn(settings), "backlog", filters),
             f"Backlog: open cases at the end of each {filters.grain}, by age",
             filters.grain,
         )
@@ -375,7 +367,10 @@ def charts_page(settings: Settings) -> None:
     if filters is None:
         return
     _note_unapplied(filters, ("gold.daily_volume",), "Volume charts")
-    frames = load_charts(_dsn(settings), filters)
+    dsn = _dsn(settings)
+    # Each chart is sent as soon as its query returns: the browser draws it while the next
+    # query runs, instead of drawing all seven after the last.
+    frames = load_gold(dsn, "breakdowns", filters)
     left, right = st.columns(2)
     left.altair_chart(charts.bar(frames["category"], "Cases by category"))
     right.altair_chart(charts.bar(frames["neighborhood"], "Cases by neighborhood"))
@@ -387,7 +382,9 @@ def charts_page(settings: Settings) -> None:
     )
     st.altair_chart(
         charts.daily_lines(
-            frames["daily"], f"{PER_GRAIN[filters.grain]} volume, top 5 categories", filters.grain
+            load_gold(dsn, "trend", filters),
+            f"{PER_GRAIN[filters.grain]} volume, top 5 categories",
+            filters.grain,
         )
     )
     left, right = st.columns(2)
@@ -395,14 +392,16 @@ def charts_page(settings: Settings) -> None:
         _note_unapplied(filters, ("gold.resolution_stats",), "Resolution times")
         st.altair_chart(
             charts.resolution_lines(
-                frames["resolution"], "Time to close by month closed, resolved cases"
+                load_gold(dsn, "resolution", filters),
+                "Time to close by month closed, resolved cases",
             )
         )
     with right:
         _note_unapplied(filters, ("gold.sla_daily",), "SLA figures")
         st.altair_chart(
             charts.sla_chart(
-                frames["sla"], f"SLA: cases closed within target, by {filters.grain} opened"
+                load_gold(dsn, "sla", filters),
+                f"SLA: cases closed within target, by {filters.grain} opened",
             )
         )
 
@@ -474,7 +473,7 @@ def backlog_page(settings: Settings) -> None:
         with trend_box:
             st.altair_chart(
                 charts.backlog_area(
-                    load_backlog_history(dsn, filters),
+                    load_gold(dsn, "backlog", filters),
                     f"Open cases at the end of each {filters.grain}, by age",
                     filters.grain,
                 )

@@ -66,7 +66,7 @@ def test_volume_and_breakdowns_equal_counts_over_cases(conn, filters):
         ).fetchall()
         shown = queries.breakdowns(conn, filters)[name]
         assert dict(shown.itertuples(index=False, name=None)) == dict(rows)
-    stacked = queries.district_by_category(conn, filters)
+    stacked = queries.breakdowns(conn, filters)["districts"]
     rows = conn.execute(
         f"SELECT police_district, service_name, count(*) FROM cases WHERE {CASES_WHERE}"
         " GROUP BY 1, 2",

@@ -74,9 +74,7 @@ def test_aggregates_read_only_their_gold_table(function, table):
 VOLUME = {"gold.daily_volume", "gold.monthly_volume"}
 
 
-@pytest.mark.parametrize(
-    "function", [queries.daily_volume, queries.district_by_category, queries.breakdowns]
-)
+@pytest.mark.parametrize("function", [queries.daily_volume, queries.breakdowns])
 def test_volume_reads_whole_months_by_month_and_the_days_around_them(function):
     conn = Recorder()
     function(conn, WHOLE_HISTORY)
