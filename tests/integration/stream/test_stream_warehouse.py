@@ -52,6 +52,37 @@ def test_analyst_reads_views_and_cannot_write(schema_dsn, analyst_dsn):
                 conn.execute(statement)
 
 
+def test_open_backlog_buckets_open_cases_by_age_at_each_edge(schema_dsn):
+    # Ages in hours, a minute either side of each bucket's edge (24 h, 7, 30 and 90 days).
+    ages = {"0-1 d": [1, 24 - 1 / 60], "1-7 d": [24 + 1 / 60, 168 - 1 / 60],
+            "7-30 d": [168 + 1 / 60, 720 - 1 / 60], "30-90 d": [720 + 1 / 60, 2160 - 1 / 60],
+            "90+ d": [2160 + 1 / 60, 9000]}  # fmt: skip
+    with psycopg.connect(schema_dsn, autocommit=True) as conn:
+        now = conn.execute("SELECT now()").fetchone()[0]
+        rows = [(a, b) for b, hours in ages.items() for a in hours]
+        for i, (hours, _) in enumerate(rows):
+            conn.execute(
+                "INSERT INTO cases (service_request_id, requested_datetime, updated_datetime,"
+                " service_name, kafka_timestamp, batch_id) VALUES (%s, %s, %s, 'A', now(), 1)",
+                (i + 1, now - timedelta(hours=hours), now),
+            )
+        # Closed, deleted at the source, or closed at an impossible date: in no bucket.
+        for i, extra in enumerate(("closed_date = now()", "deleted_at = now()",
+                                   "quality_flags = ARRAY['closed_date_invalid']")):  # fmt: skip
+            conn.execute(
+                "INSERT INTO cases (service_request_id, requested_datetime, updated_datetime,"
+                " service_name, kafka_timestamp, batch_id) VALUES (%s, %s, %s, 'A', now(), 1)",
+                (100 + i, now - timedelta(hours=2), now),
+            )
+            conn.execute(f"UPDATE cases SET {extra} WHERE service_request_id = %s", (100 + i,))
+        got = conn.execute(
+            "SELECT age_bucket, open_cases, oldest_requested FROM open_backlog WHERE category = 'A'"
+        ).fetchall()
+    assert {b: (n, oldest) for b, n, oldest in got} == {
+        b: (2, now - timedelta(hours=max(hours))) for b, hours in ages.items()
+    }
+
+
 def _batch(chunks: list[str], batch_id: int, query_id: str = "q") -> BatchLoad:
     figures = BatchFigures(rows_in=3, rows_valid=2, ts_min=T, ts_max=T, ts_p05=T, ts_p50=T)
     return BatchLoad(

@@ -45,7 +45,10 @@ class Recorder:
 
     def execute(self, query: str, params: dict[str, Any] | None = None) -> _Cursor:
         self.calls.append((query, params or {}))
-        return _Cursor((0, 0, 0, 0) if "gold.daily_volume" in query else (None, None))
+        if "gold.daily_volume" in query:
+            return _Cursor((0, 0, 0, 0))
+        # Zero counts per status (the open-case counts), or no value (max, sum).
+        return _Cursor((0, 0, 0) if "open_case_status" in query else (None, None))
 
 
 def _relations(query: str) -> set[str]:
