@@ -148,9 +148,15 @@ def _values(
 ) -> None:
     for field, column in columns.items():
         values = getattr(filters, field)
-        if values:
-            params[f"{prefix}{field}"] = list(values)
-            parts.append(f"{column} = ANY(%({prefix}{field})s)")
+        name = f"{prefix}{field}"
+        # One value as an equality: Postgres then walks an index on (column, time) in time
+        # order, which it cannot do for `= ANY` (a category's newest cases: 3.7 s -> 0.04 s).
+        if len(values) == 1:
+            params[name] = values[0]
+            parts.append(f"{column} = %({name})s")
+        elif values:
+            params[name] = list(values)
+            parts.append(f"{column} = ANY(%({name})s)")
 
 
 def gold_where(filters: Filters, table: str, prefix: str = "") -> tuple[str, dict[str, Any]]:

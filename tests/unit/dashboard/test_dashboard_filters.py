@@ -85,9 +85,9 @@ def test_where_puts_values_in_parameters_only():
     clause, params = where(f, "closed_date", prefix="p_")
     assert "DROP" not in clause
     assert "closed_date >= %(p_t0)s AND closed_date < %(p_t1)s" in clause
-    assert "neighborhood = ANY(%(p_neighborhoods)s)" in clause
+    assert "neighborhood = %(p_neighborhoods)s" in clause
     assert "supervisor_district = ANY(%(p_districts)s)" in clause
-    assert params["p_neighborhoods"] == ["Mission'; DROP TABLE cases; --"]
+    assert params["p_neighborhoods"] == "Mission'; DROP TABLE cases; --"
     assert params["p_districts"] == [3, 9]
     assert "service_name" not in clause  # empty filters add no condition
 
@@ -105,10 +105,10 @@ def test_where_rejects_an_unknown_time_column():
 def test_police_district_filter_reaches_cases_and_gold():
     f = Filters(start=date(2024, 1, 1), end=date(2024, 1, 31), police_districts=("MISSION",))
     clause, params = where(f, None)
-    assert clause == "police_district = ANY(%(police_districts)s)"
-    assert params == {"police_districts": ["MISSION"]}
+    assert clause == "police_district = %(police_districts)s"
+    assert params == {"police_districts": "MISSION"}
     clause, params = gold_where(f, "gold.daily_volume")
-    assert "police_district = ANY(%(police_districts)s)" in clause
+    assert "police_district = %(police_districts)s" in clause
 
 
 def test_gold_where_applies_only_the_columns_a_table_carries():
@@ -120,11 +120,11 @@ def test_gold_where_applies_only_the_columns_a_table_carries():
         neighborhoods=("Mission",),
     )
     clause, params = gold_where(f, "gold.backlog_daily", prefix="b_")
-    assert clause == ("day >= %(b_d0)s AND day <= %(b_d1)s AND category = ANY(%(b_categories)s)")
+    assert clause == ("day >= %(b_d0)s AND day <= %(b_d1)s AND category = %(b_categories)s")
     assert params == {
         "b_d0": date(2024, 3, 10),
         "b_d1": date(2024, 4, 2),
-        "b_categories": ["Graffiti"],
+        "b_categories": "Graffiti",
     }
     assert unapplied(f, GOLD_COLUMNS["gold.backlog_daily"]) == ("subtype", "neighborhood")
     assert unapplied(f, GOLD_COLUMNS["gold.daily_volume"]) == ("subtype",)
@@ -135,7 +135,7 @@ def test_gold_where_takes_every_month_the_range_touches():
     clause, params = gold_where(f, "gold.resolution_stats")
     assert clause.startswith("month >= %(d0)s AND month <= %(d1)s")
     assert (params["d0"], params["d1"]) == (date(2024, 3, 1), date(2024, 4, 2))
-    assert "neighborhood = ANY(%(neighborhoods)s)" in clause
+    assert "neighborhood = %(neighborhoods)s" in clause
 
 
 def test_gold_where_rejects_an_unknown_table():
@@ -146,7 +146,7 @@ def test_gold_where_rejects_an_unknown_table():
 def test_open_case_columns_name_the_category_as_the_views_do():
     f = Filters(start=date(2024, 1, 1), end=date(2024, 1, 1), categories=("Graffiti",))
     clause, _ = where(f, None, columns=OPEN_CASE_COLUMNS)
-    assert clause == "category = ANY(%(categories)s)"
+    assert clause == "category = %(categories)s"
 
 
 def test_a_link_range_is_two_iso_days_in_order():
