@@ -37,7 +37,10 @@ def open_cases(
     conn: psycopg.Connection, ids: Sequence[int], columns: Sequence[str]
 ) -> list[dict[str, Any]]:
     """Return the open cases among `ids`: service_request_id and `columns` of each."""
-    query = sql.SQL("{} WHERE service_request_id = ANY (%s)").format(_select(columns))
+    # A join with the ids, not `= ANY (ids)`: on a just-loaded `cases` without statistics,
+    # Postgres walked the open cases and tested each against the whole array (56k open cases
+    # x 909k ids of a 1M backfill batch: 82 s, against 2.3 s once the table was analyzed).
+    query = sql.SQL("{} WHERE service_request_id IN (SELECT unnest(%s))").format(_select(columns))
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, [list(ids)]).fetchall()
 
