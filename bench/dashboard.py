@@ -237,7 +237,7 @@ def browser_times(
     Each repeat and phase gets a fresh Streamlit server, so every page meets a cold data cache.
     """
     runs: dict[str, list[dict]] = {page: [] for page in PARTS}
-    for _ in range(repeats):
+    for repeat in range(repeats):
         with serving(env, _free_port()) as url, Chromium() as browser:
             browser.navigate(f"{url}/predict")  # warms the server's imports, not measured
             time.sleep(5)
@@ -246,7 +246,8 @@ def browser_times(
                 path = "" if page == "overview" else page
                 runs[page].append(_load(browser, f"{url}/{path}{link}", page))
                 print(f"browser {page:9s} full load {runs[page][-1]}")
-                browser.screenshot(results / f"dashboard_{label}_{page}.png")
+                if repeat == repeats - 1:
+                    browser.screenshot(results / f"dashboard_{label}_{page}.png")
     # Each page's median load by time to data drawn, with every run's time beside it: on this
     # shared 2-core machine one load of the same page varies by half a second.
     full: dict[str, dict] = {}

@@ -223,26 +223,28 @@ def breakdowns(conn: psycopg.Connection, filters: Filters) -> dict[str, pd.DataF
         params,
     ).fetchall()
 
-    def grouped_by(row: tuple, *kept: str) -> bool:
-        # GROUPING(columns) has a bit per column, the first the highest, set where left out.
-        return row[0] == sum(1 << i for i, c in enumerate(reversed(columns)) if c not in kept)
+    def mask(*kept: str) -> int:
+        # GROUPING(columns) of a row grouped by `kept`: a bit per column left out, first highest.
+        return sum(1 << i for i, c in enumerate(reversed(columns)) if c not in kept)
 
     out = {}
     for i, (name, column) in enumerate(BREAKDOWNS.items(), start=1):
+        alone = mask(column)
         picked = [
             (NONE_LABEL if r[i] is None else str(r[i]), int(r[-1]))
             for r in rows
-            if grouped_by(r, column) and r[-1]
+            if r[0] == alone and r[-1]
         ]
         frame = pd.DataFrame(picked, columns=["label", "cases"])
         out[name] = frame.sort_values(["cases", "label"], ascending=[False, True]).reset_index(
             drop=True
         )
     district, category = columns.index("police_district") + 1, columns.index("category") + 1
+    pair = mask("police_district", "category")
     pairs = [
         (NONE_LABEL if r[district] is None else r[district], r[category], int(r[-1]))
         for r in rows
-        if grouped_by(r, "police_district", "category") and r[-1]
+        if r[0] == pair and r[-1]
     ]
     out["districts"] = (
         pd.DataFrame(pairs, columns=["district", "category", "cases"])
