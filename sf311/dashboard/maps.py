@@ -150,19 +150,24 @@ def cases_map(
 STATUS_COLORS = {"overdue": "#d62728", "at_risk": "#ff7f0e", "on_time": "#2ca02c"}
 
 
-def _status_popup(case: Mapping) -> str:
-    opened = pd.Timestamp(case["requested_datetime"]).tz_convert(LOCAL_TZ)
-    due = pd.Timestamp(case["upper_at"]).tz_convert(LOCAL_TZ)
-    late = float(case["hours_late"])
-    return "<br>".join(
-        [
-            f"<b>{html.escape(str(case['category']))}</b> #{int(case['service_request_id'])}",
-            html.escape(str(case.get("service_subtype") or "")),
-            f"opened {opened:%Y-%m-%d %H:%M}",
-            f"due by {due:%Y-%m-%d %H:%M} (upper end of the 80% interval)",
-            f"{late:,.1f} h late" if late > 0 else f"{-late:,.1f} h left",
-        ]
-    )
+def _local_minutes(times: pd.Series) -> pd.Series:
+    return pd.to_datetime(times, utc=True).dt.tz_convert(LOCAL_TZ).dt.strftime("%Y-%m-%d %H:%M")
+
+
+def _status_popups(cases: pd.DataFrame) -> pd.Series:
+    """Return each case's popup HTML, built column-wise: one case at a time took 50 ms of a
+    Backlog page's 2,000 cases."""
+    late = cases["hours_late"].astype(float)
+    ends = late.gt(0).map({True: " h late", False: " h left"})
+    how_late = late.abs().map("{:,.1f}".format) + ends
+    return (
+        "<b>" + cases["category"].astype(str).map(html.escape) + "</b> #"
+        + cases["service_request_id"].astype("int64").astype(str)
+        + "<br>" + cases["service_subtype"].fillna("").astype(str).map(html.escape)
+        + "<br>opened " + _local_minutes(cases["requested_datetime"])
+        + "<br>due by " + _local_minutes(cases["upper_at"])
+        + " (upper end of the 80% interval)<br>" + how_late
+    )  # fmt: skip
 
 
 def backlog_map(cases: pd.DataFrame, tiles: str | None = "OpenStreetMap") -> folium.Map:
@@ -174,19 +179,18 @@ def backlog_map(cases: pd.DataFrame, tiles: str | None = "OpenStreetMap") -> fol
         location=SF_CENTER, zoom_start=12, tiles=tiles, control_scale=True, maxZoom=MAX_ZOOM
     )
     located = cases.dropna(subset=["lat", "long"])
-    plugins.FastMarkerCluster(
-        [
-            [
-                round(float(case["lat"]), 5),
-                round(float(case["long"]), 5),
-                STATUS_COLORS.get(case["status"], "#808080"),
-                _status_popup(case),
-            ]
-            for case in located.to_dict("records")
-        ],
-        callback=_MARKER_JS,
-        name="Open cases",
-    ).add_to(fmap)
+    rows = pd.DataFrame(
+        {
+            "lat": located["lat"].astype(float).round(5),
+            "long": located["long"].astype(float).round(5),
+            "color": located["status"].map(STATUS_COLORS).fillna("#808080"),
+            "popup": _status_popups(located),
+        }
+    )
+    markers = plugins.FastMarkerCluster(
+        rows.values.tolist(), callback=_MARKER_JS, name="Open cases"
+    )
+    markers.add_to(fmap)
     return localize_assets(fmap)
 
 
