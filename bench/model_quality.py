@@ -7,7 +7,8 @@ closed cases with 0 <= hours < 2 years, not closed as a duplicate, a transfer or
 - the model: fit_and_evaluate with the TrainConfig defaults (levels and calibration fit on that
   fold's training window only; the interval is per-category split conformal on the last year
   of the window, scored by a forest fit before that year, each category's ends shrunk toward
-  the global ones by an amount chosen on an inner split of that year);
+  the global ones by an amount chosen on an inner split of that year, and the more so the more
+  its ends moved between that year's halves);
 - the category+subtype median of the training window (its 10/90 % quantiles as interval);
 - scikit-learn HistGradientBoosting (categorical features, absolute loss; quantile-loss fits
   at 10/90 % as interval) on the same training and test rows.
@@ -33,7 +34,7 @@ from sf311.model.columns import CATEGORICAL, NUMERIC
 from sf311.model.export import export_pipeline
 from sf311.model.features import LABEL, labelled, record_features
 from sf311.model.scorer import Scorer
-from sf311.model.train import TrainConfig, TrainResult, fit_and_evaluate
+from sf311.model.train import MIN_OWN_ENDS, TrainConfig, TrainResult, fit_and_evaluate
 from sf311.settings import PROJECT_ROOT, load_settings
 from sf311.spark import build_spark
 from tests.support import silver_frames
@@ -364,7 +365,10 @@ def interval_method(results: list[TrainResult]) -> str:
         f"{int(COVERAGE * 100)} % split conformal on log residuals, Mondrian by "
         f"{results[-1].calibration['group_column']}: per category the finite-sample conformal "
         "ends (ranks ceil((n+1)(1-a/2)) and floor((n+1)a/2)) shrunk toward the global ends by "
-        f"n/(n+shrink), shrink in {cfg.shrink_grid} on the newest share in {cfg.share_grid} of "
+        f"n/(n+shrink) times max(0, 1 - move/({cfg.shrink_drift} x global width)), move the mean "
+        "shift of the category's ends between the halves of the window it is fit on (global "
+        f"ends if a half has fewer than {MIN_OWN_ENDS} of its cases), "
+        f"shrink in {cfg.shrink_grid} on the newest share in {cfg.share_grid} of "
         f"the calibration window (the last {cfg.calibration_days} days of the training window, "
         "scored by a forest fit before them); shrink and share chosen per fold on an inner "
         "split of that window (older half fits, newer half judges: case-weighted RMS of "

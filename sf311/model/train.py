@@ -65,6 +65,9 @@ class TrainConfig:
     # one pair of ends for all but the min_group categories (the rule before).
     shrink_grid: tuple[float, ...] = (0.0, 10.0, 30.0, 100.0, float("inf"))
     share_grid: tuple[float, ...] = (1.0, 0.5)
+    # A category's own ends lose weight as they move between the window's halves, none left at
+    # shrink_drift x the global width: closer category coverage on pre-2015-07 folds (#19).
+    shrink_drift: float | None = 0.5
     # Levels with fewer training cases are pooled (sf311.model.levels); prior: pseudo-cases
     # pulling a level's median toward its parent's.
     min_level_count: int = 10
@@ -235,23 +238,51 @@ def _newest(frame: pd.DataFrame, share: float) -> pd.DataFrame:
     return frame[t >= t.max() - (t.max() - t.min()) * share]
 
 
+def _middle(frame: pd.DataFrame) -> pd.Timestamp:
+    """Return the instant halfway through the requests of `frame`."""
+    t = frame["requested_datetime"]
+    return t.min() + (t.max() - t.min()) / 2
+
+
+def _drift_weight(
+    part: pd.DataFrame, middle: pd.Timestamp, coverage: float, width: float, drift: float
+) -> float:
+    """Return 1 - (mean move of a category's ends from before `middle` to after it) /
+    (drift x width), at least 0; 0 if either side has too few cases to tell."""
+    older = part["requested_datetime"] < middle
+    sides = [part[older], part[~older]]
+    if min(len(s) for s in sides) < MIN_OWN_ENDS:
+        return 0.0
+    before, after = (conformal_ends((s["label"] - s["raw"]).to_numpy(), coverage) for s in sides)
+    move = float(np.mean(np.abs(after - before)))
+    if move == 0.0:
+        return 1.0
+    return max(0.0, 1.0 - move / (drift * width)) if width > 0 else 0.0
+
+
 def shrunk_ends(
-    frame: pd.DataFrame, coverage: float, shrink: float, share: float
+    frame: pd.DataFrame, coverage: float, shrink: float, share: float, drift: float | None = None
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Return the global (low, high) ends and each category's, shrunk toward the global ones.
 
     `frame` has group, label and raw; a category of n cases weighs n / (n + shrink) against
-    the global ends (shrink inf: global ends only), on the newest `share` of the window."""
+    the global ends (shrink inf: global ends only), on the newest `share` of the window; with
+    `drift`, that weight is scaled by _drift_weight at the middle of that newest share."""
     frame = _newest(frame, share)
     resid = (frame["label"] - frame["raw"]).to_numpy()
     overall = conformal_ends(resid, coverage)
+    width = float(overall[1] - overall[0])
     own: dict[str, np.ndarray] = {}
     if np.isfinite(shrink):
+        middle = _middle(frame)
         for g, part in frame.groupby("group"):
             n = len(part)
             if n >= MIN_OWN_ENDS:
                 ends = conformal_ends((part["label"] - part["raw"]).to_numpy(), coverage)
-                own[str(g)] = (n * ends + shrink * overall) / (n + shrink)
+                weight = n / (n + shrink)
+                if drift is not None:
+                    weight *= _drift_weight(part, middle, coverage, width, drift)
+                own[str(g)] = weight * ends + (1.0 - weight) * overall
     return overall, own
 
 
@@ -278,13 +309,12 @@ def choose_shrinkage(frame: pd.DataFrame, cfg: TrainConfig) -> dict[str, Any]:
     Judged by the case-weighted RMS distance of category coverage from cfg.coverage over
     categories with MIN_JUDGED newer cases; among rules within 0.01 of the best, the
     narrowest. Only calibration cases are read: nothing after the training window."""
-    t = frame["requested_datetime"]
-    cut = t.min() + (t.max() - t.min()) / 2
-    older, newer = frame[t < cut], frame[t >= cut]
+    newer_half = frame["requested_datetime"] >= _middle(frame)
+    older, newer = frame[~newer_half], frame[newer_half]
     scored = []
     for shrink in cfg.shrink_grid if len(older) else ():
         for share in cfg.share_grid:
-            overall, own = shrunk_ends(older, cfg.coverage, shrink, share)
+            overall, own = shrunk_ends(older, cfg.coverage, shrink, share, cfg.shrink_drift)
             miss = _category_miss(newer, (overall, own), cfg.coverage)
             if miss is None:
                 continue
@@ -301,7 +331,9 @@ def choose_shrinkage(frame: pd.DataFrame, cfg: TrainConfig) -> dict[str, Any]:
 def with_shrunk_ends(cal: dict[str, Any], frame: pd.DataFrame, cfg: TrainConfig) -> dict[str, Any]:
     """Return `cal` with every category's ends from choose_shrinkage; centres stay as they are."""
     choice = choose_shrinkage(frame, cfg)
-    overall, own = shrunk_ends(frame, cfg.coverage, choice["shrink"], choice["share"])
+    overall, own = shrunk_ends(
+        frame, cfg.coverage, choice["shrink"], choice["share"], cfg.shrink_drift
+    )
     center = cal["global"][1]
 
     def row(ends: np.ndarray, mid: float) -> list[float]:

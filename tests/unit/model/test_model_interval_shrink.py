@@ -96,3 +96,26 @@ def test_too_few_newer_cases_to_judge_fall_back_to_the_global_ends() -> None:
     cal = calibrate(f, AS_OF, CFG)
     assert cal["shrink"] is None and cal["groups"] == {}
     assert cal["global"][0] == pytest.approx(conformal_ends(f["label"].to_numpy() - 3.0, 0.8)[0])
+
+
+def test_a_category_whose_ends_move_between_halves_gets_the_global_ends() -> None:
+    rng = np.random.default_rng(2)
+    steady = rng.normal(0, 1.0, 200)
+    # Spread 0.5 in the older half, 4 in the newer: its ends move by about twice the global width.
+    moving = np.concatenate([rng.normal(0, 0.5, 100), rng.normal(0, 4.0, 100)])
+    f = frame({"steady": steady, "moving": moving})
+    overall, plain = shrunk_ends(f, 0.8, 0.0, 1.0)
+    g, own = shrunk_ends(f, 0.8, 0.0, 1.0, drift=0.5)
+    np.testing.assert_allclose(g, overall)
+    np.testing.assert_allclose(own["moving"], overall)
+    np.testing.assert_allclose(own["steady"], plain["steady"], atol=0.3)
+    assert abs(own["steady"] - overall).max() > 0.3
+
+
+def test_a_category_too_thin_in_one_half_gets_the_global_ends() -> None:
+    f = frame({"A": np.linspace(-1, 1, 40), "B": np.linspace(-4, 4, 40)})
+    # A's cases all fall before the middle of the window, B's after it.
+    f.loc[f["group"] == "B", "requested_datetime"] += pd.Timedelta(days=400)
+    overall, own = shrunk_ends(f, 0.8, 0.0, 1.0, drift=0.5)
+    np.testing.assert_allclose(own["B"], overall)
+    np.testing.assert_allclose(own["A"], overall)
