@@ -7,7 +7,7 @@ import sys
 
 from sf311.cli import run_reported
 from sf311.lakehouse.stream import run_job
-from sf311.model.predictions import CasePredictionSink
+from sf311.model.predictions import CasePredictionSink, OverdueHistorySink
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--once", action="store_true", help="trigger(availableNow): run to the end")
     args = parser.parse_args(argv)
-    sinks = (CasePredictionSink,)
+    sinks = (CasePredictionSink, OverdueHistorySink)
     return run_reported(
         "sf311 stream", lambda settings: run_job(settings, once=args.once, extra_sinks=sinks)
     )

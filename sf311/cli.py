@@ -36,16 +36,16 @@ def _platform(action: str) -> Command:
 
 def _stream(settings: Settings, args: argparse.Namespace) -> int:
     from sf311.lakehouse.stream import run_job
-    from sf311.model.predictions import CasePredictionSink
+    from sf311.model.predictions import CasePredictionSink, OverdueHistorySink
 
-    return run_job(settings, once=args.once, extra_sinks=(CasePredictionSink,))
+    return run_job(settings, once=args.once, extra_sinks=(CasePredictionSink, OverdueHistorySink))
 
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from sf311.lakehouse.replay import run_replay
-    from sf311.model.predictions import CasePredictionSink
+    from sf311.model.predictions import CasePredictionSink, OverdueHistorySink
 
-    result = run_replay(settings, extra_sinks=(CasePredictionSink,))
+    result = run_replay(settings, extra_sinks=(CasePredictionSink, OverdueHistorySink))
     print(f"replayed from bronze: {result.summary()}")
     return 0
 

@@ -199,6 +199,9 @@ class Settings(BaseSettings):
     # it changed, rescores every open case, this many cases per slice.
     predictions_check_seconds: float = Field(30.0, gt=0)
     predictions_slice_rows: int = Field(20_000, ge=1)
+    # OPS: while the stream runs, the open cases' statuses are recorded in overdue_history
+    # this often (the day's last record stands for the day).
+    overdue_history_seconds: float = Field(300.0, gt=0)
 
     @field_validator("spark_master")
     @classmethod

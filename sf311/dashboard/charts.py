@@ -7,9 +7,12 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from sf311.dashboard.maps import STATUS_COLORS
+
 HEIGHT = 340
 AGE_BUCKETS = ("0-1 d", "1-7 d", "7-30 d", "30-90 d", "90+ d")
 SLA_OUTCOMES = {"met": "#2ca02c", "missed": "#d62728", "pending": "#bbbbbb"}
+LATE_STATUSES = ("overdue", "at_risk")
 # Days are calendar dates: drawn and shown in UTC so that no browser's time zone shifts them.
 _DAY = {"title": None, "scale": alt.Scale(type="utc")}
 
@@ -136,6 +139,33 @@ def backlog_area(backlog: pd.DataFrame, title: str, grain: str) -> alt.Chart:
     )
 
 
+def _point_lines(
+    chart: alt.Chart, day: str, y: alt.Y, color: alt.Color, tooltip: list
+) -> alt.Chart:
+    """Return `chart` as a line with points per `color` value over the days of column `day`."""
+    return chart.mark_line(point=True).encode(
+        x=alt.X(f"{day}:T", **_DAY), y=y, color=color, tooltip=tooltip
+    )
+
+
+def overdue_lines(history: pd.DataFrame, title: str) -> alt.Chart:
+    """Return overdue and at-risk open cases per day recorded, a line each, from a (day,
+    overdue, at_risk) frame; a day without a record is a gap, not a zero."""
+    data = history.melt(
+        id_vars="day", value_vars=list(LATE_STATUSES), var_name="status", value_name="cases"
+    )
+    data = data.assign(day=_days(data), status=data["status"].str.replace("_", " "))
+    names = [s.replace("_", " ") for s in LATE_STATUSES]
+    colors = alt.Scale(domain=names, range=[STATUS_COLORS[s] for s in LATE_STATUSES])
+    return _point_lines(
+        _chart(data, title),
+        "day",
+        alt.Y("cases:Q", title="open cases"),
+        alt.Color("status:N", scale=colors, title=None),
+        [_day_tip(), "status:N", "cases:Q"],
+    )
+
+
 def sla_chart(sla: pd.DataFrame, title: str) -> alt.LayerChart:
     """Return met / missed / pending cases stacked per day opened and the share met as a line
     on a second axis (0 to 1), from a (day, met, missed, pending, share_met) frame."""
@@ -184,13 +214,10 @@ def resolution_lines(monthly: pd.DataFrame, title: str) -> alt.Chart:
         .dropna(subset=["hours"])
     )
     data = data.assign(month=_days(data, "month"), hours=data["hours"].astype(float))
-    return (
-        _chart(data, title)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("month:T", **_DAY),
-            y=alt.Y("hours:Q", title="hours to close"),
-            color=alt.Color("stat:N", sort=list(names.values()), title=None),
-            tooltip=[_day_tip("month"), "stat:N", alt.Tooltip("hours:Q", format=",.1f")],
-        )
+    return _point_lines(
+        _chart(data, title),
+        "month",
+        alt.Y("hours:Q", title="hours to close"),
+        alt.Color("stat:N", sort=list(names.values()), title=None),
+        [_day_tip("month"), "stat:N", alt.Tooltip("hours:Q", format=",.1f")],
     )

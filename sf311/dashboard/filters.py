@@ -36,6 +36,8 @@ GOLD_COLUMNS: dict[str, dict[str, str]] = {
     "gold.backlog_daily": {"categories": "category"},
     "gold.resolution_stats": {"categories": "category", "neighborhoods": "neighborhood"},
     "gold.sla_daily": {"categories": "category"},
+    # Not gold, but read the same way: a table by day with few of the filters' columns.
+    "overdue_history": {"categories": "category"},
 }
 # Gold tables keyed by `month` (its first day) instead of `day`.
 BY_MONTH = ("gold.resolution_stats", "gold.monthly_volume")

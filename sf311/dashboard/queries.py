@@ -312,6 +312,23 @@ def backlog_history(conn: psycopg.Connection, filters: Filters) -> pd.DataFrame:
     )
 
 
+def overdue_history(conn: psycopg.Connection, filters: Filters) -> pd.DataFrame:
+    """Return the open scored cases overdue and at risk (day, overdue, at_risk) as recorded on
+    each San Francisco day of the range (table overdue_history); over a long range only each
+    week's or month's (filters.grain) last recorded day."""
+    cond, params = gold_where(filters, "overdue_history")
+    params["grain"] = filters.grain
+    return _frame(
+        conn,
+        "SELECT day, sum(overdue)::int AS overdue, sum(at_risk)::int AS at_risk"
+        f" FROM overdue_history WHERE {cond} AND day IN ("
+        "  SELECT max(day) FROM overdue_history WHERE day >= %(d0)s AND day <= %(d1)s"
+        "  GROUP BY date_trunc(%(grain)s, day)"
+        " ) GROUP BY day ORDER BY day",
+        params,
+    )
+
+
 def sla(conn: psycopg.Connection, filters: Filters) -> pd.DataFrame:
     """Return per San Francisco day, week or month opened (filters.grain; `day` is its first
     day): opened, met, missed, pending and the share met (met / (met + missed)), from

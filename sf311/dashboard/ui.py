@@ -69,6 +69,13 @@ def load_gold(dsn: str, read: str, filters: Filters) -> Any:
         return GOLD_READS[read](conn, filters)
 
 
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def load_overdue_history(dsn: str, filters: Filters) -> pd.DataFrame:
+    """Return the overdue and at-risk cases recorded per day of `filters` (cached)."""
+    with queries.connect(dsn) as conn:
+        return queries.overdue_history(conn, filters)
+
+
 @st.cache_data(ttl=OPTIONS_TTL_SECONDS, show_spinner=False)
 def load_centroids(dsn: str) -> pd.DataFrame:
     """Return the neighborhoods' centroids (cached like the options: they hardly move)."""
@@ -458,11 +465,11 @@ def backlog_page(settings: Settings) -> None:
     st.subheader("Trend")
     st.caption(
         "Open cases at the end of each day of the range (each week or month of a long one), by "
-        "age then (gold.backlog_daily). No history of predictions is kept, so this is the trend "
-        "of the backlog and of its ageing; the older buckets are where overdue cases sit."
+        "age then (gold.backlog_daily); below, the cases overdue and at risk as recorded then "
+        "(overdue_history)."
     )
-    _note_unapplied(filters, ("gold.backlog_daily",), "The trend")
-    trend_box = st.container()
+    _note_unapplied(filters, ("gold.backlog_daily", "overdue_history"), "The trends")
+    trend_box, history_box = st.container(), st.container()
     dsn = _dsn(settings)
     try:
         # The map and the chart take the browser longest to draw, so they are sent first and
@@ -478,6 +485,8 @@ def backlog_page(settings: Settings) -> None:
                     filters.grain,
                 )
             )
+        with history_box:
+            _overdue_trend(settings, load_overdue_history(dsn, filters))
         with table_box:
             _backlog_table(open_now)
         counts = load_open_counts(dsn, filters)
@@ -487,6 +496,20 @@ def backlog_page(settings: Settings) -> None:
         return
     for col, status in zip(counts_box.columns(3), queries.OPEN_STATUSES, strict=True):
         col.metric(status.replace("_", " ").capitalize(), f"{counts[status]:,}")
+
+
+def _overdue_trend(settings: Settings, history: pd.DataFrame) -> None:
+    """Draw the overdue and at-risk cases recorded per day, saying when none were."""
+    st.altair_chart(charts.overdue_lines(history, "Overdue and at risk, as recorded each day"))
+    every = f"every {settings.overdue_history_seconds / 60:g} min"
+    st.caption(
+        f"Open scored cases past or near their upper end, as the stream recorded them ({every}; "
+        "a day's last record stands for the day). No history of predictions exists before the "
+        "first record, so days before it, or when the stream was stopped, have no point."
+        if not history.empty
+        else f"Nothing recorded in this range: the stream records the statuses {every} while "
+        "it runs, from the day this warehouse was migrated to 0021."
+    )
 
 
 def _backlog_map(settings: Settings, open_now: pd.DataFrame) -> None:

@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 
 from sf311.errors import UserError, first_line
 from sf311.lakehouse.batch import Batch, Rebuild
-from sf311.lakehouse.sinks import BatchSink, utc_now
+from sf311.lakehouse.sinks import BatchSink, Sink, utc_now
 from sf311.model.champion import LoadedModel, ModelService, mlflow_service
 from sf311.model.columns import INPUT_COLUMNS
 from sf311.settings import Settings
@@ -237,6 +237,52 @@ class CasePredictionSink(BatchSink):
     def replace(self, rebuild: Rebuild) -> dict[str, int]:
         """Rescore every open case of the rebuilt `cases`; return no counts (logged instead)."""
         self.keeper.rescore_all()
+        return {}
+
+
+class OverdueHistorySink(Sink):
+    """Table overdue_history: the open cases' statuses recorded every overdue_history_seconds
+    while the job streams (cases turn overdue as time passes, batch or none), once at the end
+    of a bounded run and after a replay. A failed record is logged and left to the next."""
+
+    name = "overdue_history"
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        settings: Settings,
+        clock: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(spark, settings, clock)
+        self.monotonic = monotonic
+        self._due = float("-inf")
+
+    def record(self) -> None:
+        """Record today's statuses per category now."""
+        try:
+            with psycopg.connect(self.settings.postgres_dsn.get_secret_value()) as conn:
+                categories = store.record_statuses(conn)
+        except psycopg.Error as err:
+            log.warning("overdue_history not recorded (%s)", first_line(err))
+            return
+        log.info("overdue_history: statuses of %d categories recorded", categories)
+
+    def idle(self) -> None:
+        """Record when overdue_history_seconds have passed since the last record began."""
+        if self.monotonic() < self._due:
+            return
+        self._due = self.monotonic() + self.settings.overdue_history_seconds
+        self.record()
+
+    def finish(self) -> None:
+        """Record once, after a bounded run's last batch."""
+        self.record()
+
+    def replace(self, rebuild: Rebuild) -> dict[str, int]:
+        """Record today's statuses of the rescored cases; return no counts (the days before
+        are a record of what was, which nothing rebuilds)."""
+        self.record()
         return {}
 
 

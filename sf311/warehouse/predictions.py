@@ -1,5 +1,6 @@
 """Table `case_predictions`: the open cases it scores read in slices, its guarded upsert, the
-deletion of cases no longer open, and the one stored prediction the API answers with."""
+deletion of cases no longer open, the one stored prediction the API answers with, and the
+daily record of its statuses (table overdue_history)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+
+from sf311.contract.city import LOCAL_TZ
 
 TABLE = "case_predictions"
 # The open cases with their own columns, as the model reads them (migration 0017 holds the rule).
@@ -151,3 +154,19 @@ def case_prediction(conn: psycopg.Connection, service_request_id: int) -> dict[s
             " scored_at, status FROM open_case_status WHERE service_request_id = %s",
             [service_request_id],
         ).fetchone()
+
+
+def record_statuses(conn: psycopg.Connection) -> int:
+    """Replace today's rows of overdue_history (San Francisco's day) with the open scored cases
+    per category and status now; return the categories recorded."""
+    day = "(now() AT TIME ZONE %(zone)s)::date"
+    with conn.transaction():
+        conn.execute(f"DELETE FROM overdue_history WHERE day = {day}", {"zone": LOCAL_TZ})
+        return conn.execute(
+            "INSERT INTO overdue_history (day, category, overdue, at_risk, on_time, recorded_at)"
+            f" SELECT {day}, category, count(*) FILTER (WHERE status = 'overdue'),"
+            " count(*) FILTER (WHERE status = 'at_risk'),"
+            " count(*) FILTER (WHERE status = 'on_time'), now()"
+            " FROM open_case_status GROUP BY category",
+            {"zone": LOCAL_TZ},
+        ).rowcount

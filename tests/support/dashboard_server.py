@@ -52,12 +52,12 @@ def serving(
 
 # Fixture data only: the gold tables and case predictions the dashboard reads, filled from a
 # scratch warehouse's `cases` by SQL written here from the contracts (migrations 0013_gold.sql,
-# 0014_case_predictions.sql, 0015_open_case_copies.sql), independent of the gold job and of the
-# scorer.
+# 0014_case_predictions.sql, 0015_open_case_copies.sql, 0021_overdue_history.sql), independent
+# of the gold job and of the scorer.
 SF_DAY = "((%s) AT TIME ZONE 'America/Los_Angeles')::date"
 FILL_GOLD = f"""
 TRUNCATE gold.daily_volume, gold.backlog_daily, gold.resolution_stats, gold.sla_daily,
-    case_predictions;
+    case_predictions, overdue_history;
 INSERT INTO gold.daily_volume
 SELECT day, service_name, neighborhood, supervisor_district, police_district, source,
     sum(opened), sum(closed)
@@ -115,6 +115,14 @@ SELECT service_request_id, 'fixture',
     now(), category, service_subtype, neighborhood, supervisor_district, police_district,
     source, requested_datetime, lat, long
 FROM open_cases;
+-- Today's statuses as if recorded on every day that holds a case: a history in any range.
+INSERT INTO overdue_history
+SELECT d.day, s.category, count(*) FILTER (WHERE s.status = 'overdue'),
+    count(*) FILTER (WHERE s.status = 'at_risk'), count(*) FILTER (WHERE s.status = 'on_time'),
+    now()
+FROM (SELECT DISTINCT {SF_DAY % "requested_datetime"} AS day FROM cases) d
+CROSS JOIN open_case_status s
+GROUP BY 1, 2;
 """
 # The SLA target of every category in the fixture, in hours.
 FIXTURE_TARGET_HOURS = 72.0

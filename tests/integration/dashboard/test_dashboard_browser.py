@@ -66,7 +66,7 @@ def test_browser_shows_map_charts_and_metrics(dashboard_url, settings: Settings,
                 and bool(s.get("leaflet"))
                 and s["leaflet"]["clusters"] + s["leaflet"]["vectors"] > 0
                 and s["tables"] >= 1
-                and s["charts"] >= 1
+                and s["charts"] >= 2
                 and all(s["chartMarks"])
             )
         )

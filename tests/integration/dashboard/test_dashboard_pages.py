@@ -272,8 +272,21 @@ def test_backlog_page_counts_open_cases_by_status(app_env, cases):
     ]
     overdue = metric_map(at)["Overdue"][0]
     assert overdue == f"{sum(i % 3 == 0 for i in graffiti):,}"
-    trend = _charts(at)
-    assert len(trend) == 1 and not at.exception
+    charts = _charts(at)
+    assert len(charts) == 2 and not at.exception
+    # The fixture records today's statuses on every day holding a case (tests.support).
+    (history,) = charts["Overdue and at risk, as recorded each day"]
+    days = {c["requested_datetime"].astimezone(LA).date() for c in cases}
+    shown = {
+        (d.date(), s): n for d, s, n in history[["day", "status", "cases"]].itertuples(index=False)
+    }
+    assert shown and {d for d, _ in shown} <= days
+    want = {
+        "overdue": sum(i % 3 == 0 for i in graffiti),
+        "at risk": sum(i % 3 == 1 for i in graffiti),
+    }
+    assert {s for _, s in shown} == set(want)
+    assert all(n == want[s] for (_, s), n in shown.items())
 
 
 def test_cases_page_lists_the_newest_and_caps_the_download(app_env, cases, monkeypatch):

@@ -19,6 +19,7 @@ from sf311.warehouse.ledgers import (
 )
 from sf311.warehouse.migrate import MigrationError, load_migrations, migrate
 from sf311.warehouse.offsets import OffsetRange, advance_offsets, loaded_offsets
+from sf311.warehouse.predictions import record_statuses
 
 T = datetime(2019, 5, 1, 12, tzinfo=UTC)
 
@@ -38,7 +39,8 @@ def test_analyst_reads_views_and_cannot_write(schema_dsn, analyst_dsn):
     with psycopg.connect(analyst_dsn, autocommit=True) as conn:
         for view in ("open_backlog", "daily_volume", "resolution_times", "recent_cases",
                      "stream_freshness", "cases", "stream_batches", "lake_batches",
-                     "warehouse_offsets", "open_cases", "open_case_status"):  # fmt: skip
+                     "warehouse_offsets", "open_cases", "open_case_status",
+                     "overdue_history"):  # fmt: skip
             conn.execute(f"SELECT * FROM {view} LIMIT 1").fetchall()
         # The role is read-only by default, but it may switch that off: grants must hold alone.
         conn.execute("SET default_transaction_read_only = off")
@@ -81,6 +83,60 @@ def test_open_backlog_buckets_open_cases_by_age_at_each_edge(schema_dsn):
     assert {b: (n, oldest) for b, n, oldest in got} == {
         b: (2, now - timedelta(hours=max(hours))) for b, hours in ages.items()
     }
+
+
+def test_overdue_history_records_todays_statuses_per_category_and_replaces_them(schema_dsn):
+    # Upper ends an hour past, 2 h ahead and 2 days ahead: overdue, at risk, on time.
+    upper = {1: -1, 2: 2, 3: 48, 4: -1, 5: 48}
+    names = {1: "A", 2: "A", 3: "A", 4: "B", 5: None}
+    with psycopg.connect(schema_dsn, autocommit=True) as conn:
+        now = conn.execute("SELECT now()").fetchone()[0]
+        for sid, name in names.items():
+            conn.execute(
+                "INSERT INTO cases (service_request_id, requested_datetime, updated_datetime,"
+                " service_name, kafka_timestamp, batch_id) VALUES (%s, %s, %s, %s, now(), 1)",
+                (sid, now - timedelta(hours=5), now, name),
+            )
+        for sid, hours in upper.items():
+            conn.execute(
+                "INSERT INTO case_predictions (service_request_id, model_version,"
+                " predicted_close_at, lower_at, upper_at, scored_at, category, requested_datetime)"
+                " SELECT service_request_id, '1', %s, %s, %s, now(), category, requested_datetime"
+                " FROM open_cases WHERE service_request_id = %s",
+                (now, now, now + timedelta(hours=hours), sid),
+            )
+        yesterday = conn.execute(
+            "SELECT (now() AT TIME ZONE 'America/Los_Angeles')::date - 1"
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO overdue_history VALUES (%s, 'A', 9, 9, 9, now() - interval '1 day')",
+            (yesterday,),
+        )
+
+        def recorded():
+            return {
+                (day, name): (overdue, at_risk, on_time)
+                for day, name, overdue, at_risk, on_time in conn.execute(
+                    "SELECT day, category, overdue, at_risk, on_time FROM overdue_history"
+                )
+            }
+
+        assert record_statuses(conn) == 3
+        today = yesterday + timedelta(days=1)
+        assert recorded() == {
+            (yesterday, "A"): (9, 9, 9),
+            (today, "A"): (1, 1, 1),
+            (today, "B"): (1, 0, 0),
+            (today, None): (0, 0, 1),
+        }
+        # B's case closes (its prediction leaves with it): today's rows are replaced, not added to.
+        conn.execute("UPDATE cases SET closed_date = now() WHERE service_request_id = 4")
+        assert record_statuses(conn) == 2
+        assert recorded() == {
+            (yesterday, "A"): (9, 9, 9),
+            (today, "A"): (1, 1, 1),
+            (today, None): (0, 0, 1),
+        }
 
 
 def _batch(chunks: list[str], batch_id: int, query_id: str = "q") -> BatchLoad:

@@ -267,6 +267,17 @@ def test_resolution_lines_draw_median_and_p90_per_month():
     assert _series(chart, "stat", "hours") == {"median": [5.0], "p90": [50.0, 70.0]}
 
 
+def test_overdue_lines_draw_overdue_and_at_risk_per_recorded_day_in_the_maps_colours():
+    history = pd.DataFrame(
+        {"day": [date(2024, 3, 1), date(2024, 3, 4)], "overdue": [4, 6], "at_risk": [1, 0]}
+    )
+    chart = charts.overdue_lines(history, "t")
+    # 2024-03-02 and 03 were not recorded: no point, not a zero.
+    assert _series(chart, "status", "cases") == {"overdue": [4, 6], "at risk": [1, 0]}
+    scale = chart.to_dict()["encoding"]["color"]["scale"]
+    assert scale["range"] == [maps.STATUS_COLORS["overdue"], maps.STATUS_COLORS["at_risk"]]
+
+
 def test_backlog_map_colours_cases_by_status_and_escapes_text():
     now = pd.Timestamp("2024-03-10 20:00", tz="UTC")
     cases = pd.DataFrame(

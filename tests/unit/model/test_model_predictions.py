@@ -16,7 +16,12 @@ from sf311.lakehouse.batch import Batch, WarehouseRows
 from sf311.lakehouse.figures import BatchFigures
 from sf311.model import predictions
 from sf311.model.champion import LoadedModel, ModelService
-from sf311.model.predictions import CasePredictions, CasePredictionSink, prediction_rows
+from sf311.model.predictions import (
+    CasePredictions,
+    CasePredictionSink,
+    OverdueHistorySink,
+    prediction_rows,
+)
 from sf311.model.scorer import Scorer
 
 # 10:00 in San Francisco (PDT): hour 10, so B scores 3.0 and A 2.0 (log1p hours).
@@ -303,3 +308,31 @@ def test_between_batches_postgres_down_is_logged_not_raised(world, settings, mon
     clock.now = 31
     sink.idle()
     assert set(fake.stored) == {1, 2, 3}
+
+
+def test_overdue_history_is_recorded_every_period_at_the_end_and_after_a_replay(
+    settings, monkeypatch, caplog
+) -> None:
+    recorded: list[float] = []
+    clock = Clock()
+    monkeypatch.setattr(predictions.psycopg, "connect", lambda dsn: contextlib.nullcontext())
+    monkeypatch.setattr(
+        predictions.store, "record_statuses", lambda conn: recorded.append(clock.now) or 3
+    )
+    every = settings.overdue_history_seconds
+    sink = OverdueHistorySink(None, settings, monotonic=clock)  # type: ignore[arg-type]
+    for now in (0.0, 1.0, every - 1, every, every + 1):
+        clock.now = now
+        sink.idle()
+    assert recorded == [0.0, every]
+    sink.finish()
+    assert sink.replace(None) == {}  # type: ignore[arg-type]
+    assert recorded == [0.0, every, every + 1, every + 1]
+
+    def down(dsn):
+        raise predictions.psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(predictions.psycopg, "connect", down)
+    clock.now = 2 * every
+    sink.idle()  # logged, not raised: the stream goes on and the next period records again
+    assert "overdue_history not recorded (connection refused)" in caplog.text
