@@ -115,12 +115,13 @@ SELECT service_request_id, 'fixture',
     now(), category, service_subtype, neighborhood, supervisor_district, police_district,
     source, requested_datetime, lat, long
 FROM open_cases;
--- Today's statuses as if recorded on every day that holds a case: a history in any range.
+-- Today's statuses as if recorded today and on every day that holds a case: a history in any
+-- range, the README's last 30 days included.
 INSERT INTO overdue_history
 SELECT d.day, s.category, count(*) FILTER (WHERE s.status = 'overdue'),
     count(*) FILTER (WHERE s.status = 'at_risk'), count(*) FILTER (WHERE s.status = 'on_time'),
     now()
-FROM (SELECT DISTINCT {SF_DAY % "requested_datetime"} AS day FROM cases) d
+FROM (SELECT {SF_DAY % "requested_datetime"} AS day FROM cases UNION SELECT {SF_DAY % "now()"}) d
 CROSS JOIN open_case_status s
 GROUP BY 1, 2;
 """

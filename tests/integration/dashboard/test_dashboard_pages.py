@@ -274,9 +274,10 @@ def test_backlog_page_counts_open_cases_by_status(app_env, cases):
     assert overdue == f"{sum(i % 3 == 0 for i in graffiti):,}"
     charts = _charts(at)
     assert len(charts) == 2 and not at.exception
-    # The fixture records today's statuses on every day holding a case (tests.support).
+    # The fixture records today's statuses today and on every day holding a case (tests.support).
     (history,) = charts["Overdue and at risk, as recorded each day"]
     days = {c["requested_datetime"].astimezone(LA).date() for c in cases}
+    days.add(datetime.now(LA).date())
     shown = {
         (d.date(), s): n for d, s, n in history[["day", "status", "cases"]].itertuples(index=False)
     }
