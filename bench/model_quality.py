@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from bench.results import Figure, write_results
@@ -63,16 +64,31 @@ def _months_later(at: datetime, months: int) -> datetime:
     return at.replace(year=at.year + year, month=month + 1)
 
 
-def fold_configs() -> list[TrainConfig]:
-    """Return one TrainConfig (defaults) per fold of the rolling-origin backtest."""
+def fold_configs(cutoffs: list[datetime] = CUTOFFS) -> list[TrainConfig]:
+    """Return one TrainConfig (defaults) per fold cut at `cutoffs` (the backtest's by default)."""
     return [
         TrainConfig(
             test_start=c,
             train_start=c.replace(year=c.year - TRAIN_YEARS),
             test_end=_months_later(c, TEST_MONTHS),
         )
-        for c in CUTOFFS
+        for c in cutoffs
     ]
+
+
+def load_sample(spark: SparkSession) -> tuple[pd.DataFrame, DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Return the real sample's cases, the same as cached Spark silver rows, their labels and
+    sklearn features, both indexed by request id."""
+    cases = silver_frames.silver_cases_from_api_csv(CSV)
+    spark_cases = silver_frames.to_spark(spark, cases).cache()
+    labels = (
+        labelled(spark_cases)
+        .select("service_request_id", "requested_datetime", *KEYS, LABEL)
+        .toPandas()
+        .set_index("service_request_id")
+    )
+    labels["requested_datetime"] = pd.to_datetime(labels["requested_datetime"], utc=True)
+    return cases, spark_cases, labels, feature_frame(cases)
 
 
 def scores(label: np.ndarray, point: np.ndarray, low: np.ndarray, high: np.ndarray) -> dict:
@@ -219,16 +235,7 @@ def main() -> int:
     spark = build_spark(
         settings, "sf311-bench-model-quality", {"spark.sql.shuffle.partitions": "2"}
     )
-    cases = silver_frames.silver_cases_from_api_csv(CSV)
-    spark_cases = silver_frames.to_spark(spark, cases).cache()
-    labels = (
-        labelled(spark_cases)
-        .select("service_request_id", "requested_datetime", *KEYS, LABEL)
-        .toPandas()
-        .set_index("service_request_id")
-    )
-    labels["requested_datetime"] = pd.to_datetime(labels["requested_datetime"], utc=True)
-    feats = feature_frame(cases)
+    cases, spark_cases, labels, feats = load_sample(spark)
     frames, folds, results, started = [], [], [], time.perf_counter()
     for cfg in fold_configs():
         fold_started = time.perf_counter()

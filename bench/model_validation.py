@@ -23,11 +23,8 @@ import pandas as pd
 from bench import model_quality as mq
 from bench.results import Figure, write_results
 from sf311.contract.city import LOCAL_ZONE
-from sf311.model.features import labelled
-from sf311.model.train import LABEL, TrainConfig
 from sf311.settings import load_settings
 from sf311.spark import build_spark
-from tests.support import silver_frames
 
 CUTOFFS = [
     datetime(2013, 7, 1, tzinfo=LOCAL_ZONE),
@@ -38,23 +35,11 @@ CUTOFFS = [
 DEFAULTS = "defaults"
 
 
-def fold_configs() -> list[TrainConfig]:
-    """Return one TrainConfig (defaults) per validation fold."""
-    return [
-        TrainConfig(
-            test_start=c,
-            train_start=c.replace(year=c.year - mq.TRAIN_YEARS),
-            test_end=mq._months_later(c, mq.TEST_MONTHS),
-        )
-        for c in CUTOFFS
-    ]
-
-
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     """Return the name and TrainConfig overrides of "name:field=value,field=value", each value
     typed like the field's default (a field whose default is None takes a float)."""
     name, _, assignments = text.partition(":")
-    base = fold_configs()[0]
+    base = mq.fold_configs(CUTOFFS)[0]
     overrides: dict[str, Any] = {}
     for assignment in filter(None, assignments.split(",")):
         field, _, value = assignment.partition("=")
@@ -74,19 +59,10 @@ def main() -> int:
     spark = build_spark(
         load_settings(), "sf311-bench-model-validation", {"spark.sql.shuffle.partitions": "2"}
     )
-    cases = silver_frames.silver_cases_from_api_csv(mq.CSV)
-    spark_cases = silver_frames.to_spark(spark, cases).cache()
-    labels = (
-        labelled(spark_cases)
-        .select("service_request_id", "requested_datetime", *mq.KEYS, LABEL)
-        .toPandas()
-        .set_index("service_request_id")
-    )
-    labels["requested_datetime"] = pd.to_datetime(labels["requested_datetime"], utc=True)
-    feats = mq.feature_frame(cases)
+    _, spark_cases, labels, feats = mq.load_sample(spark)
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in variants}
     folds = []
-    for base in fold_configs():
+    for base in mq.fold_configs(CUTOFFS):
         for name, overrides in variants.items():
             started = time.perf_counter()
             frame, _ = mq.run_fold(spark_cases, labels, feats, replace(base, **overrides))
