@@ -124,9 +124,12 @@ class CaseProducer:
         self.acked += 1
 
     def send_messages(
-        self, cases: list[tuple[bytes | None, bytes]], dead: list[tuple[bytes | None, bytes]]
+        self,
+        cases: list[tuple[bytes | None, bytes | None]],
+        dead: list[tuple[bytes | None, bytes]],
     ) -> None:
-        """Queue encoded cases and dead letters (a BlockEncoder's), then serve delivery reports."""
+        """Queue encoded cases (or tombstones: a key, no value) and dead letters (a
+        BlockEncoder's), then serve delivery reports."""
         produce, poll, callback = self._producer.produce, self._producer.poll, self._callback
         # Counted up front: a report served by poll() below must find its group's count.
         self._current.pending += len(cases) + len(dead)

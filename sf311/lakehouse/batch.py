@@ -124,6 +124,7 @@ def spark_figures(validated: DataFrame) -> tuple[BatchFigures, list[int]]:
     row = validated.agg(
         F.count(F.lit(1)).alias("rows_in"),
         F.count(F.when(F.col("reason").isNull(), 1)).alias("rows_valid"),
+        F.count(F.when(F.col("reason") == F.lit(silver.DELETION), 1)).alias("rows_deleted"),
         F.min(F.unix_micros("kafka_timestamp")).alias("ts_min"),
         F.max(F.unix_micros("kafka_timestamp")).alias("ts_max"),
         F.percentile_approx(F.unix_micros("kafka_timestamp"), [0.05, 0.5]).alias("pct"),
@@ -143,6 +144,7 @@ def spark_figures(validated: DataFrame) -> tuple[BatchFigures, list[int]]:
         ts_p50=utc(p50),
         id_min=row.id_min,
         id_max=row.id_max,
+        rows_deleted=row.rows_deleted,
     )
     return figures, row.unknown_ids
 

@@ -18,6 +18,12 @@ UNKNOWN_SCHEMA_ID = "unknown_schema_id"
 UNDECODABLE = "undecodable_avro"
 
 
+def tombstone() -> Column:
+    """Return True for a Kafka tombstone: a key and no value, the source's deletion of the case
+    the key names (sent by `sf311 reconcile`); it decodes to no case and no error."""
+    return F.col("value").isNull() & F.col("key").isNotNull()
+
+
 def reader_field_names(reader_schema: str) -> list[str]:
     """Return the field names of a record schema, in order."""
     return [f["name"] for f in json.loads(reader_schema)["fields"]]
@@ -59,7 +65,8 @@ def decode(framed: DataFrame, writer_schemas: Mapping[int, str], reader_schema: 
     decoded = framed.withColumn("_raw", raw)
     # PERMISSIVE from_avro turns a body it cannot read into a struct whose fields are all null.
     error = (
-        F.when(sid.isNull(), F.lit(NOT_FRAMED))
+        F.when(tombstone(), F.lit(None).cast("string"))
+        .when(sid.isNull(), F.lit(NOT_FRAMED))
         .when(~known, F.lit(UNKNOWN_SCHEMA_ID))
         .when(F.col("_raw").isNull() | _all_null(F.col("_raw"), names), F.lit(UNDECODABLE))
     )

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sf311.lakehouse.silver import DELETION
+
 
 def utc(micros: int) -> datetime:
     """Return the UTC instant of a count of microseconds since the epoch."""
@@ -16,8 +18,8 @@ def utc(micros: int) -> datetime:
 
 @dataclass(frozen=True)
 class BatchFigures:
-    """A batch's messages, the valid ones, the span and quantiles of their Kafka times and the
-    id range of its valid cases."""
+    """A batch's messages, the valid ones, the span and quantiles of their Kafka times, the
+    id range of its valid cases and its tombstones (deletions)."""
 
     rows_in: int
     rows_valid: int
@@ -28,11 +30,12 @@ class BatchFigures:
     ts_p50: datetime | None = None
     id_min: int | None = None
     id_max: int | None = None
+    rows_deleted: int = 0
 
     @property
     def rows_quarantined(self) -> int:
         """Return the messages rejected by decoding or validation."""
-        return self.rows_in - self.rows_valid
+        return self.rows_in - self.rows_valid - self.rows_deleted
 
 
 def arrow_figures(table: pa.Table) -> BatchFigures:
@@ -45,6 +48,7 @@ def arrow_figures(table: pa.Table) -> BatchFigures:
     bounds = pc.min_max(ts)
     p05, p50 = pc.quantile(ts, q=[0.05, 0.5], interpolation="lower").to_pylist()
     ids = pc.min_max(table["service_request_id"].filter(valid))
+    deleted = pc.sum(pc.equal(table["reason"], DELETION)).as_py() or 0
     return BatchFigures(
         rows_in=table.num_rows,
         rows_valid=pc.sum(valid).as_py() or 0,
@@ -54,4 +58,5 @@ def arrow_figures(table: pa.Table) -> BatchFigures:
         ts_p50=utc(p50),
         id_min=ids["min"].as_py(),
         id_max=ids["max"].as_py(),
+        rows_deleted=deleted,
     )

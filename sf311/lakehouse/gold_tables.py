@@ -29,6 +29,7 @@ from sf311.lakehouse.gold import (
 )
 from sf311.lakehouse.gold_backlog import backlog_daily
 from sf311.lakehouse.gold_sla import pending_slices, sla_daily, sla_slices, sla_targets
+from sf311.lakehouse.silver import live
 from sf311.settings import Settings
 from sf311.warehouse.gold import (
     BACKLOG_DAILY,
@@ -127,7 +128,8 @@ def _categories(spark: SparkSession, names: list[str | None]) -> DataFrame:
 
 
 def _silver(spark: SparkSession, path: str, version: int) -> DataFrame:
-    return spark.read.format("delta").option("versionAsOf", version).load(path)
+    # Cases deleted at the source count nowhere, as in the analyst views.
+    return live(spark.read.format("delta").option("versionAsOf", version).load(path))
 
 
 def build(

@@ -79,11 +79,11 @@ def replay(
     validated = revalidate(raw, registry.writer_schemas(ids), reader, as_of=clock())
     # Deserialized, as the stream's cache: no serializer pass on each write and read.
     validated = validated.persist(StorageLevel.MEMORY_AND_DISK_DESER)
-    curated = silver.curated_rows(validated).persist(StorageLevel.MEMORY_AND_DISK_DESER)
+    curated = silver.with_deletions(silver.curated_rows(validated), silver.deletions(validated))
+    curated = curated.persist(StorageLevel.MEMORY_AND_DISK_DESER)
     try:
-        counts = validated.agg(
-            F.count(F.lit(1)), F.count(F.when(F.col("reason").isNotNull(), 1))
-        ).first()
+        rejected = F.col("reason").isNotNull() & (F.col("reason") != F.lit(silver.DELETION))
+        counts = validated.agg(F.count(F.lit(1)), F.count(F.when(rejected, 1))).first()
         messages, quarantined = counts[0], counts[1]
         log.info("replay: %d messages in bronze, %d rejected", messages, quarantined)
         ends = validated.groupBy("topic", "partition").agg((F.max("offset") + 1).alias("end"))

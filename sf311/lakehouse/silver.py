@@ -8,11 +8,12 @@ from datetime import datetime, timedelta
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
+from pyspark.sql.types import StructField, StructType, TimestampType
 
 from sf311.contract import quality
 from sf311.contract.city import SF_LAT, SF_LONG
 from sf311.contract.schema import CASE_FIELDS
+from sf311.lakehouse.decode import tombstone
 from sf311.lakehouse.tables import append_once, create_if_missing, stats_columns
 
 TABLE = "silver.cases"
@@ -21,6 +22,8 @@ QUARANTINE_TABLE = "silver.cases_quarantine"
 # Why a message cannot be a case; anything else is a case, flagged (quality.FLAGS) if need be.
 MISSING_ID = "missing_id"
 BAD_REQUESTED = "bad_requested_datetime"
+# A tombstone is no case either: it marks the case its key names deleted, never quarantined.
+DELETION = "deletion"
 
 KAFKA_COLUMNS = ["kafka_partition", "kafka_offset", "kafka_timestamp", "schema_id"]
 LINEAGE_COLUMNS = ["batch_id", "ingested_at"]
@@ -106,6 +109,8 @@ def validate(bronze: DataFrame, as_of: datetime, rules: Rules = Rules()) -> Data
     requested = case["requested_datetime"]
     reason = (
         F.when(F.col("decode_error").isNotNull(), F.col("decode_error"))
+        .when(tombstone() & (key_id() > 0), F.lit(DELETION))
+        .when(tombstone(), F.lit(MISSING_ID))
         .when(case["service_request_id"].isNull(), F.lit(MISSING_ID))
         .when(case["service_request_id"] <= 0, F.lit(MISSING_ID))
         .when(requested.isNull(), F.lit(BAD_REQUESTED))
@@ -139,7 +144,7 @@ def closure_kind(notes: Column, closed: Column) -> Column:
 def quarantine_rows(validated: DataFrame) -> DataFrame:
     """Return the rejected rows in the silver.cases_quarantine shape, raw bytes kept."""
     return (
-        validated.where(F.col("reason").isNotNull())
+        validated.where(F.col("reason").isNotNull() & (F.col("reason") != F.lit(DELETION)))
         .withColumn("service_request_id", F.col("case.service_request_id"))
         .select(*QUARANTINE_COLUMNS)
     )
@@ -194,13 +199,60 @@ def flatten(validated: DataFrame) -> DataFrame:
 
 
 def curated_rows(validated: DataFrame) -> DataFrame:
-    """Return valid cases flattened, with resolution_hours, one row per id (newest wins)."""
+    """Return valid cases flattened, with resolution_hours, one row per id (newest wins), not
+    deleted (deleted_at null: a version is the source holding the case)."""
     valid = flatten(validated).where(F.col("reason").isNull()).drop("reason")
     # Same id -> same Kafka partition (key = id), so the offset breaks ties in arrival order.
     newest = Window.partitionBy("service_request_id").orderBy(
         F.col("updated_datetime").desc(), F.col("kafka_offset").desc()
     )
-    return valid.withColumn("_n", F.row_number().over(newest)).where("_n = 1").drop("_n")
+    newest_rows = valid.withColumn("_n", F.row_number().over(newest)).where("_n = 1").drop("_n")
+    return newest_rows.withColumn("deleted_at", F.lit(None).cast("timestamp"))
+
+
+def key_id() -> Column:
+    """Return the service_request_id a Kafka key names (the id's decimal digits), else null."""
+    return F.col("key").cast("string").try_cast("long")
+
+
+def deletions(validated: DataFrame) -> DataFrame:
+    """Return (service_request_id, deleted_at) of the cases validated rows' tombstones delete:
+    per id its newest tombstone's Kafka time, unless a version of the case arrived after it."""
+    marks = (
+        validated.where(F.col("reason") == F.lit(DELETION))
+        .groupBy(key_id().alias("service_request_id"))
+        .agg(F.max("kafka_timestamp").alias("deleted_at"))
+    )
+    seen = (
+        validated.where(F.col("reason").isNull())
+        .groupBy(F.col("case.service_request_id").alias("service_request_id"))
+        .agg(F.max("kafka_timestamp").alias("_seen"))
+    )
+    return (
+        marks.join(seen, "service_request_id", "left")
+        .where(F.col("_seen").isNull() | (F.col("_seen") < F.col("deleted_at")))
+        .drop("_seen")
+    )
+
+
+def with_deletions(curated: DataFrame, deleted: DataFrame) -> DataFrame:
+    """Return curated rows with deleted_at set where a tombstone (deletions) came after their
+    version, as mark_deleted leaves them: how a replay rebuilds silver's marks."""
+    marks = deleted.withColumnRenamed("deleted_at", "_deleted_at")
+    return (
+        curated.join(marks, "service_request_id", "left")
+        .withColumn(
+            "deleted_at",
+            F.when(F.col("_deleted_at") > F.col("kafka_timestamp"), F.col("_deleted_at")),
+        )
+        .select(*curated.columns)
+    )
+
+
+def live(cases: DataFrame) -> DataFrame:
+    """Return the cases of silver.cases the source still holds (a table written before
+    deleted_at existed holds no deletion)."""
+    return cases.where(F.col("deleted_at").isNull()) if "deleted_at" in cases.columns else cases
 
 
 def newest_id(spark: SparkSession, path: str) -> int | None:
@@ -209,13 +261,17 @@ def newest_id(spark: SparkSession, path: str) -> int | None:
 
 
 # A version replaces the stored one if it is newer or, at the same updated_datetime, arrived later
-# and differs (the source changed it silently).
+# and differs (the source changed it silently), or if it arrived after the stored case's deletion
+# and is no older (the source holds the case again: reconcile re-extracted it).
 NEWER = (
     "s.updated_datetime > t.updated_datetime OR (s.updated_datetime = t.updated_datetime"
     " AND s.kafka_timestamp > t.kafka_timestamp AND NOT ("
     + " AND ".join(f"s.`{c}` <=> t.`{c}`" for c in CASE_FIELDS)
-    + "))"
+    + ")) OR (t.deleted_at IS NOT NULL AND s.kafka_timestamp > t.deleted_at"
+    " AND s.updated_datetime >= t.updated_datetime)"
 )
+# The column mark_deleted sets, added to a table written before it existed.
+DELETED_AT = StructType([StructField("deleted_at", TimestampType())])
 
 
 def add_new_columns(spark: SparkSession, path: str, schema: StructType) -> None:
@@ -230,6 +286,15 @@ def add_new_columns(spark: SparkSession, path: str, schema: StructType) -> None:
         spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
 
 
+def _updates(columns: list[str]) -> dict[str, str]:
+    # A version replaces every column; a deletion stays unless the version arrived after it.
+    sets = {c: f"s.`{c}`" for c in columns if c != "deleted_at"}
+    sets["deleted_at"] = (
+        "CASE WHEN s.kafka_timestamp > t.deleted_at THEN NULL ELSE t.deleted_at END"
+    )
+    return sets
+
+
 def _merge(table: DeltaTable, rows: DataFrame, id_range: tuple[int, int]) -> None:
     # The id range lets Delta skip files by their min/max statistics.
     condition = (
@@ -241,7 +306,7 @@ def _merge(table: DeltaTable, rows: DataFrame, id_range: tuple[int, int]) -> Non
         # Broadcast the batch's rows: broadcasting the table's side runs the heap out of memory.
         .merge(F.broadcast(rows).alias("s"), condition)
         .withSchemaEvolution()
-        .whenMatchedUpdateAll(condition=NEWER)
+        .whenMatchedUpdate(condition=NEWER, set=_updates(rows.columns))
         .whenNotMatchedInsertAll()
         .execute()
     )
@@ -285,6 +350,30 @@ def merge_silver(
     append_once(rows.where(key > F.lit(top)), path, app_id, batch_id, merge_schema=True)
     _merge(table, rows.where(key <= F.lit(top)), (id_range[0], top))
     return "append+merge"
+
+
+def mark_deleted(spark: SparkSession, path: str, deleted: DataFrame) -> None:
+    """Set deleted_at of the cases of silver.cases at path that deletions (deleted) name and
+    whose stored version arrived before the tombstone; a case already marked keeps its first
+    mark, and a tombstone of a case silver lacks changes nothing, so a redone batch is harmless."""
+    add_new_columns(spark, path, DELETED_AT)
+    low, high = deleted.agg(F.min("service_request_id"), F.max("service_request_id")).first()
+    if low is None:
+        return
+    # The id range lets Delta skip files by their min/max statistics.
+    condition = (
+        "t.service_request_id = s.service_request_id"
+        f" AND t.service_request_id BETWEEN {int(low)} AND {int(high)}"
+    )
+    (
+        DeltaTable.forPath(spark, path).alias("t")
+        .merge(F.broadcast(deleted).alias("s"), condition)
+        .whenMatchedUpdate(
+            condition="t.deleted_at IS NULL AND s.deleted_at > t.kafka_timestamp",
+            set={"deleted_at": "s.deleted_at"},
+        )
+        .execute()
+    )  # fmt: skip
 
 
 def append_quarantine(rows: DataFrame, path: str, app_id: str, batch_id: int) -> None:

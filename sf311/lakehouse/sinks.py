@@ -134,7 +134,7 @@ class QuarantineSink(DeltaSink):
 
     def takes(self, batch: Batch) -> bool:
         """Return True when the batch holds a rejected message."""
-        return batch.figures.rows_valid < batch.figures.rows_in
+        return batch.figures.rows_quarantined > 0
 
     def write(self, batch: Batch) -> None:
         """Append the batch's rejected rows once per (app id, batch id)."""
@@ -154,13 +154,18 @@ class SilverSink(DeltaSink):
     table = silver.TABLE
 
     def write(self, batch: Batch) -> str:
-        """Upsert the batch's newest versions; return the action (append, merge, ...)."""
+        """Upsert the batch's newest versions, then mark the cases its tombstones delete;
+        return the action (append, merge, ..., with +delete after a marking)."""
         f = batch.figures
         # Not persisted here: MERGE materializes its source itself, once.
         rows = silver.curated_rows(batch.validated)
-        return silver.merge_silver(
+        action = silver.merge_silver(
             self.spark, rows, self.path, batch.app_id, batch.batch_id, (f.id_min, f.id_max)
         )
+        if f.rows_deleted == 0:
+            return action
+        silver.mark_deleted(self.spark, self.path, silver.deletions(batch.validated))
+        return f"{action}+delete"
 
     def replace(self, rebuild: Rebuild) -> dict[str, int]:
         """Overwrite silver.cases with bronze's curated cases; return no counts."""

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from sf311.lakehouse.silver import live
 from sf311.model.registry import Decision, log_and_register
 from sf311.model.train import TrainConfig, fit_and_evaluate
 from sf311.settings import Settings
@@ -24,7 +25,7 @@ def split_from_newest(cases: DataFrame, test_days: int, train_days: int) -> Trai
 
 def train_and_register(settings: Settings, spark: SparkSession) -> Decision:
     """Return the champion decision after training on silver.cases and logging to MLflow."""
-    cases = spark.read.format("delta").load(settings.table_path("silver.cases"))
+    cases = live(spark.read.format("delta").load(settings.table_path("silver.cases")))
     cfg = split_from_newest(cases, settings.model_test_days, settings.model_train_days)
     result = fit_and_evaluate(cases, cfg)
     decision = log_and_register(settings, result, cfg)

@@ -5,7 +5,11 @@ with the source's (`$select=count(*), sum(service_request_id)` grouped by
 `date_trunc_ymd(requested_datetime)`). For days that differ the two id sets are compared: ids
 missing here are re-extracted through the ordinary ingest path (Kafka, then the stream), ids gone
 from the source get `cases.deleted_at`, ids back at the source lose it and are re-extracted, and
-ids on another day at the source than here (a changed request time) are re-extracted too."""
+ids on another day at the source than here (a changed request time) are re-extracted too.
+
+An id gone from the source is also sent to the cases topic as a tombstone (its key, no value)
+before Postgres marks it, so that silver.cases marks it too and gold stops counting it; a run that
+fails between the two finds the id here again and sends it again, which changes nothing."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import psycopg
 
 from sf311.contract.city import LOCAL_TZ, LOCAL_ZONE
 from sf311.ingest.extract import get_page, socrata_client, soql_time
+from sf311.ingest.produce import CaseProducer
 from sf311.ingest.run import ingest_from
 from sf311.ingest.sources import IdsSource
 from sf311.settings import Settings
@@ -209,10 +214,21 @@ def check_deletions(settings: Settings, diff: Differences, cases_here: int) -> N
         )
 
 
+def send_deletions(settings: Settings, ids: set[int]) -> int:
+    """Send a tombstone of each id to the cases topic; return how many, every one acknowledged
+    (raises ProduceError otherwise)."""
+    producer = CaseProducer(settings)
+    producer.send_messages([(str(i).encode(), None) for i in sorted(ids)], [])
+    producer.close()
+    return producer.produced
+
+
 def apply(
     settings: Settings, conn: psycopg.Connection, counts: ReconcileCounts, diff: Differences
 ) -> ReconcileCounts:
     """Mark, clear and re-extract the differing ids; return the counts with what was done."""
+    if diff.gone:
+        send_deletions(settings, diff.gone)
     with conn.transaction():
         counts.ids_marked_deleted = conn.execute(_MARK_DELETED, [sorted(diff.gone)]).rowcount
         counts.ids_restored = conn.execute(_CLEAR_DELETED, [sorted(diff.back)]).rowcount

@@ -24,6 +24,7 @@ from sf311.ingest.run import ingest_socrata
 from sf311.ingest.soda_server import Dataset, SodaServer, start_server
 from sf311.platform.pipeline import reconcile_line
 from sf311.settings import Settings
+from sf311.warehouse.gold import gold_schema
 from sf311.warehouse.migrate import migrate
 from sf311.warehouse.reconcile import ReconcileRefused, reconcile
 from sf311.warehouse.reconcile_runs import last_run
@@ -106,12 +107,21 @@ def cases(settings: Settings) -> dict[int, tuple[str | None, datetime | None]]:
         return {r[0]: (r[1], r[2]) for r in rows}
 
 
+def silver_deleted(spark, settings: Settings) -> set[int]:
+    """Return the ids silver.cases marks deleted."""
+    cases = spark.read.format("delta").load(settings.table_path("silver.cases"))
+    marked = cases.where("deleted_at IS NOT NULL").select("service_request_id").collect()
+    return {r[0] for r in marked}
+
+
 def produced_notes(read_topic: Callable, settings: Settings) -> dict[int, list[str | None]]:
     """Return {id: [status_notes of each message, in topic order]} of the case topic."""
     registry = SchemaRegistry(settings.schema_registry_url)
     parsed: dict[int, dict] = {}
     out: dict[int, list[str | None]] = {}
     for key, value in read_topic(settings.kafka_topic):
+        if value is None:
+            continue  # a tombstone: reconcile's deletion
         schema_id, body = split(value)
         if schema_id not in parsed:
             parsed[schema_id] = fastavro.parse_schema(json.loads(registry.writer_schema(schema_id)))
@@ -182,7 +192,12 @@ def test_reconcile_marks_deletions_reextracts_missing_and_ingest_catches_silent_
     assert {i for i, (_, gone) in here.items() if gone is not None} == deleted
     with psycopg.connect(dsn) as conn:
         volume = conn.execute("SELECT sum(opened) FROM daily_volume").fetchone()[0]
+        gold = conn.execute(f"SELECT sum(opened) FROM {gold_schema(conn)}.daily_volume")
+        gold_volume = gold.fetchone()[0]
     assert volume == len(all_ids) - len(deleted)  # the views leave deleted cases out
+    # Reconcile's tombstones reached the lake: silver marks the cases and gold leaves them out.
+    assert silver_deleted(spark, settings) == deleted
+    assert gold_volume == volume
 
     # Idempotent: twice more, nothing differs and nothing changes.
     before = cases(settings)
@@ -199,6 +214,9 @@ def test_reconcile_marks_deletions_reextracts_missing_and_ingest_catches_silent_
     restored = reconcile(settings)
     assert (restored.ids_restored, restored.ids_marked_deleted) == (1, 0)
     assert cases(settings)[back][1] is None
+    # Its re-extract, identical to the version silver holds, lifts silver's mark too.
+    run_stream(spark, settings, once=True)
+    assert silver_deleted(spark, settings) == deleted - {back}
 
     with psycopg.connect(dsn) as conn:
         run = last_run(conn)

@@ -1,7 +1,7 @@
 """Gold tables equal the same aggregates computed here from silver.cases with independent SQL:
-after a bounded run, after late updates to old cases taken by the streaming job (gold refreshed
-beside its batches), after a replay; a refresh whose mirror is redone changes nothing; Postgres
-gold.* equal the lake's gold tables."""
+after a bounded run, after late updates to old cases and deletions at the source taken by the
+streaming job (gold refreshed beside its batches), after a replay; a refresh whose mirror is
+redone changes nothing; Postgres gold.* equal the lake's gold tables."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 from psycopg import sql
 
 from sf311.contract.registry import SchemaRegistry
+from sf311.lakehouse import silver
 from sf311.lakehouse.gold_tables import latest_version
 from sf311.lakehouse.replay import replay
 from sf311.lakehouse.sinks import GoldSink
@@ -179,14 +180,15 @@ def rows(records) -> list[tuple]:
 
 def expected_targets(spark, env) -> list[tuple]:
     """Return the default targets computed from silver as it is now."""
-    env.delta(spark, "silver.cases").createOrReplaceTempView("s")
+    silver.live(env.delta(spark, "silver.cases")).createOrReplaceTempView("s")
     return rows(spark.sql(TARGETS).collect())
 
 
 def check_gold(spark, env, targets: list[tuple]) -> dict[str, list[tuple]]:
     """Assert every gold table equals its aggregate of silver (sla_daily against targets) and
     its Postgres mirror; return the tables' rows."""
-    env.delta(spark, "silver.cases").createOrReplaceTempView("s")
+    # Cases deleted at the source count nowhere.
+    silver.live(env.delta(spark, "silver.cases")).createOrReplaceTempView("s")
     spark.createDataFrame(targets, "category string, target_hours double").createOrReplaceTempView(
         "t"
     )
@@ -260,10 +262,14 @@ def test_gold_follows_silver_through_late_updates_redone_batches_and_replay(spar
 
     updates = late_updates(cases)
     env.produce_cases(updates)
+    # Deleted at the source (reconcile's tombstones): an open case, a closed one, a midnight one.
+    deleted = [10_000, 10_001, 20_000]
+    env.produce([(str(i).encode(), None) for i in deleted])
+    sent = len(cases) + len(updates) + len(deleted)
     streams = start_stream(spark, env.settings.model_copy(update={"stream_gold_seconds": 0.0}))
     try:
         # Streaming, gold follows silver between the lake query's batches, never inside one.
-        wait_for(streams, lambda: lake_rows_in(env) == len(cases) + len(updates), "the lake")
+        wait_for(streams, lambda: lake_rows_in(env) == sent, "the lake")
         silver_path = env.settings.table_path("silver.cases")
         wait_for(streams, lambda: reflected(env) == latest_version(spark, silver_path), "gold")
     finally:
@@ -278,6 +284,10 @@ def test_gold_follows_silver_through_late_updates_redone_batches_and_replay(spar
     assert dict(targets)["Tree Maintenance"] is not None
     second = check_gold(spark, env, targets)
     assert second["backlog_daily"] != first["backlog_daily"]
+    marked = env.delta(spark, "silver.cases").where("deleted_at IS NOT NULL")
+    assert sorted(r.service_request_id for r in marked.collect()) == deleted
+    live_cases = len({c["service_request_id"] for c in cases + updates}) - len(deleted)
+    assert sum(r[-2] for r in second["daily_volume"]) == live_cases  # opened
 
     # The mirror of the last batch redone (as after a crash before its commit): no change.
     with env.pg() as conn:
@@ -293,7 +303,8 @@ def test_gold_follows_silver_through_late_updates_redone_batches_and_replay(spar
     assert GoldSink(spark, env.settings).update(full=False, retry_seconds=0) is None
 
     replayed = replay(spark, env.settings, SchemaRegistry(env.settings.schema_registry_url))
-    # A replay sets the targets again, from silver as it is now.
+    # A replay keeps the deletions and sets the targets again, from silver as it is now.
+    assert env.delta(spark, "silver.cases").where("deleted_at IS NOT NULL").count() == 3
     check_gold(spark, env, expected_targets(spark, env))
     # What a second replay does to gold: rebuilt, nothing changes.
     assert GoldSink(spark, env.settings).update(full=True, retry_seconds=0) == {

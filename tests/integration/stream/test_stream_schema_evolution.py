@@ -202,8 +202,13 @@ def test_a_silver_table_written_before_v2_gains_the_column_on_merge(spark, tmp_p
             for i in ids
         ]
         frame_ = spark.createDataFrame(values, SILVER_COLUMNS)
+        # The columns curated_rows adds that the merge reads.
         return frame_.withColumns(
-            {"kafka_timestamp": frame_["updated_datetime"], "batch_id": F.lit(step).cast("long")}
+            {
+                "kafka_timestamp": frame_["updated_datetime"],
+                "batch_id": F.lit(step).cast("long"),
+                "deleted_at": F.lit(None).cast("timestamp"),
+            }
         )
 
     path = str(tmp_path / "silver")

@@ -58,12 +58,19 @@ class Wire:
         fastavro.schemaless_writer(body, fastavro.parse_schema(schema), record)
         return struct.pack(">bI", 0, schema_id) + body.getvalue()
 
-    def rows(self, values: list[bytes | None], start: datetime | None = None) -> list[tuple]:
-        """Return Kafka-source rows (partition 0, offsets 0..n-1, one second apart)."""
+    def rows(
+        self,
+        values: list[bytes | None],
+        start: datetime | None = None,
+        keys: list[bytes | None] | None = None,
+    ) -> list[tuple]:
+        """Return Kafka-source rows (partition 0, offsets 0..n-1, one second apart), keyless
+        unless keys are given."""
         t0 = (start or datetime(2026, 1, 1, tzinfo=UTC)).timestamp()
+        keys = keys or [None] * len(values)
         return [
             (
-                None,
+                bytearray(keys[i]) if keys[i] is not None else None,
                 bytearray(v) if v is not None else None,
                 "sf311.cases",
                 0,
@@ -85,7 +92,11 @@ def wire() -> Wire:
 def messages(spark, wire):
     """Return a function: raw values -> a Kafka-source shaped DataFrame."""
 
-    def build(values: list[bytes | None], start: datetime | None = None):
-        return spark.createDataFrame(wire.rows(values, start), KAFKA_SCHEMA)
+    def build(
+        values: list[bytes | None],
+        start: datetime | None = None,
+        keys: list[bytes | None] | None = None,
+    ):
+        return spark.createDataFrame(wire.rows(values, start, keys), KAFKA_SCHEMA)
 
     return build
