@@ -2,8 +2,9 @@
 
 Per San Francisco day of the last SF311_RECONCILE_WINDOW_DAYS (90), the count and id sum of the
 cases in Postgres against the source's; for days that differ, ids missing here go to Kafka again
-through the ordinary ingest path, ids gone from the source get `cases.deleted_at` and a tombstone on
-the cases topic (silver marks them, gold leaves them out), ids back at the source lose it. Each run is a row of `reconcile_runs`; a run that would mark more than
+through the ordinary ingest path, ids gone from the source get `cases.deleted_at` and a tombstone
+on the cases topic (silver marks them, gold leaves them out), ids back at the source lose it. Each
+run is a row of `reconcile_runs`; a run that would mark more than
 SF311_RECONCILE_MAX_DELETED_SHARE of the window deleted does nothing and fails.
 """
 
