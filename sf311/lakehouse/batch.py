@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,12 +25,13 @@ from sf311.warehouse.retry import retrying, with_retries
 
 @dataclass(frozen=True)
 class WarehouseRows:
-    """One batch collected for Postgres: its figures, the newest version of each valid case
-    and the offsets of its messages."""
+    """One batch collected for Postgres: its figures, the newest version of each valid case,
+    the offsets of its messages and the (id, instant) of the cases its tombstones delete."""
 
     figures: BatchFigures
     newest: pa.Table
     offsets: list[OffsetRange]
+    deleted: list[tuple[int, datetime]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,23 @@ def warehouse_rows(table: pa.Table) -> WarehouseRows:
     first = np.ones(len(ids), dtype=bool)
     first[1:] = ids[1:] != ids[:-1]
     newest = valid.filter(pa.array(first))
-    return WarehouseRows(arrow_figures(table), newest, offset_ranges(table))
+    return WarehouseRows(arrow_figures(table), newest, offset_ranges(table), deletions(table))
+
+
+def deletions(table: pa.Table) -> list[tuple[int, datetime]]:
+    """Return (service_request_id, deleted_at) of the cases a collected batch's tombstones
+    delete, by silver.deletions' rule: per id its newest tombstone's Kafka time, unless a
+    version of the case arrived after it."""
+    tombstones = table.filter(pc.equal(table["reason"], silver.DELETION))
+    if tombstones.num_rows == 0:
+        return []
+    cols = ["service_request_id", "kafka_timestamp"]
+    marks = tombstones.select(cols).to_pandas().groupby("service_request_id").max()
+    valid = table.filter(pc.is_null(table["reason"])).select(cols).to_pandas()
+    seen = valid.groupby("service_request_id")["kafka_timestamp"].max()
+    after = seen.reindex(marks.index)
+    kept = marks[after.isna() | (after < marks["kafka_timestamp"])]["kafka_timestamp"]
+    return [(int(i), t.to_pydatetime()) for i, t in kept.items()]
 
 
 def not_loaded(

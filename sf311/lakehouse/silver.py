@@ -153,9 +153,10 @@ def quarantine_rows(validated: DataFrame) -> DataFrame:
 def flatten(validated: DataFrame) -> DataFrame:
     """Return every validated row flattened to the silver shape plus `reason`: flagged values
     nulled, the version instant completed and resolution_hours derived (null fields for
-    rejected rows)."""
+    rejected rows; a tombstone's only field is the service_request_id of its key)."""
     flat = validated.select(
         "case.*",
+        F.when(F.col("reason") == F.lit(DELETION), key_id()).alias("_deleted_id"),
         F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
         "kafka_timestamp",
@@ -176,12 +177,13 @@ def flatten(validated: DataFrame) -> DataFrame:
     # The impossible value is nulled; its raw value stays in bronze.
     flat = flat.withColumns(
         {
+            "service_request_id": F.coalesce("service_request_id", "_deleted_id"),
             "closed_date": unless((quality.CLOSED_DATE_INVALID,), "closed_date"),
             "updated_datetime": unless((quality.UPDATED_DATETIME_INVALID,), "updated_datetime"),
             "lat": unless(quality.LOCATION_FLAGS, "lat"),
             "long": unless(quality.LOCATION_FLAGS, "long"),
         }
-    )
+    ).drop("_deleted_id")
     # Never updated: last changed when closed, else when opened; keeps newest-wins guards total.
     flat = flat.withColumn(
         "updated_datetime",

@@ -21,6 +21,7 @@ from sf311.errors import first_line
 from sf311.lakehouse import bronze, silver
 from sf311.lakehouse.batch import Batch, Rebuild
 from sf311.lakehouse.checkpoints import LAKE_QUERY, WAREHOUSE_QUERY
+from sf311.lakehouse.figures import utc
 from sf311.lakehouse.gold_tables import (
     all_present,
     build,
@@ -34,7 +35,7 @@ from sf311.lakehouse.gold_tables import (
 )
 from sf311.lakehouse.tables import compact
 from sf311.settings import Settings
-from sf311.warehouse.cases import CASE_COLUMNS, csv_chunks, replace_cases
+from sf311.warehouse.cases import CASE_COLUMNS, csv_chunks, mark_deleted, replace_cases
 from sf311.warehouse.gold import SLA_TARGETS, Change, mirror, read_progress
 from sf311.warehouse.ledgers import BatchLoad, load_batch, record_phases
 from sf311.warehouse.retry import retrying
@@ -344,6 +345,7 @@ class WarehouseSink(BatchSink):
             topic=self.settings.kafka_topic,
             offsets=rows.offsets,
             own_checkpoint=batch.query_name == WAREHOUSE_QUERY,
+            deleted=rows.deleted,
         )
         dsn = self.settings.postgres_dsn.get_secret_value()
         t0 = time.monotonic()
@@ -371,13 +373,22 @@ class WarehouseSink(BatchSink):
         )  # fmt: skip
 
     def replace(self, rebuild: Rebuild) -> dict[str, int]:
-        """Make `cases` hold exactly bronze's curated cases and warehouse_offsets end where
-        bronze ends; return the rows changed, deleted and now in the table."""
+        """Make `cases` hold exactly bronze's curated cases, those silver marks deleted marked
+        too, and warehouse_offsets end where bronze ends; return the rows changed, deleted and
+        now in the table."""
         log.info("replay: loading Postgres `cases`")
+        marked = rebuild.curated.where("deleted_at IS NOT NULL").select(
+            # As microseconds: collected timestamps would come back in the driver's time zone.
+            "service_request_id",
+            F.unix_micros("deleted_at"),
+        )
+        gone = [(i, utc(us)) for i, us in marked.collect()]
         with psycopg.connect(self.settings.postgres_dsn.get_secret_value()) as conn:
             changed, deleted, total = replace_cases(
                 conn, csv_slices(rebuild.curated, rebuild.cases), rebuild.ends
             )
+            with conn.transaction():
+                changed += mark_deleted(conn, gone)
         return {"postgres_changed": changed, "postgres_deleted": deleted, "postgres_rows": total}
 
 

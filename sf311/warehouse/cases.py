@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 import psycopg
 import pyarrow as pa
@@ -14,7 +15,7 @@ from sf311.contract.schema import CASE_FIELDS
 from sf311.warehouse.offsets import reset_offsets
 
 # Column order of the CSV text a batch hands over: migrations 0001 and 0009 minus loaded_at and
-# deleted_at (reconciliation's, never a batch's).
+# deleted_at (set by reconciliation and by the tombstones it sends: mark_deleted).
 DERIVED_COLUMNS = [
     "resolution_hours",
     "kafka_timestamp",
@@ -97,6 +98,24 @@ def upsert_sql(source: str, guard: sql.Composable) -> sql.Composed:
         "ON CONFLICT (service_request_id) DO UPDATE SET {updates}, loaded_at = now() "
         "WHERE {guard}"
     ).format(cols=cols, source=sql.Identifier(source), updates=updates, guard=guard)
+
+
+# Marks the cases that tombstones delete, as silver.mark_deleted does: not marked yet, and their
+# stored version sent before the tombstone (a case restored since keeps its newer version).
+_MARK_DELETED = (
+    "UPDATE cases SET deleted_at = d.deleted_at, loaded_at = now()"
+    " FROM unnest(%s::bigint[], %s::timestamptz[]) AS d(service_request_id, deleted_at)"
+    " WHERE cases.service_request_id = d.service_request_id AND cases.deleted_at IS NULL"
+    " AND cases.kafka_timestamp < d.deleted_at"
+)
+
+
+def mark_deleted(conn: psycopg.Connection, deleted: Sequence[tuple[int, datetime]]) -> int:
+    """Set deleted_at of the (id, instant) pairs' cases by _MARK_DELETED; return how many."""
+    if not deleted:
+        return 0
+    ids, instants = zip(*deleted, strict=True)
+    return conn.execute(_MARK_DELETED, [list(ids), list(instants)]).rowcount
 
 
 def upsert_newer(conn: psycopg.Connection, chunks: Iterable[bytes]) -> int:

@@ -16,7 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from sf311.lakehouse.figures import BatchFigures
-from sf311.warehouse.cases import upsert_newer
+from sf311.warehouse.cases import mark_deleted, upsert_newer
 from sf311.warehouse.offsets import OffsetRange, advance_offsets
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,14 @@ class BatchLoad:
     offsets: Sequence[OffsetRange] = ()
     # True for the warehouse query's batches: its checkpoint has seen every earlier message.
     own_checkpoint: bool = True
+    # (id, instant) of the cases the batch's tombstones delete.
+    deleted: Sequence[tuple[int, datetime]] = ()
 
 
 def load_batch(conn: psycopg.Connection, batch: BatchLoad) -> int | None:
-    """Upsert one batch and record it in the ledger, atomically; return rows changed, or None
-    when the ledger shows the batch was already loaded."""
+    """Upsert one batch, mark the cases its tombstones delete and record it in the ledger,
+    atomically; return rows changed, or None when the ledger shows the batch was already
+    loaded."""
     f = batch.figures
     with conn.transaction():
         seen = conn.execute(
@@ -50,7 +53,7 @@ def load_batch(conn: psycopg.Connection, batch: BatchLoad) -> int | None:
         ).fetchone()
         if seen:
             return None
-        changed = upsert_newer(conn, batch.csv_chunks)
+        changed = upsert_newer(conn, batch.csv_chunks) + mark_deleted(conn, batch.deleted)
         advance_offsets(conn, batch.topic, batch.offsets, batch.own_checkpoint)
         conn.execute(
             "INSERT INTO stream_batches (query_id, batch_id, rows_in, rows_valid,"

@@ -214,6 +214,13 @@ def check_gold(spark, env, targets: list[tuple]) -> dict[str, list[tuple]]:
     return found
 
 
+def pg_deleted(env) -> list[int]:
+    """Return the ids Postgres `cases` marks deleted."""
+    with env.pg() as conn:
+        rows = conn.execute("SELECT service_request_id FROM cases WHERE deleted_at IS NOT NULL")
+        return sorted(r[0] for r in rows)
+
+
 def lake_rows_in(env) -> int:
     """Return the messages the lake query's batches have taken, as its ledger records them."""
     with env.pg() as conn:
@@ -288,6 +295,10 @@ def test_gold_follows_silver_through_late_updates_redone_batches_and_replay(spar
     assert sorted(r.service_request_id for r in marked.collect()) == deleted
     live_cases = len({c["service_request_id"] for c in cases + updates}) - len(deleted)
     assert sum(r[-2] for r in second["daily_volume"]) == live_cases  # opened
+    # The warehouse query marks them in Postgres too: the views count what gold counts.
+    assert pg_deleted(env) == deleted
+    with env.pg() as conn:
+        assert conn.execute("SELECT sum(opened) FROM daily_volume").fetchone()[0] == live_cases
 
     # The mirror of the last batch redone (as after a crash before its commit): no change.
     with env.pg() as conn:
@@ -302,9 +313,12 @@ def test_gold_follows_silver_through_late_updates_redone_batches_and_replay(spar
     assert check_gold(spark, env, targets) == second
     assert GoldSink(spark, env.settings).update(full=False, retry_seconds=0) is None
 
+    with env.pg() as conn:  # as in a warehouse that never saw them: the replay marks them
+        conn.execute("UPDATE cases SET deleted_at = NULL")
     replayed = replay(spark, env.settings, SchemaRegistry(env.settings.schema_registry_url))
     # A replay keeps the deletions and sets the targets again, from silver as it is now.
     assert env.delta(spark, "silver.cases").where("deleted_at IS NOT NULL").count() == 3
+    assert pg_deleted(env) == deleted
     check_gold(spark, env, expected_targets(spark, env))
     # What a second replay does to gold: rebuilt, nothing changes.
     assert GoldSink(spark, env.settings).update(full=True, retry_seconds=0) == {

@@ -50,6 +50,9 @@ def test_a_tombstone_is_a_deletion_never_a_quarantined_message(validated, wire):
     quarantined = silver.quarantine_rows(rows).orderBy("offset").collect()
     assert [q.reason for q in quarantined] == [silver.MISSING_ID, decode.NOT_FRAMED]
     assert [r.service_request_id for r in silver.curated_rows(rows).collect()] == [1]
+    # Flattened for the warehouse, a tombstone names its case by its key.
+    flat = silver.flatten(rows).orderBy("kafka_offset").collect()
+    assert [r.service_request_id for r in flat] == [1, 1, None, None]
 
     figures, _ = spark_figures(rows)
     assert (figures.rows_in, figures.rows_valid, figures.rows_deleted) == (4, 1, 1)

@@ -119,6 +119,25 @@ def test_warehouse_rows_keep_the_newest_valid_version_and_the_batch_figures():
     ]
 
 
+def test_warehouse_rows_carry_the_deletions_of_tombstones_no_version_followed():
+    t = [datetime(2019, 5, 1, 12, 0, s, tzinfo=UTC) for s in range(10)]
+    table = pa.table(
+        {
+            "reason": [None, "deletion", "deletion", None, "deletion", "deletion"],
+            "kafka_timestamp": [t[0], t[1], t[2], t[3], t[4], t[5]],
+            "service_request_id": [7, 7, 8, 8, 9, 9],
+            "updated_datetime": [t[0], None, None, t[0], None, None],
+            "kafka_partition": [0] * 6,
+            "kafka_offset": list(range(6)),
+        }
+    )
+    rows = warehouse_rows(table)
+    # 7 deleted after its version, 8 back after its tombstone, 9 at its newest tombstone.
+    assert rows.deleted == [(7, t[1]), (9, t[5])]
+    assert (rows.figures.rows_valid, rows.figures.rows_deleted) == (2, 4)
+    assert rows.newest["service_request_id"].to_pylist() == [7, 8]
+
+
 def test_an_empty_batch_has_no_rows_and_no_figures():
     empty = pa.table(
         {
