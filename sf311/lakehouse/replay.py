@@ -82,8 +82,7 @@ def replay(
     curated = silver.with_deletions(silver.curated_rows(validated), silver.deletions(validated))
     curated = curated.persist(StorageLevel.MEMORY_AND_DISK_DESER)
     try:
-        rejected = F.col("reason").isNotNull() & (F.col("reason") != F.lit(silver.DELETION))
-        counts = validated.agg(F.count(F.lit(1)), F.count(F.when(rejected, 1))).first()
+        counts = validated.agg(F.count(F.lit(1)), F.count(F.when(silver.rejected(), 1))).first()
         messages, quarantined = counts[0], counts[1]
         log.info("replay: %d messages in bronze, %d rejected", messages, quarantined)
         ends = validated.groupBy("topic", "partition").agg((F.max("offset") + 1).alias("end"))

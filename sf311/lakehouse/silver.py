@@ -141,10 +141,15 @@ def closure_kind(notes: Column, closed: Column) -> Column:
     return kind.otherwise(F.lit(quality.UNKNOWN))
 
 
+def rejected() -> Column:
+    """Return True for a validated row the quarantine takes: a reason, and not a deletion."""
+    return F.col("reason").isNotNull() & (F.col("reason") != F.lit(DELETION))
+
+
 def quarantine_rows(validated: DataFrame) -> DataFrame:
     """Return the rejected rows in the silver.cases_quarantine shape, raw bytes kept."""
     return (
-        validated.where(F.col("reason").isNotNull() & (F.col("reason") != F.lit(DELETION)))
+        validated.where(rejected())
         .withColumn("service_request_id", F.col("case.service_request_id"))
         .select(*QUARANTINE_COLUMNS)
     )

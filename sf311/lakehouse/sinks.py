@@ -35,7 +35,7 @@ from sf311.lakehouse.gold_tables import (
 )
 from sf311.lakehouse.tables import compact
 from sf311.settings import Settings
-from sf311.warehouse.cases import CASE_COLUMNS, csv_chunks, mark_deleted, replace_cases
+from sf311.warehouse.cases import CASE_COLUMNS, csv_chunks, replace_cases
 from sf311.warehouse.gold import SLA_TARGETS, Change, mirror, read_progress
 from sf311.warehouse.ledgers import BatchLoad, load_batch, record_phases
 from sf311.warehouse.retry import retrying
@@ -385,10 +385,8 @@ class WarehouseSink(BatchSink):
         gone = [(i, utc(us)) for i, us in marked.collect()]
         with psycopg.connect(self.settings.postgres_dsn.get_secret_value()) as conn:
             changed, deleted, total = replace_cases(
-                conn, csv_slices(rebuild.curated, rebuild.cases), rebuild.ends
+                conn, csv_slices(rebuild.curated, rebuild.cases), rebuild.ends, gone
             )
-            with conn.transaction():
-                changed += mark_deleted(conn, gone)
         return {"postgres_changed": changed, "postgres_deleted": deleted, "postgres_rows": total}
 
 

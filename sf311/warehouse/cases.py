@@ -129,11 +129,15 @@ def upsert_newer(conn: psycopg.Connection, chunks: Iterable[bytes]) -> int:
 
 
 def replace_cases(
-    conn: psycopg.Connection, chunks: Iterable[bytes], offsets: Iterable[tuple[str, int, int]]
+    conn: psycopg.Connection,
+    chunks: Iterable[bytes],
+    offsets: Iterable[tuple[str, int, int]],
+    marks: Sequence[tuple[int, datetime]] = (),
 ) -> tuple[int, int, int]:
-    """Make `cases` hold exactly the given rows, atomically and without blocking readers, and
-    warehouse_offsets exactly the given (topic, partition, next_offset), where the messages the
-    rows came from end; return (rows inserted or changed, rows deleted, rows now in the table)."""
+    """Make `cases` hold exactly the given rows, those of the (id, instant) marks deleted
+    (mark_deleted), atomically and without blocking readers, and warehouse_offsets exactly the
+    given (topic, partition, next_offset), where the messages the rows came from end; return
+    (rows inserted or changed, rows deleted, rows now in the table)."""
     with conn.transaction():
         conn.execute(
             "CREATE TEMP TABLE cases_replay (LIKE cases INCLUDING DEFAULTS) ON COMMIT DROP"
@@ -147,7 +151,7 @@ def replace_cases(
             )
             deleted = cur.rowcount
             cur.execute(upsert_sql("cases_replay", CHANGED))
-            upserted = cur.rowcount
+            upserted = cur.rowcount + mark_deleted(conn, marks)
             reset_offsets(cur, offsets)
         total = conn.execute("SELECT count(*) FROM cases").fetchone()[0]
     return upserted, deleted, total

@@ -214,13 +214,12 @@ def check_deletions(settings: Settings, diff: Differences, cases_here: int) -> N
         )
 
 
-def send_deletions(settings: Settings, ids: set[int]) -> int:
-    """Send a tombstone of each id to the cases topic; return how many, every one acknowledged
-    (raises ProduceError otherwise)."""
+def send_deletions(settings: Settings, ids: set[int]) -> None:
+    """Send a tombstone of each id to the cases topic, every one acknowledged (raises
+    ProduceError otherwise)."""
     producer = CaseProducer(settings)
     producer.send_messages([(str(i).encode(), None) for i in sorted(ids)], [])
     producer.close()
-    return producer.produced
 
 
 def apply(
