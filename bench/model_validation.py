@@ -5,9 +5,11 @@ before its cut-off and testing on the 6 months after it, so every test period en
 2015-07-01, where bench/model_quality.py's first test period starts: a choice made here never
 reads a backtest test period. Each variant runs the same folds as the TrainConfig defaults, with
 HistGradientBoosting beside it (bench.model_quality.run_fold); per fold and pooled: MAE(log),
-R2(log), 80 % coverage and width, and the paired bootstrap of (variant - HGB) MAE(log).
+R2(log), 80 % coverage and width, and the paired bootstrap of (variant - HGB) MAE(log); pooled,
+the coverage of every category with at least 100 validation cases too.
 Run: .venv/bin/python -m bench.model_validation "name:field=value,field=value" ...
-(for example "hl180:half_life_days=180"); results in bench/results/model_validation.json.
+(for example "hl180:half_life_days=180"; a tuple field takes values split by ";", for example
+"fixed:shrink_grid=0,share_grid=1"); results in bench/results/model_validation.json.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ DEFAULTS = "defaults"
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     """Return the name and TrainConfig overrides of "name:field=value,field=value", each value
-    typed like the field's default (a field whose default is None takes a float)."""
+    typed like the field's default (a field whose default is None takes a float, a tuple field
+    a tuple of values split by ";" typed like its first item)."""
     name, _, assignments = text.partition(":")
     base = mq.fold_configs(CUTOFFS)[0]
     overrides: dict[str, Any] = {}
@@ -46,7 +49,11 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
         if not hasattr(base, field):
             raise SystemExit(f"{text!r}: TrainConfig has no field {field!r}")
         default = getattr(base, field)
-        overrides[field] = float(value) if default is None else type(default)(value)
+        if isinstance(default, tuple):
+            item = type(default[0]) if default else str
+            overrides[field] = tuple(item(v) for v in filter(None, value.split(";")))
+        else:
+            overrides[field] = float(value) if default is None else type(default)(value)
     return name, overrides
 
 
@@ -85,11 +92,22 @@ def main() -> int:
     pooled, figures = {}, []
     for name, parts in frames.items():
         both = pd.concat(parts)
+        categories = mq.by_category(both)
         pooled[name] = mq.method_scores(both) | {
-            "model_minus_hgb_mae_log_bootstrap": mq.mae_gap(both)
+            "model_minus_hgb_mae_log_bootstrap": mq.mae_gap(both),
+            "coverage_by_category": categories,
         }
         mae = pooled[name]["model"]["mae_log"]
-        figures.append(Figure(f"{name} pooled MAE(log)", mae, "log1p h", len(both), better="lower"))
+        coverage = pooled[name]["model"]["coverage"]
+        figures += [
+            Figure(f"{name} pooled MAE(log)", mae, "log1p h", len(both), better="lower"),
+            Figure(f"{name} pooled coverage", coverage, "fraction", len(both)),
+        ]
+        if categories:
+            worst = max(abs(c["coverage"] - mq.COVERAGE) for c in categories.values())
+            figures.append(
+                Figure(f"{name} worst category coverage distance", worst, "fraction", len(both))
+            )
     details = {
         "design": __doc__,
         "cutoffs": [c.date().isoformat() for c in CUTOFFS],
