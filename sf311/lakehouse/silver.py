@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -214,7 +217,28 @@ def curated_rows(validated: DataFrame) -> DataFrame:
         F.col("updated_datetime").desc(), F.col("kafka_offset").desc()
     )
     newest_rows = valid.withColumn("_n", F.row_number().over(newest)).where("_n = 1").drop("_n")
-    return newest_rows.withColumn("deleted_at", F.lit(None).cast("timestamp"))
+    fields = [c for c in CASE_FIELDS if c in newest_rows.columns]
+    return newest_rows.withColumns(
+        {"case_hash": case_hash(fields), "deleted_at": F.lit(None).cast("timestamp")}
+    )
+
+
+# Fields per presence mask: a long's bits.
+MASK_BITS = 62
+
+
+def case_hash(fields: Sequence[str]) -> Column:
+    """Return a 64-bit hash of a flattened row's case fields, those of CASE_FIELDS it has: silver
+    stores it so that its MERGE tells a changed version from a redelivered one by one narrow
+    column instead of reading every field of the table."""
+    # xxhash64 skips nulls; the masks of present fields tell (x, null) from (null, x), and a
+    # field added to the schema, null (or absent) in old versions, changes neither masks nor hash.
+    masks = []
+    for k in range(0, len(CASE_FIELDS), MASK_BITS):
+        chunk = enumerate(CASE_FIELDS[k : k + MASK_BITS])
+        bits = [F.when(F.col(c).isNotNull(), 1 << i).otherwise(0) for i, c in chunk if c in fields]
+        masks.append(sum(bits, F.lit(0)).cast("long"))
+    return F.xxhash64(*masks, *[F.col(c) for c in CASE_FIELDS if c in fields])
 
 
 def key_id() -> Column:
@@ -268,13 +292,13 @@ def newest_id(spark: SparkSession, path: str) -> int | None:
 
 
 # A version replaces the stored one if it is newer or, at the same updated_datetime, arrived later
-# and differs (the source changed it silently), or if it arrived after the stored case's deletion
-# and is no older (the source holds the case again: reconcile re-extracted it).
+# and differs (the source changed it silently: case_hash), or if it arrived after the stored
+# case's deletion and is no older (the source holds the case again: reconcile re-extracted it).
+# A row stored before case_hash existed has none: its same-instant redelivery rewrites it alike.
 NEWER = (
     "s.updated_datetime > t.updated_datetime OR (s.updated_datetime = t.updated_datetime"
-    " AND s.kafka_timestamp > t.kafka_timestamp AND NOT ("
-    + " AND ".join(f"s.`{c}` <=> t.`{c}`" for c in CASE_FIELDS)
-    + ")) OR (t.deleted_at IS NOT NULL AND s.kafka_timestamp > t.deleted_at"
+    " AND s.kafka_timestamp > t.kafka_timestamp AND NOT (s.case_hash <=> t.case_hash))"
+    " OR (t.deleted_at IS NOT NULL AND s.kafka_timestamp > t.deleted_at"
     " AND s.updated_datetime >= t.updated_datetime)"
 )
 # The column mark_deleted sets, added to a table written before it existed.
@@ -308,15 +332,30 @@ def _merge(table: DeltaTable, rows: DataFrame, id_range: tuple[int, int]) -> Non
         "t.service_request_id = s.service_request_id"
         f" AND t.service_request_id BETWEEN {int(id_range[0])} AND {int(id_range[1])}"
     )
+    # Only matched rows: an inner join, which broadcasts the batch's rows at every step and reads
+    # the narrow columns NEWER names, where an insert clause made Delta shuffle whole files.
     (
         table.alias("t")
-        # Broadcast the batch's rows: broadcasting the table's side runs the heap out of memory.
         .merge(F.broadcast(rows).alias("s"), condition)
         .withSchemaEvolution()
         .whenMatchedUpdate(condition=NEWER, set=_updates(rows.columns))
-        .whenNotMatchedInsertAll()
         .execute()
     )
+
+
+def stored_ids(spark: SparkSession, path: str, rows: DataFrame, top: int) -> tuple[pa.Table, int]:
+    """Return the service_request_ids of rows at or below top that silver.cases at path holds,
+    found by a scan of its id column alone, and how many of rows' ids are at or below top."""
+    key = "service_request_id"
+    candidates = rows.where(F.col(key) <= F.lit(top)).select(key).toArrow()
+    if candidates.num_rows == 0:
+        return candidates, 0
+    low, high = pc.min_max(candidates[key]).values()
+    stored = spark.read.format("delta").load(path).select(key)
+    # The id range lets Delta skip files by their min/max statistics.
+    stored = stored.where(F.col(key).between(F.lit(low.as_py()), F.lit(high.as_py())))
+    held = stored.join(F.broadcast(spark.createDataFrame(candidates)), key).toArrow()
+    return held, candidates.num_rows
 
 
 def merge_silver(
@@ -330,10 +369,10 @@ def merge_silver(
     """Upsert curated rows into silver.cases where the source is newer; return the action:
     append, merge, append+merge or empty.
 
-    Cases above the table's highest id cannot match any row: they are appended, which costs a
-    fraction of a MERGE, and only the rest is merged. The append is idempotent through
+    Cases silver lacks are appended, which costs a fraction of a MERGE; only the cases it holds
+    are merged (those above its highest id need no lookup). The append is idempotent through
     txnAppId/txnVersion and the MERGE through its newer-wins guard; a batch replayed after its
-    append committed finds its new cases at or below the highest id, so it merges them all.
+    append committed finds its new cases stored, so it merges them all.
     id_range, the (min, max) service_request_id of rows, spares a Spark job when known."""
     if not DeltaTable.isDeltaTable(spark, path):
         create_if_missing(spark, rows.schema, path, PROPERTIES)
@@ -349,14 +388,20 @@ def merge_silver(
         append_once(rows, path, app_id, batch_id, merge_schema=True)
         return "append"
     add_new_columns(spark, path, rows.schema)
+    stored, candidates = stored_ids(spark, path, rows, top)
+    if stored.num_rows == 0:
+        append_once(rows, path, app_id, batch_id, merge_schema=True)
+        return "append"
+    held = F.broadcast(spark.createDataFrame(stored))
+    actions = []
+    if id_range[1] > top or stored.num_rows < candidates:
+        fresh = rows.join(held, "service_request_id", "left_anti")
+        append_once(fresh, path, app_id, batch_id, merge_schema=True)
+        actions.append("append")
+    low, high = pc.min_max(stored["service_request_id"]).values()
     table = DeltaTable.forPath(spark, path)
-    if id_range[1] <= top:
-        _merge(table, rows, id_range)
-        return "merge"
-    key = F.col("service_request_id")
-    append_once(rows.where(key > F.lit(top)), path, app_id, batch_id, merge_schema=True)
-    _merge(table, rows.where(key <= F.lit(top)), (id_range[0], top))
-    return "append+merge"
+    _merge(table, rows.join(held, "service_request_id", "left_semi"), (low.as_py(), high.as_py()))
+    return "+".join([*actions, "merge"])
 
 
 def mark_deleted(spark: SparkSession, path: str, deleted: DataFrame) -> None:

@@ -207,6 +207,7 @@ def test_a_silver_table_written_before_v2_gains_the_column_on_merge(spark, tmp_p
             {
                 "kafka_timestamp": frame_["updated_datetime"],
                 "batch_id": F.lit(step).cast("long"),
+                "case_hash": silver.case_hash(frame_.columns),
                 "deleted_at": F.lit(None).cast("timestamp"),
             }
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from delta.tables import DeltaTable
 from pyspark.testing import assertDataFrameEqual
 
 from sf311.contract.schema import reader_schema
@@ -97,6 +98,17 @@ def test_curated_rows_keep_the_newest_version_and_derive_resolution_hours(to_bro
     assertDataFrameEqual(got, expected)
 
 
+@pytest.fixture
+def curated(to_bronze, wire):
+    """Return a function: case records -> their curated rows, framed with v1 as id 1."""
+
+    def build(*records):
+        values = [wire.frame(1, wire.v1, r) for r in records]
+        return silver.curated_rows(silver.validate(to_bronze(values), AS_OF))
+
+    return build
+
+
 def _silver_ids(spark, path):
     return {
         r.service_request_id: (r.updated_datetime.replace(tzinfo=UTC), r.status_notes)
@@ -105,14 +117,9 @@ def _silver_ids(spark, path):
 
 
 def test_merge_applies_only_newer_versions_and_replays_change_nothing(
-    to_bronze, wire, spark, tmp_path
+    curated, wire, spark, tmp_path
 ):
     path = str(tmp_path / "silver")
-    v1 = wire.v1
-
-    def curated(*records):
-        values = [wire.frame(1, v1, r) for r in records]
-        return silver.curated_rows(silver.validate(to_bronze(values), AS_OF))
 
     first = curated(wire.case(1, updated_datetime=ts(5), status_notes="v5"),
                     wire.case(2, updated_datetime=ts(5), status_notes="v5"))  # fmt: skip
@@ -140,13 +147,9 @@ def test_merge_applies_only_newer_versions_and_replays_change_nothing(
 
 
 def test_a_batch_replayed_after_its_append_committed_still_merges_its_updates(
-    to_bronze, wire, spark, tmp_path
+    curated, wire, spark, tmp_path
 ):
     path = str(tmp_path / "silver")
-
-    def curated(*records):
-        values = [wire.frame(1, wire.v1, r) for r in records]
-        return silver.curated_rows(silver.validate(to_bronze(values), AS_OF))
 
     silver.merge_silver(spark, curated(wire.case(1, updated_datetime=ts(5))), path, "app", 0)
     batch = curated(wire.case(1, updated_datetime=ts(6), status_notes="v6"),
@@ -158,6 +161,62 @@ def test_a_batch_replayed_after_its_append_committed_still_merges_its_updates(
     assert silver.merge_silver(spark, batch, path, "app", 1) == "merge"
     assert _silver_ids(spark, path) == {1: (ts(6), "v6"), 2: (ts(6), "new")}
     assert spark.read.format("delta").load(path).count() == 2
+
+
+def test_a_new_case_below_the_highest_id_is_appended_beside_the_merge(
+    curated, wire, spark, tmp_path
+):
+    path = str(tmp_path / "silver")
+
+    first = curated(wire.case(1, updated_datetime=ts(5)), wire.case(5, updated_datetime=ts(5)))
+    silver.merge_silver(spark, first, path, "app", 0)
+    batch = curated(wire.case(1, updated_datetime=ts(6), status_notes="v6"),
+                    wire.case(3, updated_datetime=ts(2), status_notes="new"))  # fmt: skip
+    # Case 3 lies below the highest id (5) but silver lacks it: appended, not merged.
+    assert silver.merge_silver(spark, batch, path, "app", 1) == "append+merge"
+    assert _silver_ids(spark, path) == {1: (ts(6), "v6"), 3: (ts(2), "new"), 5: (ts(5), None)}
+    assert silver.merge_silver(spark, batch, path, "app", 1) == "merge"
+    assert spark.read.format("delta").load(path).count() == 3
+
+
+def test_a_version_at_the_same_instant_replaces_the_stored_one_only_when_it_differs(
+    messages, wire, spark, tmp_path
+):
+    path = str(tmp_path / "silver")
+    day = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def curated_at(sent, *records):
+        values = [wire.frame(1, wire.v1, r) for r in records]
+        framed = decode.frame(messages(values, start=sent))
+        raw = bronze.bronze_rows(
+            decode.decode(framed, {1: wire.v1_text}, reader_schema()), 3, AS_OF
+        )
+        return silver.curated_rows(silver.validate(raw, AS_OF))
+
+    stored = [wire.case(i, updated_datetime=ts(5), status_notes="v5") for i in (1, 2)]
+    silver.merge_silver(spark, curated_at(day, *stored), path, "app", 0)
+    # A day later case 1 comes again unchanged, case 2 changed without a new updated_datetime.
+    later = curated_at(day + timedelta(days=1), stored[0],
+                    wire.case(2, updated_datetime=ts(5), status_notes="rewritten"))  # fmt: skip
+    assert silver.merge_silver(spark, later, path, "app", 1) == "merge"
+    assert _silver_ids(spark, path) == {1: (ts(5), "v5"), 2: (ts(5), "rewritten")}
+    merged = DeltaTable.forPath(spark, path).history(1).first().operationMetrics
+    assert merged["numTargetRowsUpdated"] == "1"
+
+
+def test_case_hash_tells_where_nulls_are_and_takes_a_missing_field_for_null(spark):
+    rows = spark.createDataFrame(
+        [(1, "x", None), (1, None, "x")],
+        "service_request_id long, status_description string, status_notes string",
+    )
+    fields = ["service_request_id", "status_description", "status_notes"]
+    hashes = rows.select(
+        silver.case_hash(fields).alias("every"), silver.case_hash(fields[:2]).alias("fewer")
+    ).collect()
+    assert hashes[0].every != hashes[1].every
+    # A version written before a field existed lacks it: it hashes as that field's null.
+    assert hashes[0].every == hashes[0].fewer
+    assert hashes[1].every != hashes[1].fewer
 
 
 def test_append_quarantine_is_idempotent_per_batch(to_bronze, spark, tmp_path):
