@@ -35,7 +35,7 @@ from sf311.lakehouse.gold_tables import (
 )
 from sf311.lakehouse.tables import compact
 from sf311.settings import Settings
-from sf311.warehouse.cases import CASE_COLUMNS, csv_chunks, replace_cases
+from sf311.warehouse.cases import CASE_COLUMNS, csv_chunks, replace_cases, vacuum_cases
 from sf311.warehouse.gold import SLA_TARGETS, Change, mirror, read_progress
 from sf311.warehouse.ledgers import BatchLoad, load_batch, record_phases
 from sf311.warehouse.retry import retrying
@@ -371,6 +371,11 @@ class WarehouseSink(BatchSink):
                 "max_lag_seconds": round((finished - f.ts_min).total_seconds(), 3),
             },
         )  # fmt: skip
+
+    def finish(self) -> None:
+        """Vacuum `cases` after a bounded run's loads (vacuum_cases)."""
+        dsn = self.settings.postgres_dsn.get_secret_value()
+        retrying(dsn, vacuum_cases, self.settings.stream_pg_retry_seconds)
 
     def replace(self, rebuild: Rebuild) -> dict[str, int]:
         """Make `cases` hold exactly bronze's curated cases, those silver marks deleted marked

@@ -128,6 +128,14 @@ def upsert_newer(conn: psycopg.Connection, chunks: Iterable[bytes]) -> int:
         return cur.rowcount
 
 
+def vacuum_cases(conn: psycopg.Connection) -> None:
+    """VACUUM (ANALYZE) `cases` on conn, which must not have begun a transaction."""
+    # A backfill leaves most pages not all-visible until autovacuum comes; the open-case views
+    # then read the heap instead of their covering index (8M cases: open_backlog 430 -> 64 ms).
+    conn.autocommit = True
+    conn.execute("VACUUM (ANALYZE) cases")
+
+
 def replace_cases(
     conn: psycopg.Connection,
     chunks: Iterable[bytes],
