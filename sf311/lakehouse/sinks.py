@@ -37,6 +37,7 @@ from sf311.lakehouse.tables import compact
 from sf311.settings import Settings
 from sf311.warehouse.cases import CASE_COLUMNS, csv_chunks, replace_cases, vacuum_cases
 from sf311.warehouse.gold import SLA_TARGETS, Change, mirror, read_progress
+from sf311.warehouse.indexes import defer_indexes, restore_indexes
 from sf311.warehouse.ledgers import BatchLoad, load_batch, record_phases
 from sf311.warehouse.retry import retrying
 
@@ -72,6 +73,11 @@ class Sink(ABC):
 
     def compact(self) -> None:
         """Compact the small files the stream's frequent commits leave; most tables need not."""
+        return None
+
+    def prepare(self, once: bool) -> None:
+        """Do what is due before the job's queries start, bounded (once) or not; most tables
+        need nothing."""
         return None
 
     def idle(self) -> None:
@@ -372,10 +378,33 @@ class WarehouseSink(BatchSink):
             },
         )  # fmt: skip
 
-    def finish(self) -> None:
-        """Vacuum `cases` after a bounded run's loads (vacuum_cases)."""
+    def prepare(self, once: bool) -> None:
+        """Before a bounded run into an empty `cases`, defer its secondary indexes to the run's
+        end; before a streaming run, build any that a killed bounded run left deferred."""
         dsn = self.settings.postgres_dsn.get_secret_value()
-        retrying(dsn, vacuum_cases, self.settings.stream_pg_retry_seconds)
+        bound = self.settings.stream_pg_retry_seconds
+        if once:
+            deferred = retrying(dsn, defer_indexes, bound)
+            if deferred:
+                log.info("warehouse: `cases` is empty; %d indexes deferred to the run's end",
+                         len(deferred))  # fmt: skip
+        else:
+            self._restore_indexes(dsn, bound)
+
+    def finish(self) -> None:
+        """Build the indexes deferred before a bounded run's loads, then vacuum `cases`
+        (vacuum_cases)."""
+        dsn = self.settings.postgres_dsn.get_secret_value()
+        bound = self.settings.stream_pg_retry_seconds
+        self._restore_indexes(dsn, bound)
+        retrying(dsn, vacuum_cases, bound)
+
+    def _restore_indexes(self, dsn: str, bound: float) -> None:
+        t0 = time.monotonic()
+        built = retrying(dsn, restore_indexes, bound)
+        if built:
+            log.info("warehouse: %d deferred indexes of `cases` built in %.1f s", len(built),
+                     time.monotonic() - t0)  # fmt: skip
 
     def replace(self, rebuild: Rebuild) -> dict[str, int]:
         """Make `cases` hold exactly bronze's curated cases, those silver marks deleted marked

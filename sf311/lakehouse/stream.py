@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
@@ -121,8 +122,18 @@ class Streams:
         if error is not None:
             raise error
         if once:
+            self.finish()
+
+    def finish(self) -> None:
+        """Run each sink's finish(): those that write from the driver (Postgres) in a thread,
+        beside the others' Spark work, which none of them waits for."""
+        with ThreadPoolExecutor(1, "sf311-warehouse-finish") as beside:
+            pending = [beside.submit(s.finish) for s in self.sinks if s.collected]
             for sink in self.sinks:
-                sink.finish()
+                if not sink.collected:
+                    sink.finish()
+            for future in pending:
+                future.result()
 
 
 def warehouse_behind_lake(spark: SparkSession, settings: Settings) -> bool:
@@ -186,10 +197,15 @@ def start_stream(
         return start(writer, trigger, settings.stream_lake_max_offsets_per_trigger)
 
     if not once:
-        return Streams([warehouse(), lake()], [*sinks[WAREHOUSE_QUERY], *sinks[LAKE_QUERY]])
+        kept = [*sinks[WAREHOUSE_QUERY], *sinks[LAKE_QUERY]]
+        for sink in kept:
+            sink.prepare(once=False)
+        return Streams([warehouse(), lake()], kept)
     if warehouse_behind_lake(spark, settings):
         log.info("the warehouse is behind the lake: the warehouse query runs to the end first")
         Streams([warehouse()]).wait(once=True)
+    for sink in sinks[LAKE_QUERY]:
+        sink.prepare(once=True)
     return Streams([lake()], sinks[LAKE_QUERY])
 
 

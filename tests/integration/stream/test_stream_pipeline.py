@@ -37,6 +37,15 @@ def _poison(env, rng: random.Random) -> list[tuple[bytes, str]]:
     return out
 
 
+def _index_oids(conn) -> dict[str, int]:
+    return dict(
+        conn.execute(
+            "SELECT indexrelid::regclass::text, indexrelid::int8 FROM pg_index"
+            " WHERE indrelid = 'cases'::regclass"
+        ).fetchall()
+    )
+
+
 def test_poison_is_quarantined_with_reasons_and_every_valid_row_lands(spark, stream_env):
     rng = random.Random(7)
     versions = make_versions(ids=2000, updates=400, seed=1)
@@ -46,6 +55,8 @@ def test_poison_is_quarantined_with_reasons_and_every_valid_row_lands(spark, str
         messages.insert(rng.randrange(len(messages)), (b"poison", value))
     stream_env.produce(messages)
 
+    with stream_env.pg() as conn:
+        indexes = _index_oids(conn)
     run_stream(spark, stream_env.settings, once=True)
 
     truth = latest(versions)
@@ -71,6 +82,12 @@ def test_poison_is_quarantined_with_reasons_and_every_valid_row_lands(spark, str
         ).fetchone()[0]
     # The bounded run vacuums what it loaded: the open-case views read their index alone.
     assert vacuumed is True
+    with stream_env.pg() as conn:
+        rebuilt = _index_oids(conn)
+        assert conn.execute("SELECT count(*) FROM deferred_indexes").fetchone()[0] == 0
+    # Into an empty `cases`, the run built every secondary index anew after its loads.
+    assert rebuilt.keys() == indexes.keys()
+    assert [n for n in indexes if rebuilt[n] == indexes[n]] == ["cases_pkey"]
 
     # A second run finds nothing new and changes nothing.
     run_stream(spark, stream_env.settings, once=True)

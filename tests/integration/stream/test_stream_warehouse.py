@@ -10,6 +10,7 @@ import pytest
 
 from sf311.lakehouse.figures import BatchFigures
 from sf311.warehouse.cases import CASE_COLUMNS, csv_chunks
+from sf311.warehouse.indexes import defer_indexes, restore_indexes
 from sf311.warehouse.ledgers import (
     BatchLoad,
     insert_lake_batch,
@@ -169,6 +170,46 @@ def _csv_chunks(spark, rows) -> list[bytes]:
               for r in rows]  # fmt: skip
     df = spark.createDataFrame(values, schema)
     return csv_chunks(df.toArrow())
+
+
+def _indexes(conn: psycopg.Connection) -> dict[str, str]:
+    return dict(
+        conn.execute(
+            "SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index"
+            " WHERE indrelid = 'cases'::regclass"
+        ).fetchall()
+    )
+
+
+def _insert_case(conn: psycopg.Connection, sid: int) -> None:
+    conn.execute(
+        "INSERT INTO cases (service_request_id, requested_datetime, updated_datetime,"
+        " service_name, kafka_timestamp, batch_id) VALUES (%s, now(), now(), 'A', now(), 1)",
+        (sid,),
+    )
+
+
+def test_an_empty_cases_defers_its_secondary_indexes_until_restored(schema_dsn):
+    with psycopg.connect(schema_dsn, autocommit=True) as conn:
+        before = _indexes(conn)
+        assert len(before) > 5
+        deferred = defer_indexes(conn)
+        assert sorted(deferred) == sorted(n for n in before if n != "cases_pkey")
+        assert list(_indexes(conn)) == ["cases_pkey"]
+        # Nothing is left to defer, and the definitions stay.
+        assert defer_indexes(conn) == []
+        kept = conn.execute("SELECT count(*) FROM deferred_indexes").fetchone()[0]
+        assert kept == len(deferred)
+        _insert_case(conn, 1)
+        # An index built meanwhile (by hand, or a migration) is kept as it is.
+        conn.execute(before[deferred[0]])
+        assert restore_indexes(conn) == sorted(deferred)
+        assert _indexes(conn) == before
+        assert conn.execute("SELECT count(*) FROM deferred_indexes").fetchone()[0] == 0
+        assert restore_indexes(conn) == []
+        # A table that holds a case keeps its indexes.
+        assert defer_indexes(conn) == []
+        assert _indexes(conn) == before
 
 
 def test_csv_round_trips_nulls_empties_quotes_newlines_and_instants(schema_dsn, spark):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import threading
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -12,7 +13,7 @@ import pytest
 from sf311.cli import build_parser
 from sf311.lakehouse.batch import not_loaded, warehouse_rows
 from sf311.lakehouse.checkpoints import QUERIES, checkpoint_location, committed_offsets
-from sf311.lakehouse.stream import HINT_LOGGER, quiet_hint_warnings, trigger_options
+from sf311.lakehouse.stream import HINT_LOGGER, Streams, quiet_hint_warnings, trigger_options
 from sf311.settings import load_settings
 from sf311.submit import job_file, spark_submit_command
 from sf311.warehouse.migrate import MigrationError, load_migrations
@@ -40,6 +41,49 @@ def test_each_query_checkpoints_under_the_configured_root():
         "s3a://bucket/checkpoints/sf311_warehouse",
         "s3a://bucket/checkpoints/sf311_lake",
     ]
+
+
+class _Finisher:
+    """A sink's finish(), recording the thread it ran on."""
+
+    def __init__(self, collected: bool, wait_for: threading.Event, done: threading.Event):
+        self.collected = collected
+        self.wait_for, self.done = wait_for, done
+        self.thread: str | None = None
+
+    def finish(self) -> None:
+        # The Spark sink's finish waits for the Postgres one to begin: side by side, or stuck.
+        assert self.wait_for.wait(10), "the other finish() never began"
+        self.thread = threading.current_thread().name
+        self.done.set()
+
+
+def test_a_bounded_runs_postgres_finish_runs_beside_the_spark_sinks_finish():
+    postgres_began = threading.Event()
+    spark_sink = _Finisher(False, postgres_began, threading.Event())
+    postgres_sink = _Finisher(True, _set(threading.Event()), postgres_began)
+    Streams([], [spark_sink, postgres_sink]).finish()
+    assert spark_sink.thread == threading.current_thread().name
+    assert postgres_sink.thread not in (None, spark_sink.thread)
+
+
+def test_a_failed_postgres_finish_fails_the_bounded_run():
+    class Failing:
+        collected = True
+
+        def finish(self) -> None:
+            raise RuntimeError("postgres gone")
+
+    ran = threading.Event()
+    spark_sink = _Finisher(False, _set(threading.Event()), ran)
+    with pytest.raises(RuntimeError, match="postgres gone"):
+        Streams([], [Failing(), spark_sink]).finish()
+    assert ran.is_set()
+
+
+def _set(event: threading.Event) -> threading.Event:
+    event.set()
+    return event
 
 
 def test_spark_submit_command_runs_the_job_file_with_jars_conf_and_once(tmp_path):
