@@ -189,15 +189,26 @@ def replace_slices(cur: psycopg.Cursor, schema: str, change: Change) -> tuple[in
     return changed, deleted
 
 
+def _analyze(cur: psycopg.Cursor, schema: str) -> None:
+    # Whole tables rewritten (a first build, a replay): the planner gets their statistics at
+    # commit, not at autovacuum's next look a minute later, when the dashboard's plans are made.
+    tables = cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", [schema])
+    for (name,) in tables.fetchall():
+        cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, name)))
+
+
 def mirror(conn: psycopg.Connection, changes: list[Change], progress: Progress) -> dict[str, int]:
-    """Replace each change's slices in Postgres and record progress, in one transaction;
-    return the rows changed and deleted over all tables."""
+    """Replace each change's slices in Postgres and record progress, in one transaction (the
+    schema analyzed when a whole table was replaced); return the rows changed and deleted over
+    all tables."""
     changed = deleted = 0
     with conn.transaction(), conn.cursor() as cur:
         schema = gold_schema(conn)
         for change in changes:
             c, d = replace_slices(cur, schema, change)
             changed, deleted = changed + c, deleted + d
+        if any(change.slices is None for change in changes):
+            _analyze(cur, schema)
         cur.execute(
             sql.SQL(
                 "INSERT INTO {} (singleton, silver_table, silver_version, as_of, refreshed_at) "
