@@ -39,11 +39,14 @@ def _select(columns: Sequence[str]) -> sql.Composed:
 def open_cases(
     conn: psycopg.Connection, ids: Sequence[int], columns: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """Return the open cases among `ids`: service_request_id and `columns` of each."""
+    """Return the open cases among `ids` (distinct): service_request_id and `columns` of each."""
     # A join with the ids, not `= ANY (ids)`: on a just-loaded `cases` without statistics,
     # Postgres walked the open cases and tested each against the whole array (56k open cases
     # x 909k ids of a 1M backfill batch: 82 s, against 2.3 s once the table was analyzed).
-    query = sql.SQL("{} WHERE service_request_id IN (SELECT unnest(%s))").format(_select(columns))
+    # A plain join, not `IN (SELECT unnest)`: hashing the open cases instead of probing the
+    # index once per id took 2.2 s instead of 4.1 s for 1.6M ids of an 8M warehouse.
+    query = sql.SQL("{} JOIN unnest(%s::bigint[]) AS batch(id) ON batch.id = service_request_id")
+    query = query.format(_select(columns))
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, [list(ids)]).fetchall()
 
