@@ -113,3 +113,17 @@ def test_spark_and_python_read_the_closure_rule_alike(spark):
     got = frame.select(silver.closure_kind(F.col("notes"), F.lit(True)).alias("kind")).collect()
     assert [r.kind for r in got] == [quality.closure_kind(n, closed=True) for n in notes]
     assert {r.kind for r in got} == set(quality.CLOSURE_KINDS)
+
+
+def test_validation_is_generated_code_that_lower_cases_the_notes_once(spark, messages, wire):
+    # A lambda function (array_compact, filter) is evaluated row by row without generated code:
+    # in an 8M backfill array_compact took 11 % of Spark's CPU; lower() once per keyword, 1.5 %.
+    case = wire.case(1, **IN_SF, requested_datetime=ts(1), closed_date=ts(1, 6),
+                     status_notes="Case Resolved")  # fmt: skip
+    values = [wire.frame(1, wire.v1, case)]
+    decoded = decode.decode(decode.frame(messages(values)), {1: wire.v1_text}, wire.v1_text)
+    validated = silver.validate(bronze.bronze_rows(decoded, 3, AS_OF), AS_OF)
+    plan = validated._jdf.queryExecution().optimizedPlan().toString()
+    assert "lambdafunction" not in plan
+    assert plan.count("lower(") == 1
+    assert validated.select("quality_flags", "closure_kind").first() == ([], quality.RESOLVED)
