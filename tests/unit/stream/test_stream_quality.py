@@ -128,3 +128,24 @@ def test_validation_is_generated_code_that_lower_cases_the_notes_once(spark, mes
     assert "lambdafunction" not in plan
     assert plan.count("lower(") == 1
     assert validated.select("quality_flags", "closure_kind").first() == ([], quality.RESOLVED)
+
+
+def test_the_validation_method_is_left_to_the_jit_though_over_hotspots_size_limit(
+    spark, messages, wire
+):
+    # HotSpot interprets methods of over 8,000 bytes of bytecode unless told otherwise
+    # (conf/spark-defaults.conf); interpreted, this one held 68 % of a profile of its stage.
+    case = wire.case(1, **IN_SF, requested_datetime=ts(1), status_notes="Case Resolved")
+    values = [wire.frame(1, wire.v1, case)]
+    decoded = decode.decode(decode.frame(messages(values)), {1: wire.v1_text}, wire.v1_text)
+    validated = silver.validate(bronze.bronze_rows(decoded, 3, AS_OF), AS_OF)
+    jvm = spark._jvm
+    stages = jvm.org.apache.spark.sql.execution.debug.package.codegenStringSeq(
+        validated._jdf.queryExecution().executedPlan()
+    )
+    largest = max(stages.apply(i)._3().maxMethodCodeSize() for i in range(stages.size()))
+    assert largest > 8000
+    diagnostics = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
+        jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean")
+    )
+    assert diagnostics.getVMOption("DontCompileHugeMethods").getValue() == "false"
