@@ -18,11 +18,14 @@ def ts(day: int, hour: int = 0) -> datetime:
     return datetime(2019, 3, day, hour, tzinfo=UTC)
 
 
-def curate(spark, messages, wire, records):
+def validate(messages, wire, records):
     values = [wire.frame(1, wire.v1, r) for r in records]
     decoded = decode.decode(decode.frame(messages(values)), {1: wire.v1_text}, wire.v1_text)
-    validated = silver.validate(bronze.bronze_rows(decoded, 3, AS_OF), AS_OF)
-    return silver.curated_rows(validated)
+    return silver.validate(bronze.bronze_rows(decoded, 3, AS_OF), AS_OF)
+
+
+def curate(spark, messages, wire, records):
+    return silver.curated_rows(validate(messages, wire, records))
 
 
 def test_impossible_values_are_flagged_and_nulled_not_quarantined(spark, messages, wire):
@@ -121,9 +124,7 @@ def test_validation_is_generated_code_that_lower_cases_the_notes_once(spark, mes
     # per keyword, 6.8 %.
     case = wire.case(1, **IN_SF, requested_datetime=ts(1), closed_date=ts(1, 6),
                      status_notes="Case Resolved")  # fmt: skip
-    values = [wire.frame(1, wire.v1, case)]
-    decoded = decode.decode(decode.frame(messages(values)), {1: wire.v1_text}, wire.v1_text)
-    validated = silver.validate(bronze.bronze_rows(decoded, 3, AS_OF), AS_OF)
+    validated = validate(messages, wire, [case])
     plan = validated._jdf.queryExecution().optimizedPlan().toString()
     assert "lambdafunction" not in plan
     assert plan.count("lower(") == 1
@@ -136,9 +137,7 @@ def test_the_validation_method_is_left_to_the_jit_though_over_hotspots_size_limi
     # HotSpot interprets methods of over 8,000 bytes of bytecode unless told otherwise
     # (conf/spark-defaults.conf); interpreted, this one held 68 % of a profile of its stage.
     case = wire.case(1, **IN_SF, requested_datetime=ts(1), status_notes="Case Resolved")
-    values = [wire.frame(1, wire.v1, case)]
-    decoded = decode.decode(decode.frame(messages(values)), {1: wire.v1_text}, wire.v1_text)
-    validated = silver.validate(bronze.bronze_rows(decoded, 3, AS_OF), AS_OF)
+    validated = validate(messages, wire, [case])
     jvm = spark._jvm
     stages = jvm.org.apache.spark.sql.execution.debug.package.codegenStringSeq(
         validated._jdf.queryExecution().executedPlan()
