@@ -55,15 +55,15 @@ def backlog_daily(cases: DataFrame, starts: DataFrame, last_day: date) -> DataFr
         ))  # fmt: skip
     span = c.select("category", F.explode(F.array(*spans)).alias("b")).select("category", "b.*")
     span = span.where(F.col("s") <= F.col("e"))
+    # Both events of a span from one pass over the cases, not a union that computes it twice.
+    edges = F.array(
+        F.struct(F.col("s").alias("day"), F.lit(1).alias("n")),
+        F.struct(F.date_add("e", 1).alias("day"), F.lit(-1).alias("n")),
+    )
     events = (
-        span.select("category", "age_bucket", F.col("s").alias("day"), F.lit(1).alias("n"))
-        .unionByName(
-            span.select(
-                "category", "age_bucket", F.date_add("e", 1).alias("day"), F.lit(-1).alias("n")
-            )
-        )  # fmt: skip
-        .groupBy("category", "age_bucket", "day")
-        .agg(F.sum("n").alias("n"))
+        span.select("category", "age_bucket", F.explode(edges).alias("v"))
+        .groupBy("category", "age_bucket", F.col("v.day").alias("day"))
+        .agg(F.sum("v.n").alias("n"))
     )
     buckets = F.array(*[F.lit(b[0]) for b in BUCKETS])
     spine = starts.select(
