@@ -98,15 +98,22 @@ def read_progress(conn: psycopg.Connection) -> Progress | None:
     return None if row is None else Progress(*row)
 
 
-def _copy(cur: psycopg.Cursor, table: str, columns: tuple[str, ...], rows: pa.Table) -> None:
+def _copy(cur: psycopg.Cursor, table: sql.Identifier, columns: tuple[str, ...],
+          rows: pa.Table) -> None:  # fmt: skip
     cur.execute("SET LOCAL TIME ZONE 'UTC'")
     stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+        table, sql.SQL(", ").join(map(sql.Identifier, columns))
     )
     out = pa.BufferOutputStream()
     pa_csv.write_csv(rows.select(list(columns)), out, CSV_WRITE)
     with cur.copy(stmt) as copy:
         copy.write(out.getvalue().to_pybytes())
+
+
+def _empty(cur: psycopg.Cursor, table: sql.Identifier) -> bool:
+    # Other writers wait until commit, readers do not: the table stays empty until the copy.
+    cur.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table))
+    return cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(table)).fetchone()[0]
 
 
 # Never null: compared with plain equality, which an index can serve.
@@ -148,8 +155,12 @@ def replace_slices(cur: psycopg.Cursor, schema: str, change: Change) -> tuple[in
     None), touching only rows that differ; return (rows inserted or updated, rows deleted)."""
     t = change.table
     target = sql.Identifier(schema, t.name)
+    if change.slices is None and _empty(cur, target):
+        # A first build or a replay into a new warehouse: nothing to compare, copied straight in.
+        _copy(cur, target, t.columns, change.rows)
+        return change.rows.num_rows, 0
     cur.execute(sql.SQL("CREATE TEMP TABLE gold_new (LIKE {}) ON COMMIT DROP").format(target))
-    _copy(cur, "gold_new", t.columns, change.rows)
+    _copy(cur, sql.Identifier("gold_new"), t.columns, change.rows)
     gone = sql.SQL("NOT EXISTS (SELECT 1 FROM gold_new n WHERE {})").format(_same("n", "g", t.keys))
     if change.slices is None:
         cur.execute(sql.SQL("DELETE FROM {} g WHERE {}").format(target, gone))
@@ -159,7 +170,7 @@ def replace_slices(cur: psycopg.Cursor, schema: str, change: Change) -> tuple[in
                 sql.SQL(", ").join(map(sql.Identifier, t.slice_cols)), target
             )
         )
-        _copy(cur, "gold_slices", t.slice_cols, change.slices)
+        _copy(cur, sql.Identifier("gold_slices"), t.slice_cols, change.slices)
         cur.execute(
             sql.SQL("DELETE FROM {} g WHERE EXISTS (SELECT 1 FROM gold_slices s WHERE {}) AND {}")
             .format(target, _in_slice(t), gone)
