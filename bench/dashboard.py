@@ -81,7 +81,7 @@ PARTS = {
         "metrics": lambda s: len(s["metrics"]) >= 3,
         "map": _map_marked,
         "table": lambda s: s["tables"] >= 1,
-        "charts": lambda s: s["chartsDrawn"] >= 2,
+        "charts": lambda s: s["chartsDrawn"] >= 1,
     },
     "cases": {"table": lambda s: s["tables"] >= 1},
 }

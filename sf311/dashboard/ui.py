@@ -364,7 +364,7 @@ def map_page(settings: Settings) -> None:
         predicted=predicted,
         tiles=maps.tiles(settings.dashboard_tiles),
     )
-    draw_map(fmap, "cases_map", height=600)
+    show_map(fmap, height=600)
 
 
 def charts_page(settings: Settings) -> None:
@@ -451,7 +451,7 @@ def cases_page(settings: Settings) -> None:
 
 def backlog_page(settings: Settings) -> None:
     """Draw the open backlog: counts per status, the map by status, a sortable table and the
-    backlog's trend."""
+    overdue and at-risk cases over the range."""
     st.title("Backlog")
     filters = _page_filters(settings)
     if filters is None:
@@ -464,12 +464,12 @@ def backlog_page(settings: Settings) -> None:
     counts_box, map_box, table_box = st.container(), st.container(), st.container()
     st.subheader("Trend")
     st.caption(
-        "Open cases at the end of each day of the range (each week or month of a long one), by "
-        "age then (gold.backlog_daily); below, the cases overdue and at risk as recorded then "
-        "(overdue_history)."
+        "The cases overdue and at risk as recorded on each day of the range (each week or month "
+        "of a long one; overdue_history). The open cases by age over the range are on the "
+        "Overview (gold.backlog_daily)."
     )
-    _note_unapplied(filters, ("gold.backlog_daily", "overdue_history"), "The trends")
-    trend_box, history_box = st.container(), st.container()
+    _note_unapplied(filters, ("overdue_history",), "The overdue and at-risk counts")
+    history_box = st.container()
     dsn = _dsn(settings)
     try:
         # The map and the chart take the browser longest to draw, so they are sent first and
@@ -477,14 +477,6 @@ def backlog_page(settings: Settings) -> None:
         open_now = load_open_cases(dsn, filters)
         with map_box:
             _backlog_map(settings, open_now)
-        with trend_box:
-            st.altair_chart(
-                charts.backlog_area(
-                    load_gold(dsn, "backlog", filters),
-                    f"Open cases at the end of each {filters.grain}, by age",
-                    filters.grain,
-                )
-            )
         with history_box:
             _overdue_trend(settings, load_overdue_history(dsn, filters))
         with table_box:
@@ -523,11 +515,7 @@ def _backlog_map(settings: Settings, open_now: pd.DataFrame) -> None:
         f"The {len(open_now):,} latest by hours late, {len(located):,} of them on the map "
         "(red: overdue, orange: at risk, green: on time)."
     )
-    draw_map(
-        maps.backlog_map(located, tiles=maps.tiles(settings.dashboard_tiles)),
-        "backlog_map",
-        height=500,
-    )
+    show_map(maps.backlog_map(located, tiles=maps.tiles(settings.dashboard_tiles)), height=500)
 
 
 def _backlog_table(open_now: pd.DataFrame) -> None:
@@ -550,8 +538,17 @@ def _backlog_table(open_now: pd.DataFrame) -> None:
     )
 
 
+def show_map(fmap: folium.Map, height: int) -> None:
+    """Draw `fmap`, a map nothing is read back from, as wide as the page in a plain iframe.
+
+    st_folium's component, needed only to report clicks, took the browser about 0.1 s more to
+    draw the Backlog page (bench/dashboard.py, 8M cases).
+    """
+    st.iframe(fmap.get_root().render(), height=height)
+
+
 def draw_map(
-    fmap: folium.Map, key: str, height: int, returned: tuple[str, ...] = ()
+    fmap: folium.Map, key: str, height: int, returned: tuple[str, ...]
 ) -> dict[str, Any] | None:
     """Draw `fmap` as wide as the page; return the `returned` objects st_folium reports.
 

@@ -106,36 +106,50 @@ def _open_cases() -> pd.DataFrame:
     )
 
 
-def test_maps_drawn_without_a_first_render_send_the_component_the_same(monkeypatch):
+def test_the_picked_map_is_sent_to_the_component_as_a_first_render_would_send_it(monkeypatch):
     sent: list[dict] = []
     monkeypatch.setattr(streamlit_folium, "_component_func", lambda **kw: sent.append(kw))
     asked: list[dict] = []
     draw = ui.st_folium
     monkeypatch.setattr(ui, "st_folium", lambda fmap, **kw: asked.append(kw) or draw(fmap, **kw))
-    heat = pd.DataFrame({"lat": [37.76], "long": [-122.41], "cases": [3]})
-    neighborhoods = pd.DataFrame(
-        {"neighborhood": ["Mission"], "cases": [3], "p50_hours": [4.0], "lat": [37.76],
-         "long": [-122.41]}
-    )  # fmt: skip
-    for build in (
-        lambda: maps.cases_map(heat, _markers(), neighborhoods, tiles=None),
-        lambda: maps.backlog_map(_open_cases(), tiles=None),
-        lambda: maps.picker_map(37.76, -122.41, tiles=None),
-    ):
-        # st_folium's default renders the map first; draw_map leaves that to st_folium.
-        streamlit_folium.st_folium(
-            build(), height=500, use_container_width=True, returned_objects=[], key="m"
-        )
-        ui.draw_map(build(), "m", height=500)
-    assert len(sent) == 6 and [kw["render"] for kw in asked] == [False] * 3
+    # st_folium's default renders the map first; draw_map leaves that to st_folium.
+    streamlit_folium.st_folium(
+        maps.picker_map(37.76, -122.41, tiles=None),
+        height=320,
+        use_container_width=True,
+        returned_objects=["last_clicked"],
+        key="m",
+    )
+    ui.draw_map(maps.picker_map(37.76, -122.41, tiles=None), "m", 320, ("last_clicked",))
+    assert len(sent) == 2 and [kw["render"] for kw in asked] == [False]
 
     def same(kw: dict) -> dict:
         # Element ids are random per map.
         return {k: re.sub(r"[0-9a-f]{32}", "id", str(v)) for k, v in kw.items() if k != "on_change"}
 
-    for rendered, drawn in zip(sent[::2], sent[1::2], strict=True):
-        assert same(drawn) == same(rendered)
-        assert "L.circleMarker" in drawn["script"] or "circle_marker" in drawn["script"]
+    assert same(sent[1]) == same(sent[0])
+    assert "circle_marker" in sent[1]["script"]
+
+
+def test_maps_only_shown_go_whole_into_a_plain_iframe(monkeypatch):
+    shown: list[tuple[str, dict]] = []
+    monkeypatch.setattr(ui.st, "iframe", lambda src, **kw: shown.append((src, kw)))
+    heat = pd.DataFrame({"lat": [37.76], "long": [-122.41], "cases": [3]})
+    neighborhoods = pd.DataFrame(
+        {"neighborhood": ["Mission"], "cases": [3], "p50_hours": [4.0], "lat": [37.76],
+         "long": [-122.41]}
+    )  # fmt: skip
+    ui.show_map(maps.cases_map(heat, _markers(), neighborhoods, tiles=None), height=600)
+    ui.show_map(maps.backlog_map(_open_cases(), tiles=None), height=500)
+    assert [kw for _, kw in shown] == [{"height": 600}, {"height": 500}]
+    for html, _ in shown:
+        # A whole document: Leaflet from the vendored copy, the map, and the markers' data.
+        assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+        assert '<script src="/app/static/vendor/leaflet.js"></script>' in html
+        assert "L.map(" in html and "L.circleMarker" in html
+    # Names escaped for the popup, then for the script: no name can end the script element.
+    assert "#1f77b4" in shown[0][0] and r"Tree \u0026lt;Maintenance\u0026gt;" in shown[0][0]
+    assert "due by" in shown[1][0]
 
 
 def test_tiles_setting():
