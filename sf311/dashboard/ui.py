@@ -542,7 +542,7 @@ def show_map(fmap: folium.Map, height: int) -> None:
     """Draw `fmap`, a map nothing is read back from, as wide as the page in a plain iframe.
 
     st_folium's component, needed only to report clicks, took the browser about 0.1 s more to
-    draw the Backlog page (bench/dashboard.py, 8M cases).
+    draw the Backlog page (8M cases, Chromium on 2 cores).
     """
     st.iframe(fmap.get_root().render(), height=height)
 
