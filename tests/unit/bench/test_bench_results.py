@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bench.results import (
     KAFKA_MAIN,
+    PAGE_BYTES,
     SPARK_MAIN,
     Figure,
     PeakMemory,
@@ -75,13 +76,19 @@ def test_cpu_seconds_sums_each_kind_with_its_reaped_children(tmp_path: Path) -> 
 
 
 def _fake_memory(proc: Path, pid: int | str, pss_kb: int) -> None:
+    """Write a process's Pss and, three times larger, its Rss (smaps_rollup and statm)."""
     (proc / str(pid) / "smaps_rollup").write_text(
         f"00400000-7fff [rollup]\nRss: {pss_kb * 3} kB\nPss: {pss_kb} kB\n"
     )
+    resident = pss_kb * 3 * 1024 // PAGE_BYTES
+    (proc / str(pid) / "statm").write_text(f"{resident * 2} {resident} 10 1 0 {resident} 0\n")
 
 
-def test_memory_sums_each_kind_proportionally_and_reads_the_machine(tmp_path: Path) -> None:
-    # Two Postgres processes sharing buffers: their Pss, not their Rss, adds up once.
+def test_memory_sums_postgres_proportionally_reads_the_rest_resident_and_the_machine(
+    tmp_path: Path,
+) -> None:
+    # Two Postgres processes sharing buffers: their Pss, not their Rss, adds up once. The
+    # one-process kinds read the resident-size counter (statm), never a page-table walk.
     _fake_process(tmp_path, 10, "postgres", "/usr/lib/postgresql/15/bin/postgres -D x", (0,) * 4)
     _fake_process(tmp_path, 11, "postgres", "postgres: sf311 sf311 127.0.0.1 COPY", (0,) * 4)
     _fake_process(tmp_path, 20, "java", f"java -cp x {SPARK_MAIN} pyspark-shell", (0,) * 4)
@@ -94,11 +101,11 @@ def test_memory_sums_each_kind_proportionally_and_reads_the_machine(tmp_path: Pa
         "MemTotal:       24000000 kB\nMemFree:  1 kB\nMemAvailable:   20000000 kB\n"
     )
     used = memory_mb(tmp_path)
-    assert used == {"postgres": 3.0, "spark": 10.0, "kafka": 0.0, "driver": 0.5,
+    assert used == {"postgres": 3.0, "spark": 30.0, "kafka": 0.0, "driver": 1.5,
                     "machine": 4_000_000 / 1024}  # fmt: skip
     with PeakMemory(interval=0.01, proc=tmp_path) as memory:
         _fake_memory(tmp_path, 20, 30720)  # the driver grows, then shrinks again
         time.sleep(0.1)
         _fake_memory(tmp_path, 20, 1024)
         time.sleep(0.1)
-    assert memory.peaks["spark"] == 30.0 and memory.peaks["postgres"] == 3.0
+    assert memory.peaks["spark"] == 90.0 and memory.peaks["postgres"] == 3.0
