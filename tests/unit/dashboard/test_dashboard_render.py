@@ -31,7 +31,8 @@ def _render(fmap) -> str:
     return fmap.get_root().render()
 
 
-def test_map_uses_only_vendored_assets():
+def _cases_map():
+    """Return the Map page's map over _markers(), one heat cell and one neighborhood."""
     heat = pd.DataFrame({"lat": [37.76], "long": [-122.41], "cases": [3]})
     neighborhoods = pd.DataFrame(
         {
@@ -42,7 +43,11 @@ def test_map_uses_only_vendored_assets():
             "long": [-122.41],
         }
     )
-    html = _render(maps.cases_map(heat, _markers(), neighborhoods, tiles=None))
+    return maps.cases_map(heat, _markers(), neighborhoods, tiles=None)
+
+
+def test_map_uses_only_vendored_assets():
+    html = _render(_cases_map())
     assert "/app/static/vendor/leaflet.js" in html
     assert "/app/static/vendor/leaflet.markercluster.js" in html
     assert "/app/static/vendor/leaflet_heat.min.js" in html
@@ -134,12 +139,7 @@ def test_the_picked_map_is_sent_to_the_component_as_a_first_render_would_send_it
 def test_maps_only_shown_go_whole_into_a_plain_iframe(monkeypatch):
     shown: list[tuple[str, dict]] = []
     monkeypatch.setattr(ui.st, "iframe", lambda src, **kw: shown.append((src, kw)))
-    heat = pd.DataFrame({"lat": [37.76], "long": [-122.41], "cases": [3]})
-    neighborhoods = pd.DataFrame(
-        {"neighborhood": ["Mission"], "cases": [3], "p50_hours": [4.0], "lat": [37.76],
-         "long": [-122.41]}
-    )  # fmt: skip
-    ui.show_map(maps.cases_map(heat, _markers(), neighborhoods, tiles=None), height=600)
+    ui.show_map(_cases_map(), height=600)
     ui.show_map(maps.backlog_map(_open_cases(), tiles=None), height=500)
     assert [kw for _, kw in shown] == [{"height": 600}, {"height": 500}]
     for html, _ in shown:
