@@ -254,13 +254,13 @@ def bench_env(
         future.result()
     reader = load_schema(latest_schema_path(base.schemas_dir))
     registry = SchemaRegistry(base.schema_registry_url)
-    schema_id = registry.register(f"{settings.kafka_topic}-value", reader)
+    schema_id = registry.register(settings.case_subject, reader)
     try:
         yield settings, schema_id, dsn
     finally:
         for future in admin.delete_topics([settings.kafka_topic]).values():
             future.result()
-        registry.delete(f"{settings.kafka_topic}-value")
+        registry.delete(settings.case_subject)
         if not database:
             with psycopg.connect(owner_dsn, autocommit=True) as conn:
                 # Gold's mirror of a warehouse in schema X lives in X_gold (migration 0013).

@@ -245,6 +245,11 @@ class Settings(BaseSettings):
         return self.spark_jars_dir or self.state_dir / "jars" / "spark"
 
     @property
+    def case_subject(self) -> str:
+        """Return the registry subject of the case topic's values (TopicNameStrategy)."""
+        return f"{self.kafka_topic}-value"
+
+    @property
     def lake_root(self) -> str:
         """Return the root of the Delta tables (a local folder or an object-store URL)."""
         return self.lake_path or str(self.state_dir / "lake")

@@ -130,6 +130,28 @@ class SchemaRegistry:
                 )
         return self._cache[schema_id]
 
+    def subject_schemas(self, subject: str) -> dict[int, str]:
+        """Return {id: schema text} of every version registered under a subject (none when the
+        subject does not exist), cached like the ids looked up one by one."""
+        response = self._call("GET", f"/subjects/{subject}/versions")
+        if response.status_code == 404:
+            return {}
+        if not response.ok:
+            raise RegistryError(f"schema registry answered {response.status_code} for {subject}")
+        found = {}
+        for version in response.json():
+            answer = self._call("GET", f"/subjects/{subject}/versions/{version}")
+            if answer.status_code == 404:
+                continue  # deleted since the listing
+            if not answer.ok:
+                raise RegistryError(
+                    f"schema registry answered {answer.status_code} for {subject} version {version}"
+                )
+            body = answer.json()
+            found[int(body["id"])] = body["schema"]
+        self._cache.update(found)
+        return found
+
     def known(self) -> dict[int, str]:
         """Return {id: schema text} of the ids looked up so far that the registry knows."""
         # list() copies in one step: the stream's two queries share this cache across threads.

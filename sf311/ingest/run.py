@@ -59,12 +59,12 @@ class IngestCounts:
 
 
 def case_encoder(settings: Settings) -> CaseEncoder:
-    """Return an encoder for the newest case schema, registered under `<topic>-value`."""
+    """Return an encoder for the newest case schema, registered under the case subject."""
     schema = load_schema(latest_schema_path(settings.schemas_dir))
     registry = SchemaRegistry(
         settings.schema_registry_url, timeout=settings.connect_timeout_seconds
     )
-    return CaseEncoder(schema, registry.register(f"{settings.kafka_topic}-value", schema))
+    return CaseEncoder(schema, registry.register(settings.case_subject, schema))
 
 
 def _open_producer(

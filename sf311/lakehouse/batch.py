@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +22,8 @@ from sf311.settings import Settings
 from sf311.warehouse.cases import CASE_COLUMNS
 from sf311.warehouse.offsets import OffsetRange, loaded_offsets
 from sf311.warehouse.retry import retrying, with_retries
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,15 @@ class BatchDecoder:
         decoded = decode.decode(decode.frame(messages), writers, self.reader_schema)
         raw = bronze.bronze_rows(decoded, batch_id, started)
         return silver.validate(raw, as_of=started, rules=self.rules)
+
+    def learn(self, subject: str) -> None:
+        """Fetch the writer schemas of the subject's versions, so that a batch of those decodes
+        once, where collect() would decode it again to learn its ids; while the registry is
+        unreachable that is left to collect(), which waits it out."""
+        try:
+            self.registry.subject_schemas(subject)
+        except RegistryError as err:
+            log.warning("writer schemas of %s not fetched up front (%s)", subject, err)
 
     def collect(
         self,

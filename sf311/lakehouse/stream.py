@@ -172,6 +172,7 @@ def start_stream(
         reader_schema(settings.schemas_dir),
         retry_seconds=settings.stream_registry_retry_seconds,
     )
+    decoder.learn(settings.case_subject)
     warehouse_trigger = trigger_options(settings.stream_trigger, once)
     once = once or "availableNow" in warehouse_trigger
     extra = [sink(spark, settings) for sink in extra_sinks]

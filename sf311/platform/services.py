@@ -473,22 +473,19 @@ class Registry(Service):
     def after_start(self) -> None:
         # The case subject checks every version from the first one an ingest registers.
         try:
-            SchemaRegistry(self.settings.schema_registry_url).set_compatibility(self.case_subject)
+            SchemaRegistry(self.settings.schema_registry_url).set_compatibility(
+                self.settings.case_subject
+            )
         except RegistryError as err:
             raise StackError(f"registry: {err}") from err
-
-    @property
-    def case_subject(self) -> str:
-        """Return the registry subject of the case topic's values."""
-        return f"{self.settings.kafka_topic}-value"
 
     def describe(self) -> str:
         try:
             registry = SchemaRegistry(self.settings.schema_registry_url, timeout=2)
-            level = registry.compatibility(self.case_subject) or "not set"
+            level = registry.compatibility(self.settings.case_subject) or "not set"
         except RegistryError:
             level = "unknown"
-        return f"{super().describe()}, {self.case_subject} compatibility {level}"
+        return f"{super().describe()}, {self.settings.case_subject} compatibility {level}"
 
 
 class Mlflow(Service):

@@ -109,7 +109,7 @@ def test_messages_are_confluent_avro_under_the_registered_id(
     ingest_file(fresh, path, progress=False)
     ((key, value),) = read_topic(fresh.kafka_topic)
     schema_id = int.from_bytes(value[1:5], "big")
-    subject = f"{fresh.kafka_topic}-value"
+    subject = fresh.case_subject
     registered = requests.get(
         f"{settings.schema_registry_url}/subjects/{subject}/versions/latest", timeout=10
     ).json()

@@ -197,7 +197,7 @@ def drop_env(settings: Settings, stream: StreamEnv, schema: str, dsn: str | None
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
     for future in admin.delete_topics([stream.settings.kafka_topic]).values():
         future.result()
-    SchemaRegistry(settings.schema_registry_url).delete(f"{stream.settings.kafka_topic}-value")
+    SchemaRegistry(settings.schema_registry_url).delete(stream.settings.case_subject)
     with psycopg.connect(dsn or settings.postgres_dsn.get_secret_value(), autocommit=True) as c:
         # The gold mirror of a DSN scoped to `schema` lives beside it (sf311/warehouse/gold.py).
         c.execute(f"DROP SCHEMA IF EXISTS {schema}, {schema}_gold CASCADE")

@@ -22,9 +22,11 @@ from stream_support import SCHEMAS, T0, make_versions
 
 from sf311.contract import frame
 from sf311.contract.registry import IncompatibleSchema, SchemaRegistry
+from sf311.contract.schema import reader_schema
 from sf311.ingest.generate import write_cases
 from sf311.ingest.run import ingest_file
 from sf311.lakehouse import bronze, silver
+from sf311.lakehouse.batch import BatchDecoder
 from sf311.lakehouse.replay import replay
 from sf311.lakehouse.stream import run_stream
 from sf311.settings import Settings
@@ -75,7 +77,7 @@ def _postgres(stream_env) -> tuple[int, dict]:
 def test_v1_and_v2_messages_in_one_batch_land_once_and_replay_rebuilds_them(spark, stream_env):
     settings = stream_env.settings
     registry = SchemaRegistry(settings.schema_registry_url)
-    subject = f"{settings.kafka_topic}-value"
+    subject = settings.case_subject
     v2_id = registry.register(subject, V2)
     assert registry.compatibility(subject) == "FULL"
     assert v2_id != stream_env.schema_id
@@ -150,6 +152,19 @@ def test_the_registry_refuses_an_incompatible_v3_naming_the_field(
     )
     assert registry.latest(scratch_subject) == (2, V2)
     assert registry.register(scratch_subject, V2) == v2_id
+
+
+def test_a_decoder_learns_every_version_of_its_subject_before_the_first_batch(
+    settings: Settings, scratch_subject: str
+) -> None:
+    registry = SchemaRegistry(settings.schema_registry_url)
+    ids = [registry.register(scratch_subject, V1), registry.register(scratch_subject, V2)]
+    fresh = SchemaRegistry(settings.schema_registry_url)
+    decoder = BatchDecoder(fresh, reader_schema())
+    decoder.learn(f"{scratch_subject}.absent")
+    assert fresh.known() == {}
+    decoder.learn(scratch_subject)
+    assert {i: json.loads(s) for i, s in fresh.known().items()} == {ids[0]: V1, ids[1]: V2}
 
 
 def test_ingest_of_an_incompatible_schema_stops_before_producing(
