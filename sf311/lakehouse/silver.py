@@ -382,6 +382,7 @@ def merge_silver(
     app_id: str,
     batch_id: int,
     id_range: tuple[int, int] | None = None,
+    validated: DataFrame | None = None,
 ) -> str:
     """Upsert curated rows into silver.cases where the source is newer; return the action:
     append, merge, append+merge or empty.
@@ -390,7 +391,9 @@ def merge_silver(
     are merged (those above its highest id need no lookup). The append is idempotent through
     txnAppId/txnVersion and the MERGE through its newer-wins guard; a batch replayed after its
     append committed finds its new cases stored, so it merges them all.
-    id_range, the (min, max) service_request_id of rows, spares a Spark job when known."""
+    id_range, the (min, max) service_request_id of rows, spares a Spark job when known;
+    validated, the batch rows were curated from, lets the MERGE curate only the cases it merges:
+    curated_rows' window over the whole batch again took 7 of a 2M-case batch's 23 s of MERGE."""
     if not DeltaTable.isDeltaTable(spark, path):
         create_if_missing(spark, rows.schema, path, PROPERTIES)
         append_once(rows, path, app_id, batch_id, merge_schema=True)
@@ -415,9 +418,14 @@ def merge_silver(
         fresh = rows.join(held, "service_request_id", "left_anti")
         append_once(fresh, path, app_id, batch_id, merge_schema=True)
         actions.append("append")
+    if validated is None:
+        merged = rows.join(held, "service_request_id", "left_semi")
+    else:
+        ids = F.col("case.service_request_id") == held["service_request_id"]
+        merged = curated_rows(validated.join(held, ids, "left_semi"))
     low, high = pc.min_max(stored["service_request_id"]).values()
     table = DeltaTable.forPath(spark, path)
-    _merge(table, rows.join(held, "service_request_id", "left_semi"), (low.as_py(), high.as_py()))
+    _merge(table, merged, (low.as_py(), high.as_py()))
     return "+".join([*actions, "merge"])
 
 

@@ -167,8 +167,9 @@ class SilverSink(DeltaSink):
         # Not persisted here: MERGE materializes its source itself, once.
         rows = silver.curated_rows(batch.validated)
         action = silver.merge_silver(
-            self.spark, rows, self.path, batch.app_id, batch.batch_id, (f.id_min, f.id_max)
-        )
+            self.spark, rows, self.path, batch.app_id, batch.batch_id, (f.id_min, f.id_max),
+            batch.validated,
+        )  # fmt: skip
         if f.rows_deleted == 0:
             return action
         silver.mark_deleted(self.spark, self.path, silver.deletions(batch.validated))

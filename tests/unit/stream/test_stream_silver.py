@@ -179,6 +179,33 @@ def test_a_new_case_below_the_highest_id_is_appended_beside_the_merge(
     assert spark.read.format("delta").load(path).count() == 3
 
 
+def test_a_merge_given_the_validated_batch_curates_only_its_cases_with_the_same_result(
+    to_bronze, wire, spark, tmp_path
+):
+    def validated(*records):
+        return silver.validate(to_bronze([wire.frame(1, wire.v1, r) for r in records]), AS_OF)
+
+    first = validated(*[wire.case(i, updated_datetime=ts(5), status_notes="v5") for i in (1, 2, 5)])
+    # Two versions of case 1 in one batch (the newest wins), an older one of 2, a new case 3.
+    batch = validated(wire.case(1, updated_datetime=ts(7), status_notes="v7"),
+                      wire.case(1, updated_datetime=ts(6), status_notes="v6"),
+                      wire.case(2, updated_datetime=ts(4), status_notes="older"),
+                      wire.case(3, updated_datetime=ts(2), status_notes="new"))  # fmt: skip
+    tables = {}
+    for given in (False, True):
+        path = str(tmp_path / f"silver-{given}")
+        silver.merge_silver(spark, silver.curated_rows(first), path, "app", 0)
+        rows = silver.curated_rows(batch)
+        action = silver.merge_silver(
+            spark, rows, path, "app", 1, validated=batch if given else None
+        )
+        assert action == "append+merge"
+        tables[given] = spark.read.format("delta").load(path).orderBy("service_request_id")
+    expected = {1: (ts(7), "v7"), 2: (ts(5), "v5"), 3: (ts(2), "new"), 5: (ts(5), "v5")}
+    assert _silver_ids(spark, str(tmp_path / "silver-True")) == expected
+    assertDataFrameEqual(tables[True], tables[False])
+
+
 def test_a_version_at_the_same_instant_replaces_the_stored_one_only_when_it_differs(
     messages, wire, spark, tmp_path
 ):
