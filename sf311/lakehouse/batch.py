@@ -51,6 +51,9 @@ class Batch:
     decode_seconds: float
     # The rows Postgres still lacks, collected to the driver; None when no sink needs them.
     rows: WarehouseRows | None = None
+    # When the batch was collected: (kafka_partition, kafka_offset) of its valid versions that
+    # a newer one of the same case in it replaces (superseded), which silver drops.
+    superseded: pa.Table | None = None
 
     @property
     def app_id(self) -> str:
@@ -182,17 +185,36 @@ def warehouse_rows(table: pa.Table) -> WarehouseRows:
     """Return the figures, the newest valid version of each case and the offsets of a batch
     collected to Arrow (columns reason, kafka_timestamp, kafka_partition, kafka_offset and the
     warehouse's columns)."""
-    valid = table.filter(pc.is_null(table["reason"]))
-    # An id's versions share a Kafka partition, so the offset breaks ties in arrival order.
-    valid = valid.sort_by(
-        [("service_request_id", "ascending"), ("updated_datetime", "descending"),
-         ("kafka_offset", "descending")]
+    ranked, newest = _ranked(table)
+    # One copy of the wide rows, by index: filtering and sorting them copied them three times.
+    return WarehouseRows(
+        arrow_figures(table), table.take(ranked.filter(newest)), offset_ranges(table),
+        deletions(table),
     )  # fmt: skip
-    ids = valid["service_request_id"].to_numpy()
+
+
+def _ranked(table: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """Return the indices of a collected batch's valid rows, each case's versions newest first
+    (curated_rows' rule), and the mask of each case's newest version over them."""
+    # One array: pyarrow 25 crashes on indices_nonzero of an empty chunked array.
+    valid = pc.indices_nonzero(pc.is_null(table["reason"]).combine_chunks())
+    keys = table.select(["service_request_id", "updated_datetime", "kafka_offset"]).take(valid)
+    # An id's versions share a Kafka partition, so the offset breaks ties in arrival order.
+    order = pc.sort_indices(
+        keys, [("service_request_id", "ascending"), ("updated_datetime", "descending"),
+               ("kafka_offset", "descending")]
+    )  # fmt: skip
+    ids = keys["service_request_id"].take(order).to_numpy()
     first = np.ones(len(ids), dtype=bool)
     first[1:] = ids[1:] != ids[:-1]
-    newest = valid.filter(pa.array(first))
-    return WarehouseRows(arrow_figures(table), newest, offset_ranges(table), deletions(table))
+    return valid.take(order), pa.array(first)
+
+
+def superseded(table: pa.Table) -> pa.Table:
+    """Return (kafka_partition, kafka_offset) of the valid versions of a collected batch that a
+    newer version of the same case in it replaces."""
+    ranked, newest = _ranked(table)
+    return table.select(["kafka_partition", "kafka_offset"]).take(ranked.filter(pc.invert(newest)))
 
 
 def deletions(table: pa.Table) -> list[tuple[int, datetime]]:

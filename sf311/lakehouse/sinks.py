@@ -165,7 +165,7 @@ class SilverSink(DeltaSink):
         return the action (append, merge, ..., with +delete after a marking)."""
         f = batch.figures
         # Not persisted here: MERGE materializes its source itself, once.
-        rows = silver.curated_rows(batch.validated)
+        rows = silver.curated_rows(batch.validated, batch.superseded)
         action = silver.merge_silver(
             self.spark, rows, self.path, batch.app_id, batch.batch_id, (f.id_min, f.id_max),
             batch.validated,

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
@@ -22,6 +23,7 @@ from sf311.lakehouse.batch import (
     not_loaded,
     read_loaded_offsets,
     spark_figures,
+    superseded,
     warehouse_rows,
 )
 from sf311.lakehouse.checkpoints import LAKE_QUERY, WAREHOUSE_QUERY
@@ -62,8 +64,9 @@ class PhaseClock:
             sc.removeJobTag(tag)
 
 
-# A lake batch's decode result: cached rows, figures, and the rows for Postgres if collected.
-_Decoded = tuple[DataFrame, BatchFigures, WarehouseRows | None]
+# A lake batch's decode result: cached rows, figures, and if collected the rows for Postgres
+# and the superseded versions.
+_Decoded = tuple[DataFrame, BatchFigures, WarehouseRows | None, pa.Table | None]
 
 
 class QueryWriter:
@@ -159,22 +162,22 @@ class LakeWriter(QueryWriter):
             cached.append(validated)
             if loaded is None:
                 figures, unknown = spark_figures(validated)
-                return (validated, figures, None), unknown
+                return (validated, figures, None, None), unknown
             table, unknown = collect_warehouse(validated, loaded)
             rows = warehouse_rows(table.filter(table["to_load"]))
-            return (validated, arrow_figures(table), rows), unknown
+            return (validated, arrow_figures(table), rows, superseded(table)), unknown
 
         pending: list[Future] = []
         outcomes: dict[str, str | None] = {}
         try:
             with phase("decode"):
-                validated, figures, rows = self.decoder.collect(
+                validated, figures, rows, replaced = self.decoder.collect(
                     messages, batch_id, started, persisted
                 )
             if figures.rows_in == 0:
                 return
             batch = Batch(self.query_name, self.query_id(), batch_id, started, validated,
-                          figures, phase.seconds["decode"], rows)  # fmt: skip
+                          figures, phase.seconds["decode"], rows, replaced)  # fmt: skip
             if self.loader is not None:
                 takers = [k for k in self.driver_sinks if k.takes(batch)]
                 pending = [self.loader.submit(k.write, batch) for k in takers]

@@ -10,6 +10,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from sf311.contract.schema import reader_schema
 from sf311.lakehouse import bronze, decode, silver
+from sf311.lakehouse.batch import collect_warehouse, superseded
 
 AS_OF = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -74,7 +75,10 @@ def test_quarantine_keeps_raw_bytes_and_the_valid_rows_still_curate(to_bronze, w
     assert [r.service_request_id for r in curated] == [1, 7]
 
 
-def test_curated_rows_keep_the_newest_version_and_derive_resolution_hours(to_bronze, wire, spark):
+@pytest.mark.parametrize("collected", [False, True], ids=["window", "superseded-by-driver"])
+def test_curated_rows_keep_the_newest_version_and_derive_resolution_hours(
+    to_bronze, wire, spark, collected
+):
     v1 = wire.v1
     values = [
         wire.frame(1, v1, wire.case(1, updated_datetime=ts(2))),
@@ -86,7 +90,12 @@ def test_curated_rows_keep_the_newest_version_and_derive_resolution_hours(to_bro
         wire.frame(1, v1, wire.case(3, updated_datetime=None, requested_datetime=ts(1),
                                     closed_date=ts(1, 12))),
     ]  # fmt: skip
-    curated = silver.curated_rows(silver.validate(to_bronze(values), AS_OF))
+    validated = silver.validate(to_bronze(values), AS_OF)
+    replaced = None
+    if collected:
+        replaced = superseded(collect_warehouse(validated)[0])
+        assert replaced.num_rows == 3  # two older versions of case 1, the first of case 2
+    curated = silver.curated_rows(validated, replaced)
     got = curated.select(
         "service_request_id", "updated_datetime", "status_notes", "resolution_hours", "kafka_offset"
     )
