@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
@@ -164,7 +165,9 @@ class LakeWriter(QueryWriter):
                 figures, unknown = spark_figures(validated)
                 return (validated, figures, None, None), unknown
             table, unknown = collect_warehouse(validated, loaded)
-            rows = warehouse_rows(table.filter(table["to_load"]))
+            to_load = table["to_load"]
+            # A filter copies every row, even when it keeps them all (a backfill's batches).
+            rows = warehouse_rows(table if pc.all(to_load).as_py() else table.filter(to_load))
             return (validated, arrow_figures(table), rows, superseded(table)), unknown
 
         pending: list[Future] = []
