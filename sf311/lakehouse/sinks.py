@@ -346,8 +346,7 @@ class WarehouseSink(BatchSink):
             query_id=batch.query_id,
             batch_id=batch.batch_id,
             figures=f,
-            csv_chunks=csv_chunks(rows.newest),
-            rows_curated=rows.newest.num_rows,
+            rows=rows.newest,
             started_at=batch.started,
             topic=self.settings.kafka_topic,
             offsets=rows.offsets,
@@ -365,14 +364,14 @@ class WarehouseSink(BatchSink):
         record_phases(dsn, batch.query_id, batch.batch_id, seconds, finished)
         log.info(
             "warehouse batch %d: %d in, %d valid, %d curated, %s rows upserted",
-            batch.batch_id, f.rows_in, f.rows_valid, load.rows_curated,
+            batch.batch_id, f.rows_in, f.rows_valid, load.rows.num_rows,
             "replayed: 0" if changed is None else changed,
             extra={
                 "query": batch.query_name,
                 "batch_id": batch.batch_id,
                 "rows_in": f.rows_in,
                 "rows_valid": f.rows_valid,
-                "rows_curated": load.rows_curated,
+                "rows_curated": load.rows.num_rows,
                 "rows_upserted": changed,
                 "phase_seconds": seconds,
                 "max_lag_seconds": round((finished - f.ts_min).total_seconds(), 3),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pyarrow as pa
 from psycopg.types.json import Jsonb
 
 from sf311.lakehouse.figures import BatchFigures
@@ -24,13 +25,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BatchLoad:
-    """One micro-batch for the warehouse: its figures and curated rows as CSV text."""
+    """One micro-batch for the warehouse: its figures and curated rows (CASE_COLUMNS)."""
 
     query_id: str
     batch_id: int
     figures: BatchFigures
-    csv_chunks: Sequence[bytes]
-    rows_curated: int
+    rows: pa.Table
     started_at: datetime
     # The batch's messages per partition of `topic`, loaded or rejected: see advance_offsets.
     topic: str = ""
@@ -53,7 +53,7 @@ def load_batch(conn: psycopg.Connection, batch: BatchLoad) -> int | None:
         ).fetchone()
         if seen:
             return None
-        changed = upsert_newer(conn, batch.csv_chunks) + mark_deleted(conn, batch.deleted)
+        changed = upsert_newer(conn, batch.rows) + mark_deleted(conn, batch.deleted)
         advance_offsets(conn, batch.topic, batch.offsets, batch.own_checkpoint)
         conn.execute(
             "INSERT INTO stream_batches (query_id, batch_id, rows_in, rows_valid,"
@@ -72,7 +72,7 @@ def load_batch(conn: psycopg.Connection, batch: BatchLoad) -> int | None:
                 "rows_in": f.rows_in,
                 "rows_valid": f.rows_valid,
                 "rows_quarantined": f.rows_quarantined,
-                "rows_curated": batch.rows_curated,
+                "rows_curated": batch.rows.num_rows,
                 "changed": changed,
                 "ts_min": f.ts_min,
                 "ts_max": f.ts_max,

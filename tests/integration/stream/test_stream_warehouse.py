@@ -6,10 +6,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+import pyarrow as pa
 import pytest
 
 from sf311.lakehouse.figures import BatchFigures
-from sf311.warehouse.cases import CASE_COLUMNS, csv_chunks
+from sf311.warehouse.cases import CASE_COLUMNS
 from sf311.warehouse.indexes import defer_indexes, restore_indexes
 from sf311.warehouse.ledgers import (
     BatchLoad,
@@ -140,12 +141,9 @@ def test_overdue_history_records_todays_statuses_per_category_and_replaces_them(
         }
 
 
-def _batch(chunks: list[str], batch_id: int, query_id: str = "q") -> BatchLoad:
+def _batch(rows: pa.Table, batch_id: int, query_id: str = "q") -> BatchLoad:
     figures = BatchFigures(rows_in=3, rows_valid=2, ts_min=T, ts_max=T, ts_p05=T, ts_p50=T)
-    return BatchLoad(
-        query_id=query_id, batch_id=batch_id, figures=figures, csv_chunks=chunks,
-        rows_curated=2, started_at=T,
-    )  # fmt: skip
+    return BatchLoad(query_id=query_id, batch_id=batch_id, figures=figures, rows=rows, started_at=T)
 
 
 def _spark_type(column: str) -> str:
@@ -162,14 +160,14 @@ def _spark_type(column: str) -> str:
     return "string"
 
 
-def _csv_chunks(spark, rows) -> list[bytes]:
-    """Return the rows as the CSV text the warehouse query hands to COPY."""
+def _arrow(spark, rows) -> pa.Table:
+    """Return the rows as the Arrow table the warehouse query hands to load_batch."""
     schema = ", ".join(f"{c} {_spark_type(c)}" for c in CASE_COLUMNS)
     # Every curated row has a flags array, empty when nothing is wrong.
     values = [tuple(r.get(c, [] if c == "quality_flags" else None) for c in CASE_COLUMNS)
               for r in rows]  # fmt: skip
     df = spark.createDataFrame(values, schema)
-    return csv_chunks(df.toArrow())
+    return df.toArrow()
 
 
 def _indexes(conn: psycopg.Connection) -> dict[str, str]:
@@ -226,7 +224,7 @@ def test_csv_round_trips_nulls_empties_quotes_newlines_and_instants(schema_dsn, 
         # The CSV holds UTC wall-clock times: they must load as the same instants whatever
         # the session's zone.
         conn.execute("SET TIME ZONE 'America/Los_Angeles'")
-        assert load_batch(conn, _batch(_csv_chunks(spark, rows), 0)) == 2
+        assert load_batch(conn, _batch(_arrow(spark, rows), 0)) == 2
         got = conn.execute(
             "SELECT status_notes, address, lat, supervisor_district, resolution_hours, "
             "requested_datetime, closed_date, quality_flags, closure_kind FROM cases"
@@ -239,17 +237,17 @@ def test_csv_round_trips_nulls_empties_quotes_newlines_and_instants(schema_dsn, 
 
 
 def test_upsert_keeps_newer_rows_and_a_replayed_batch_changes_nothing(schema_dsn, spark):
-    def chunks(*versions):
-        rows = [
+    def versions(*rows):
+        cases = [
             {"service_request_id": sid, "requested_datetime": T, "updated_datetime": upd,
              "kafka_timestamp": T, "batch_id": b, "status_notes": note}
-            for sid, upd, note, b in versions
+            for sid, upd, note, b in rows
         ]  # fmt: skip
-        return _csv_chunks(spark, rows)
+        return _arrow(spark, cases)
 
     later = T.replace(hour=15)
-    first = chunks((1, later, "new", 0), (2, T, "old", 0))
-    second = chunks((1, T, "stale", 1), (2, later, "newer", 1), (3, T, "third", 1))
+    first = versions((1, later, "new", 0), (2, T, "old", 0))
+    second = versions((1, T, "stale", 1), (2, later, "newer", 1), (3, T, "third", 1))
     with psycopg.connect(schema_dsn) as conn:
         assert load_batch(conn, _batch(first, 0)) == 2
         assert load_batch(conn, _batch(second, 1)) == 2
@@ -319,12 +317,13 @@ def test_offsets_move_on_only_past_messages_somebody_loaded(schema_dsn):
 def test_a_batch_moves_its_offsets_in_its_own_transaction(schema_dsn, spark):
     rows = [{"service_request_id": 1, "requested_datetime": T, "updated_datetime": T,
              "kafka_timestamp": T, "batch_id": 0}]  # fmt: skip
-    batch = replace(
-        _batch(_csv_chunks(spark, rows), 0), topic="cases", offsets=[OffsetRange(0, 0, 2)]
-    )
+    batch = replace(_batch(_arrow(spark, rows), 0), topic="cases", offsets=[OffsetRange(0, 0, 2)])
     with psycopg.connect(schema_dsn) as conn:
-        broken = replace(batch, csv_chunks=[b'"not a number"\n'])
-        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+        # A case without its required instant: the batch fails whole.
+        i = batch.rows.schema.get_field_index("requested_datetime")
+        unset = pa.nulls(1, batch.rows.schema.field(i).type)
+        broken = replace(batch, rows=batch.rows.set_column(i, "requested_datetime", unset))
+        with pytest.raises(psycopg.errors.NotNullViolation):
             load_batch(conn, broken)
         assert loaded_offsets(conn, "cases") == {}
         assert load_batch(conn, batch) == 1
