@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import psycopg
+import pyarrow as pa
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -35,7 +36,7 @@ from sf311.lakehouse.gold_tables import (
 )
 from sf311.lakehouse.tables import compact
 from sf311.settings import Settings
-from sf311.warehouse.cases import CASE_COLUMNS, csv_chunks, replace_cases, vacuum_cases
+from sf311.warehouse.cases import CASE_COLUMNS, replace_cases, vacuum_cases
 from sf311.warehouse.gold import SLA_TARGETS, Change, mirror, read_progress
 from sf311.warehouse.indexes import defer_indexes, restore_indexes
 from sf311.warehouse.ledgers import BatchLoad, load_batch, record_phases
@@ -319,12 +320,12 @@ class GoldSink(Sink):
         return counts
 
 
-def csv_slices(curated: DataFrame, rows: int) -> Iterator[bytes]:
-    """Yield the CSV chunks of the curated (persisted) rows, one slice of ids at a time."""
+def arrow_slices(curated: DataFrame, rows: int) -> Iterator[pa.Table]:
+    """Yield the curated (persisted) rows as Arrow tables, one slice of ids at a time."""
     slices = max(1, -(-rows // SLICE_ROWS))
     for n in range(slices):
         part = curated.where(F.pmod(F.col("service_request_id"), F.lit(slices)) == n)
-        yield from csv_chunks(part.select(*CASE_COLUMNS).toArrow())
+        yield part.select(*CASE_COLUMNS).toArrow()
 
 
 class WarehouseSink(BatchSink):
@@ -419,7 +420,7 @@ class WarehouseSink(BatchSink):
         gone = [(i, utc(us)) for i, us in marked.collect()]
         with psycopg.connect(self.settings.postgres_dsn.get_secret_value()) as conn:
             changed, deleted, total = replace_cases(
-                conn, csv_slices(rebuild.curated, rebuild.cases), rebuild.ends, gone
+                conn, arrow_slices(rebuild.curated, rebuild.cases), rebuild.ends, gone
             )
         return {"postgres_changed": changed, "postgres_deleted": deleted, "postgres_rows": total}
 

@@ -1,4 +1,4 @@
-"""Table `cases`: its columns, the CSV text COPY loads, and the one guarded upsert into it."""
+"""Table `cases`: its columns, their COPY, and the one guarded upsert into it."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from datetime import datetime
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
 from psycopg import sql
 
 from sf311.contract.schema import CASE_FIELDS
+from sf311.warehouse.copy import copy_arrow
 from sf311.warehouse.offsets import reset_offsets
 
-# Column order of the CSV text a batch hands over: migrations 0001 and 0009 minus loaded_at and
+# The columns a batch hands over: migrations 0001 and 0009 minus loaded_at and
 # deleted_at (set by reconciliation and by the tombstones it sends: mark_deleted).
 DERIVED_COLUMNS = [
     "resolution_hours",
@@ -24,10 +24,6 @@ DERIVED_COLUMNS = [
     "closure_kind",
 ]
 CASE_COLUMNS = [*CASE_FIELDS, *DERIVED_COLUMNS]
-
-# Every value quoted and NULL as an empty unquoted field: Postgres CSV then tells NULL from ''.
-CSV_WRITE = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
-CSV_CHUNK_ROWS = 50_000
 
 # The stream's guard: a version replaces the stored one if it is newer or, at the same
 # updated_datetime, was sent later and differs (the source changed it silently).
@@ -46,42 +42,10 @@ CHANGED = sql.SQL(" OR ").join(
 )
 
 
-def csv_chunks(table: pa.Table) -> list[bytes]:
-    """Return the CASE_COLUMNS of an Arrow table as Postgres CSV text in chunks for COPY;
-    instants are written as UTC wall-clock times, which copy_cases reads in UTC."""
-    cols = []
-    for name in CASE_COLUMNS:
-        col = table[name]
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            # Postgres text cannot hold NUL characters.
-            col = pc.replace_substring(col, "\u0000", "")
-        elif pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
-            # pyarrow's CSV writer takes no lists: a Postgres array literal {a,b} instead (flag
-            # names hold no comma, brace, quote or space).
-            joined = pc.fill_null(pc.binary_join(col, ","), "")
-            col = pc.binary_join_element_wise("{", joined, "}", "")
-        elif pa.types.is_timestamp(col.type) and col.type.tz is not None:
-            # Arrow formats zoned timestamps through the time-zone database, far slower.
-            col = col.cast(pa.timestamp(col.type.unit))
-        cols.append(col)
-    out = []
-    for batch in pa.table(cols, names=CASE_COLUMNS).to_batches(max_chunksize=CSV_CHUNK_ROWS):
-        sink = pa.BufferOutputStream()
-        pa_csv.write_csv(batch, sink, CSV_WRITE)
-        out.append(sink.getvalue().to_pybytes())
-    return out
-
-
-def copy_cases(cur: psycopg.Cursor, table: str, chunks: Iterable[bytes]) -> None:
-    """COPY csv_chunks text into a table shaped like `cases`, inside the caller's transaction."""
-    # csv_chunks writes instants without a zone: read them as UTC whatever the session's zone.
-    cur.execute("SET LOCAL TIME ZONE 'UTC'")
-    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, CASE_COLUMNS))
-    )
-    with cur.copy(copy_sql) as copy:
-        for chunk in chunks:
-            copy.write(chunk)
+def copy_cases(cur: psycopg.Cursor, table: str, parts: Iterable[pa.Table]) -> None:
+    """COPY the CASE_COLUMNS of parts (Arrow tables) into a table shaped like `cases`, inside the
+    caller's transaction."""
+    copy_arrow(cur, sql.Identifier(table), CASE_COLUMNS, parts)
 
 
 def upsert_sql(source: str, guard: sql.Composable) -> sql.Composed:
@@ -137,11 +101,11 @@ def upsert_newer(conn: psycopg.Connection, rows: pa.Table) -> int:
     new = rows if top is None else rows.filter(pc.greater(ids, top))
     with conn.cursor() as cur:
         if new.num_rows:
-            copy_cases(cur, "cases", csv_chunks(new))
+            copy_cases(cur, "cases", [new])
         if new.num_rows == rows.num_rows:
             return new.num_rows
         conn.execute("CREATE TEMP TABLE cases_stage (LIKE cases INCLUDING DEFAULTS) ON COMMIT DROP")
-        copy_cases(cur, "cases_stage", csv_chunks(rows.filter(pc.less_equal(ids, top))))
+        copy_cases(cur, "cases_stage", [rows.filter(pc.less_equal(ids, top))])
         cur.execute(upsert_sql("cases_stage", NEWER))
         return new.num_rows + cur.rowcount
 
@@ -156,7 +120,7 @@ def vacuum_cases(conn: psycopg.Connection) -> None:
 
 def replace_cases(
     conn: psycopg.Connection,
-    chunks: Iterable[bytes],
+    parts: Iterable[pa.Table],
     offsets: Iterable[tuple[str, int, int]],
     marks: Sequence[tuple[int, datetime]] = (),
 ) -> tuple[int, int, int]:
@@ -170,7 +134,7 @@ def replace_cases(
             "CREATE TEMP TABLE cases_replay (LIKE cases INCLUDING DEFAULTS) ON COMMIT DROP"
         )
         with conn.cursor() as cur:
-            copy_cases(cur, "cases_replay", chunks)
+            copy_cases(cur, "cases_replay", parts)
             cur.execute("ALTER TABLE cases_replay ADD PRIMARY KEY (service_request_id)")
             cur.execute(
                 "DELETE FROM cases WHERE NOT EXISTS (SELECT 1 FROM cases_replay r"

@@ -9,16 +9,15 @@ from datetime import datetime
 
 import psycopg
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 from psycopg import sql
+
+from sf311.warehouse.copy import copy_arrow
 
 # Where migration 0013 puts the gold tables: `gold` beside the warehouse's public schema, or
 # <schema>_gold beside the schema a DSN's search_path scopes to (a test's own schema).
 SCHEMA_SQL = (
     "SELECT CASE WHEN current_schema() = 'public' THEN 'gold' ELSE current_schema() || '_gold' END"
 )
-
-CSV_WRITE = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
 
 
 @dataclass(frozen=True)
@@ -98,18 +97,6 @@ def read_progress(conn: psycopg.Connection) -> Progress | None:
     return None if row is None else Progress(*row)
 
 
-def _copy(cur: psycopg.Cursor, table: sql.Identifier, columns: tuple[str, ...],
-          rows: pa.Table) -> None:  # fmt: skip
-    cur.execute("SET LOCAL TIME ZONE 'UTC'")
-    stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        table, sql.SQL(", ").join(map(sql.Identifier, columns))
-    )
-    out = pa.BufferOutputStream()
-    pa_csv.write_csv(rows.select(list(columns)), out, CSV_WRITE)
-    with cur.copy(stmt) as copy:
-        copy.write(out.getvalue().to_pybytes())
-
-
 def _empty(cur: psycopg.Cursor, table: sql.Identifier) -> bool:
     # Other writers wait until commit, readers do not: the table stays empty until the copy.
     cur.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table))
@@ -157,10 +144,10 @@ def replace_slices(cur: psycopg.Cursor, schema: str, change: Change) -> tuple[in
     target = sql.Identifier(schema, t.name)
     if change.slices is None and _empty(cur, target):
         # A first build or a replay into a new warehouse: nothing to compare, copied straight in.
-        _copy(cur, target, t.columns, change.rows)
+        copy_arrow(cur, target, t.columns, [change.rows])
         return change.rows.num_rows, 0
     cur.execute(sql.SQL("CREATE TEMP TABLE gold_new (LIKE {}) ON COMMIT DROP").format(target))
-    _copy(cur, sql.Identifier("gold_new"), t.columns, change.rows)
+    copy_arrow(cur, sql.Identifier("gold_new"), t.columns, [change.rows])
     gone = sql.SQL("NOT EXISTS (SELECT 1 FROM gold_new n WHERE {})").format(_same("n", "g", t.keys))
     if change.slices is None:
         cur.execute(sql.SQL("DELETE FROM {} g WHERE {}").format(target, gone))
@@ -170,7 +157,7 @@ def replace_slices(cur: psycopg.Cursor, schema: str, change: Change) -> tuple[in
                 sql.SQL(", ").join(map(sql.Identifier, t.slice_cols)), target
             )
         )
-        _copy(cur, sql.Identifier("gold_slices"), t.slice_cols, change.slices)
+        copy_arrow(cur, sql.Identifier("gold_slices"), t.slice_cols, [change.slices])
         cur.execute(
             sql.SQL("DELETE FROM {} g WHERE EXISTS (SELECT 1 FROM gold_slices s WHERE {}) AND {}")
             .format(target, _in_slice(t), gone)
