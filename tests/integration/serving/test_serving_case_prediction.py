@@ -116,6 +116,10 @@ def test_a_prediction_follows_its_case_and_never_outlives_it(warehouse) -> None:
         # The keeper scoring a case that closed meanwhile writes nothing for it.
         assert store.upsert_predictions(conn, [(4, "v2", start, start, start)], SCORED) == 0
         assert conn.execute(copies + " WHERE service_request_id = 4").fetchone() is None
+        # The highest id stored (8) is deleted like any other; ids above it hold nothing.
+        assert store.delete_predictions(conn, [10**12, 8, 9]) == 1
+        assert store.delete_predictions(conn, [8]) == 0
+        assert conn.execute(copies + " WHERE service_request_id = 8").fetchone() is None
         conn.rollback()
 
 
