@@ -38,6 +38,9 @@ def arrow_schema(cur: psycopg.Cursor, table: sql.Composable, columns: Sequence[s
             [table.as_string(cur)],
         ).fetchall()
     )
+    unknown = {c: found.get(c, "absent") for c in columns if found.get(c) not in ARROW_TYPES}
+    if unknown:
+        raise TypeError(f"COPY into {table.as_string(cur)}: no Arrow type for {unknown}")
     return pa.schema([(c, ARROW_TYPES[found[c]]) for c in columns])
 
 

@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pyarrow as pa
 import pytest
+from psycopg import sql
 
 from sf311.lakehouse.figures import BatchFigures
 from sf311.warehouse.cases import CASE_COLUMNS
+from sf311.warehouse.copy import copy_arrow
 from sf311.warehouse.indexes import defer_indexes, restore_indexes
 from sf311.warehouse.ledgers import (
     BatchLoad,
@@ -210,7 +212,7 @@ def test_an_empty_cases_defers_its_secondary_indexes_until_restored(schema_dsn):
         assert _indexes(conn) == before
 
 
-def test_csv_round_trips_nulls_empties_quotes_newlines_and_instants(schema_dsn, spark):
+def test_copy_round_trips_nulls_empties_quotes_newlines_and_instants(schema_dsn, spark):
     nasty = 'say "hi",\nthen\\leave; \u00e9\u00e8 \t end'
     rows = [
         {"service_request_id": 1, "requested_datetime": T, "updated_datetime": T,
@@ -221,8 +223,7 @@ def test_csv_round_trips_nulls_empties_quotes_newlines_and_instants(schema_dsn, 
          "kafka_timestamp": T, "batch_id": 0, "status_notes": "nul\u0000byte"},
     ]  # fmt: skip
     with psycopg.connect(schema_dsn) as conn:
-        # The CSV holds UTC wall-clock times: they must load as the same instants whatever
-        # the session's zone.
+        # Instants must load as the same instants whatever the session's zone.
         conn.execute("SET TIME ZONE 'America/Los_Angeles'")
         assert load_batch(conn, _batch(_arrow(spark, rows), 0)) == 2
         got = conn.execute(
@@ -234,6 +235,19 @@ def test_csv_round_trips_nulls_empties_quotes_newlines_and_instants(schema_dsn, 
     assert got[0] == (nasty, "", 37.123456789012, 3, 1e-7, T, None, flags, "resolved")
     assert got[1][:2] == ("nulbyte", None)
     assert got[1][7:] == ([], None)
+
+
+def test_copy_casts_rows_to_their_columns_types_and_names_a_type_it_lacks(schema_dsn):
+    rows = pa.table({"n": pa.array([1, None], pa.int64()), "tag": ["a\u0000b", None]})
+    with psycopg.connect(schema_dsn) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE t (n integer, tag text, amount numeric)")
+        # 64-bit integers into a 32-bit column: binary COPY takes only the column's width.
+        copy_arrow(cur, sql.Identifier("t"), ["n", "tag"], [rows])
+        got = cur.execute("SELECT n, tag FROM t ORDER BY n").fetchall()
+        assert got == [(1, "ab"), (None, None)]
+        amounts = pa.table({"n": [2], "amount": [1.5]})
+        with pytest.raises(TypeError, match="'amount': 'numeric'"):
+            copy_arrow(cur, sql.Identifier("t"), ["n", "amount"], [amounts])
 
 
 def test_upsert_keeps_newer_rows_and_a_replayed_batch_changes_nothing(schema_dsn, spark):
