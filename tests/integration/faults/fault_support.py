@@ -138,7 +138,9 @@ def held_loads(env: StreamEnv) -> int:
     with env.pg() as conn:
         return conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            " AND query LIKE 'INSERT INTO cases%%' AND xact_start IS NOT NULL"
+            # The guarded upsert, or the copy of cases above the highest stored id.
+            " AND (query LIKE 'INSERT INTO cases%%' OR query LIKE 'COPY \"cases\" %%')"
+            " AND xact_start IS NOT NULL"
         ).fetchone()[0]
 
 
