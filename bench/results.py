@@ -115,7 +115,7 @@ def _rss_mb(entry: Path) -> float:
     """Return a process's resident set size in MB (0 when it has ended)."""
     try:
         return int((entry / "statm").read_text().split()[1]) * PAGE_BYTES / 2**20
-    except OSError:
+    except (OSError, IndexError):  # IndexError: an exiting process's statm reads empty
         return 0.0
 
 
