@@ -12,6 +12,7 @@ import pyarrow as pa
 from psycopg import sql
 
 from sf311.warehouse.copy import copy_arrow
+from sf311.warehouse.indexes import rebuilt_after
 
 # Where migration 0013 puts the gold tables: `gold` beside the warehouse's public schema, or
 # <schema>_gold beside the schema a DSN's search_path scopes to (a test's own schema).
@@ -144,7 +145,8 @@ def replace_slices(cur: psycopg.Cursor, schema: str, change: Change) -> tuple[in
     target = sql.Identifier(schema, t.name)
     if change.slices is None and _empty(cur, target):
         # A first build or a replay into a new warehouse: nothing to compare, copied straight in.
-        copy_arrow(cur, target, t.columns, [change.rows])
+        with rebuilt_after(cur, target):
+            copy_arrow(cur, target, t.columns, [change.rows])
         return change.rows.num_rows, 0
     cur.execute(sql.SQL("CREATE TEMP TABLE gold_new (LIKE {}) ON COMMIT DROP").format(target))
     copy_arrow(cur, sql.Identifier("gold_new"), t.columns, [change.rows])

@@ -13,7 +13,7 @@ from psycopg import sql
 from sf311.lakehouse.figures import BatchFigures
 from sf311.warehouse.cases import CASE_COLUMNS
 from sf311.warehouse.copy import copy_arrow
-from sf311.warehouse.indexes import defer_indexes, restore_indexes
+from sf311.warehouse.indexes import defer_indexes, rebuilt_after, restore_indexes
 from sf311.warehouse.ledgers import (
     BatchLoad,
     insert_lake_batch,
@@ -210,6 +210,46 @@ def test_an_empty_cases_defers_its_secondary_indexes_until_restored(schema_dsn):
         # A table that holds a case keeps its indexes.
         assert defer_indexes(conn) == []
         assert _indexes(conn) == before
+
+
+def _definitions(conn: psycopg.Connection, table: str) -> list[tuple]:
+    return conn.execute(
+        "SELECT i.relname, pg_get_indexdef(i.oid), c.conname, pg_get_constraintdef(c.oid)"
+        " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+        " LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid"
+        " WHERE x.indrelid = %s::regclass ORDER BY 1",
+        [table],
+    ).fetchall()
+
+
+def test_a_table_filled_with_its_indexes_rebuilt_after_ends_with_the_same_and_refuses_duplicates(
+    schema_dsn,
+):
+    table = sql.Identifier("filled")
+    rows = pa.table({"k": [1, 2, None], "v": ["a", "b", "c"]})
+    with psycopg.connect(schema_dsn) as conn:
+        conn.execute(
+            "CREATE TABLE filled (k integer, v text, CONSTRAINT filled_key"
+            " UNIQUE NULLS NOT DISTINCT (k)); CREATE INDEX filled_v ON filled (v)"
+        )
+        conn.commit()
+        before = _definitions(conn, "filled")
+        assert [d[0] for d in before] == ["filled_key", "filled_v"]
+        with conn.cursor() as cur:
+            with rebuilt_after(cur, table):
+                assert _definitions(conn, "filled") == []
+                copy_arrow(cur, table, ["k", "v"], [rows])
+        conn.commit()
+        assert _definitions(conn, "filled") == before
+        assert conn.execute("SELECT count(*) FROM filled").fetchone()[0] == 3
+        conn.execute("TRUNCATE filled")
+        conn.commit()
+        # A duplicate key fails the rebuilt constraint, as it would have failed the copy.
+        with pytest.raises(psycopg.errors.UniqueViolation), conn.cursor() as cur:
+            with rebuilt_after(cur, table):
+                copy_arrow(cur, table, ["k", "v"], [rows, rows.slice(2)])
+        conn.rollback()
+        assert _definitions(conn, "filled") == before
 
 
 def test_copy_round_trips_nulls_empties_quotes_newlines_and_instants(schema_dsn, spark):
