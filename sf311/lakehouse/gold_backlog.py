@@ -34,7 +34,8 @@ def backlog_daily(cases: DataFrame, starts: DataFrame, last_day: date) -> DataFr
         F.col("service_name").alias("category"), "requested_datetime", "closed_date"
     )
     starts = starts.select("category", F.col("day").alias("start"))
-    c = c.join(starts.withColumnRenamed("category", "_c"),
+    # A row per category: broadcast, where the planner, not knowing its size, shuffled the cases.
+    c = c.join(F.broadcast(starts.withColumnRenamed("category", "_c")),
                c.category.eqNullSafe(F.col("_c"))).drop("_c")  # fmt: skip
     req, end = F.col("requested_datetime"), F.lit(last_day)
     first_open = sf_day(req)

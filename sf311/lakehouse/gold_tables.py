@@ -134,16 +134,15 @@ def _silver(spark: SparkSession, path: str, version: int) -> DataFrame:
 
 def build(
     spark: SparkSession, silver_path: str, conf: DataFrame
-) -> tuple[list[Update], Progress, DataFrame] | None:
-    """Return every gold table computed from all of silver.cases, the progress it reflects and
-    the (cached) silver rows to release, or None while silver holds no case."""
+) -> tuple[list[Update], Progress] | None:
+    """Return every gold table computed from all of silver.cases and the progress it reflects,
+    or None while silver holds no case."""
     version = latest_version(spark, silver_path)
-    # Read once: the tables scan silver about ten times, each scan a Delta file listing and
-    # a Spark job of its own, whatever the size of silver.
-    cases = _silver(spark, silver_path, version).select(*SILVER_COLUMNS).persist()
+    # Not cached: each table scans the Parquet columns it needs. On 7.3M cases a scan of all
+    # of them took 1.2-1.5 CPU-s, their cache 17 CPU-s to build and 1.9 per scan.
+    cases = _silver(spark, silver_path, version).select(*SILVER_COLUMNS)
     as_of = _newest_instant(cases)
     if as_of is None:
-        cases.unpersist()
         return None
     # Computed once, a row per category: sla_daily and the targets table both read it.
     targets = sla_targets(cases, conf, as_of)
@@ -158,7 +157,7 @@ def build(
         Update(SLA_DAILY, sla_daily(cases, targets, as_of), None),
         Update(SLA_TARGETS, targets, None),
     ]
-    return updates, Progress(table_id(spark, silver_path), version, as_of), cases
+    return updates, Progress(table_id(spark, silver_path), version, as_of)
 
 
 def _touching(cases: DataFrame, categories: set[str | None], first: date | None) -> DataFrame:

@@ -285,7 +285,7 @@ class GoldSink(Sink):
             built = build(spark, silver_path, conf)
             if built is None:
                 return None
-            found = built
+            found = (*built, None)
         updates, reached, read = found
         if read is not None:
             cached.append(read)
