@@ -43,12 +43,15 @@ def backlog_daily(cases: DataFrame, starts: DataFrame, last_day: date) -> DataFr
     last_open = F.when(F.col("closed_date").isNull(), end).otherwise(F.least(closed_before, end))
     c = c.withColumns({"first_open": first_open, "last_open": last_open})
     c = c.where(F.col("last_open") >= F.greatest("first_open", "start"))
+    # Each bucket's first day computed once: a bucket ends the day before the next one begins.
+    aged = {n: f"_aged_{n}" for _, n, _ in BUCKETS if n > 0}
+    c = c.withColumns({name: _first_day_aged(req, n) for n, name in aged.items()})
     spans = []
     for name, lo, hi in BUCKETS:
-        begin = F.col("first_open") if lo == 0 else _first_day_aged(req, lo)
+        begin = F.col("first_open") if lo == 0 else F.col(aged[lo])
         stop = F.col("last_open")
         if hi is not None:
-            stop = F.least(stop, F.date_sub(_first_day_aged(req, hi), 1))
+            stop = F.least(stop, F.date_sub(F.col(aged[hi]), 1))
         spans.append(F.struct(
             F.lit(name).alias("age_bucket"),
             F.greatest(begin, F.col("start")).alias("s"),
