@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+import pyarrow.compute as pc
 from pyspark.sql import SparkSession
 
 from sf311.errors import UserError, first_line
@@ -204,13 +205,18 @@ class CasePredictionSink(BatchSink):
         return batch.rows is not None and batch.rows.newest.num_rows > 0
 
     def write(self, batch: Batch) -> None:
-        """Score the batch's open cases and delete its closed ones' predictions, then rescore
-        every open case if the champion changed."""
+        """Score the batch's open cases, then rescore every open case if the champion changed.
+
+        Only the cases whose version in the batch is open can have become open in `cases`; a
+        closed version that replaced an open one lost its prediction by the trigger on `cases`
+        (migration 0015), and one that did not replace the stored version changed nothing.
+        A backfill batch's cases are mostly closed: they are not sent to Postgres."""
         assert batch.rows is not None, "takes() lets only collected batches through"
+        newest = batch.rows.newest
+        ids = newest.filter(pc.is_null(newest["closed_date"]))["service_request_id"].to_pylist()
         with self._busy:
             self.keeper.refresh()
             # The batch first: its cases, already in `cases`, need not make a restart rescore.
-            ids = batch.rows.newest["service_request_id"].to_pylist()
             counts = self.keeper.update(ids)
             self.keeper.catch_up()
         log.info(

@@ -162,8 +162,8 @@ def test_open_cases_are_scored_closed_ones_leave_and_a_new_champion_rescores(
         open_ids = [FIRST_ID + n for n in (0, 2, 4)]
         _assert_equal(_stored(stream_env), _expected(stream_env, first, v1, open_ids))
 
-        # A later batch closes case 2 and opens case 6, under a new champion: its sink removes
-        # case 2 and rescores every open case, not only the batch's.
+        # A later batch closes case 2 and opens case 6, under a new champion: case 2 leaves as
+        # the batch's upsert closes it (trigger on `cases`), the sink rescores every open case.
         second = _export(tmp_path / "v2", graffiti=1.0, other=4.5)
         v2 = _register_champion(settings, tmp_path / "v2")
         assert v2 != v1

@@ -78,6 +78,7 @@ class FakeStore:
 
     def open_cases(self, conn, ids, columns):
         self.calls.append("open_cases")
+        self.asked = list(ids)
         return [self.open[i] for i in ids if i in self.open]
 
     def open_case_slices(self, conn, columns, rows):
@@ -218,8 +219,12 @@ def test_update_scores_open_ids_deletes_closed_ones_and_is_idempotent(world) -> 
     assert set(fake.stored) == {1}
 
 
-def _batch(ids: list[int]) -> Batch:
-    table = pa.table({"service_request_id": pa.array(ids, pa.int64())})
+def _batch(ids: list[int], closed: set[int] = frozenset()) -> Batch:
+    table = pa.table({
+        "service_request_id": pa.array(ids, pa.int64()),
+        "closed_date": pa.array([OPENED if i in closed else None for i in ids],
+                                pa.timestamp("us", tz="UTC")),
+    })  # fmt: skip
     rows = WarehouseRows(BatchFigures(len(ids), len(ids)), table, [])
     return Batch("q", "id", 0, OPENED, None, rows.figures, 0.0, rows)  # type: ignore[arg-type]
 
@@ -247,6 +252,18 @@ def test_the_sink_follows_the_champion_then_scores_the_batch(world, settings) ->
     clock.now = 31
     sink.write(_batch([4]))
     assert fake.calls == ["open_cases"] and registry.probes == probes + 1
+
+
+def test_the_sink_asks_postgres_only_for_the_cases_open_in_the_batch(world, settings) -> None:
+    fake, registry, clock, keeper = world
+    registry.version = "7"
+    _follow(keeper)
+    sink = CasePredictionSink(None, settings, keeper=keeper)  # type: ignore[arg-type]
+    fake.open[4] = _case(4)
+    sink.write(_batch([4, 5, 2], closed={5, 2}))
+    assert fake.asked == [4] and 4 in fake.stored
+    # A closed version that replaced an open case: its row went with the trigger, not here.
+    assert 2 in fake.stored
 
 
 def test_a_restart_scores_the_batch_without_rescoring_everything(world, settings) -> None:
