@@ -4,7 +4,8 @@
 --   also asks deleted_at IS NULL, which cases_category_points_idx (same keys) serves;
 -- - cases_open_idx: open cases are read by category through cases_open_groups_idx, by id
 --   through cases_open_id_idx;
--- - cases_status_idx: a status is "Open" or "Closed", a half of the table each.
+-- - cases_status_idx: only a bare count(*) used it (the smallest index); a status is "Open" or
+--   "Closed", which narrows no query to a few rows.
 DROP INDEX IF EXISTS cases_category_idx, cases_open_idx, cases_status_idx;
 -- A bounded run killed before its last batch would build them again.
 DELETE FROM deferred_indexes
